@@ -1,0 +1,118 @@
+"""ISP Admin: the application factory."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from isp_admin.config import load_config
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Create and configure the app; `config` overrides values read from the environment."""
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        template_folder="../templates",
+        static_folder="../static",
+    )
+    app.config.update(load_config(app.instance_path))
+    if config:
+        app.config.update(config)
+    register_logging(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_template_helpers(app)
+    register_commands(app)
+    if app.config["PROXY_FIX_X_FOR"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"], x_proto=1)
+    return app
+
+
+def register_logging(app: Flask) -> None:
+    """Set the log level from LOG_LEVEL."""
+    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app.logger.setLevel(app.config["LOG_LEVEL"])
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def register_extensions(app: Flask) -> None:
+    """Initialise the bare extension instances against this app."""
+    from flask_bootstrap import Bootstrap5
+
+    from isp_admin import models  # noqa: F401  (registers every table on the metadata)
+    from isp_admin.database import include_object, register_database_events
+    from isp_admin.extensions import cache, csrf, db, limiter, login_manager, migrate, talisman
+    from isp_admin.web.auth.session import register_user_loader
+
+    db.init_app(app)
+    register_database_events(app)
+    migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"), compare_type=True,
+                     render_as_batch=True, include_object=include_object)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    register_user_loader(login_manager)
+    limiter.init_app(app)
+    cache.init_app(app)
+    production = app.config["PRODUCTION"]
+    talisman.init_app(
+        app,
+        force_https=production,
+        strict_transport_security=production,
+        strict_transport_security_max_age=31536000,
+        strict_transport_security_include_subdomains=True,
+        session_cookie_secure=production,
+        frame_options="DENY",
+        referrer_policy="strict-origin-when-cross-origin",
+        content_security_policy={
+            "default-src": "'self'",
+            "img-src": "'self' data:",
+            "object-src": "'none'",
+            "base-uri": "'self'",
+            "form-action": "'self'",
+            "frame-ancestors": "'none'",
+        },
+    )
+    Bootstrap5(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    """Register every blueprint, in one explicit list."""
+    from isp_admin.health.views import bp as health_bp
+    from isp_admin.observability.request_id import register_request_id
+    from isp_admin.web.admin.views import bp as admin_bp
+    from isp_admin.web.auth.session import install_actor
+    from isp_admin.web.auth.views import bp as auth_bp
+    from isp_admin.web.customers.views import bp as customers_bp
+    from isp_admin.web.dashboard.views import bp as dashboard_bp
+    from isp_admin.web.plans.views import bp as plans_bp
+    from isp_admin.web.subscriptions.views import bp as subscriptions_bp
+
+    register_request_id(app)
+    install_actor(app)
+    for blueprint in (health_bp, auth_bp, dashboard_bp, customers_bp, plans_bp, subscriptions_bp, admin_bp):
+        app.register_blueprint(blueprint)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Install the error handlers of isp_admin.errors."""
+    from isp_admin.errors import register_error_handlers
+
+    register_error_handlers(app)
+
+
+def register_template_helpers(app: Flask) -> None:
+    """Install Jinja filters and globals shared by every template."""
+    from isp_admin.web.templating import register_template_helpers as install
+
+    install(app)
+
+
+def register_commands(app: Flask) -> None:
+    """Register the grouped `flask` CLI commands."""
+    from isp_admin.cli import register
+
+    register(app)

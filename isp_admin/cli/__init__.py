@@ -1,0 +1,11 @@
+"""The `flask` command groups, registered in one explicit list."""
+from flask import Flask
+
+
+def register(app: Flask) -> None:
+    """Attach every command group to the app."""
+    from isp_admin.cli.data import data_cli
+    from isp_admin.cli.users import users_cli
+
+    for group in (users_cli, data_cli):
+        app.cli.add_command(group)

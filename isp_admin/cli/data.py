@@ -1,0 +1,50 @@
+"""`flask data …`: realistic test data in bulk, and the demo set-up for `make run`."""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from isp_admin.extensions import db
+from isp_admin.services import users as user_service
+from isp_admin.services.audit import SYSTEM, acting_as
+from isp_admin.services.test_data import generate
+
+data_cli = AppGroup("data", help="Test data and demo set-up.")
+
+
+@data_cli.command("generate-test-data")
+@click.option("--customers", "count", type=click.IntRange(1, 5_000_000), default=1000, show_default=True)
+@click.option("--seed", type=int, default=None, help="Random seed, for repeatable data.")
+def generate_test_data(count: int, seed: int | None) -> None:
+    """Load COUNT realistic customers with plans and subscriptions, in bulk."""
+    with click.progressbar(length=count, label="Customers") as bar:
+        result = generate(count, seed=seed, progress=bar.update)
+    db.session.commit()
+    click.echo(f"Loaded {result.customers} customers and {result.subscriptions} subscriptions "
+               f"in {result.seconds:.1f}s ({result.customers / max(result.seconds, 1e-9):,.0f} customers/s).")
+
+
+@data_cli.command("demo")
+@click.option("--customers", "count", type=int, default=250, show_default=True)
+def demo(count: int) -> None:
+    """Create a demo admin (random password, kept in instance/) and demo data, once; print the login."""
+    credentials = Path(current_app.instance_path) / "demo-login.txt"
+    email = "admin@example.com"
+    if user_service.find_by_email(email) is None:
+        password = secrets.token_urlsafe(12)
+        with acting_as(SYSTEM):
+            user_service.create_user(email, "Demo Admin", "admin", password)
+            generate(count, seed=42)
+        db.session.commit()
+        credentials.write_text(f"{email}\n{password}\n")
+        credentials.chmod(0o600)
+    email, password = (credentials.read_text().split() + ["?", "?"])[:2] if credentials.exists() else (email, "?")
+    click.echo("")
+    click.echo("  ISP Admin is starting on http://127.0.0.1:5000")
+    click.echo(f"  Sign in as {email} with password {password}")
+    click.echo(f"  (kept in {credentials})")
+    click.echo("")

@@ -1,0 +1,109 @@
+"""One configuration, read from the environment; secrets have no default in production."""
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+ENVIRONMENTS = ("development", "testing", "production")
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a runnable configuration."""
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def normalise_database_url(url: str) -> str:
+    """Route plain PostgreSQL URLs through psycopg 3, the only PostgreSQL driver we ship."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _development_secret(instance_path: Path) -> str:
+    """Generate a secret once and keep it in instance/, so sessions survive restarts in development."""
+    path = instance_path / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def load_config(instance_path: str | Path, env: dict[str, str] | None = None) -> dict:
+    """Build the Flask config dict from the environment."""
+    env = dict(os.environ if env is None else env)
+    instance = Path(instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    app_env = env.get("APP_ENV", "development")
+    if app_env not in ENVIRONMENTS:
+        raise ConfigError(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}, not {app_env!r}")
+    production = app_env == "production"
+
+    secret = env.get("SECRET_KEY")
+    if not secret:
+        if production:
+            raise ConfigError("SECRET_KEY must be set in production")
+        secret = _development_secret(instance)
+
+    database_url = normalise_database_url(
+        env.get("DATABASE_URL") or f"sqlite:///{instance / 'isp_admin.sqlite3'}"
+    )
+    redis_url = env.get("REDIS_URL") or None
+    return {
+        "APP_ENV": app_env,
+        "PRODUCTION": production,
+        "TESTING": app_env == "testing",
+        "SECRET_KEY": secret,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "REDIS_URL": redis_url,
+        "TIMEZONE": env.get("TIMEZONE", "UTC"),
+        "CURRENCY": env.get("CURRENCY", "USD").upper(),
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
+        "MAIL_URL": env.get("MAIL_URL") or None,
+        "MAIL_FROM": env.get("MAIL_FROM", "ISP Admin <no-reply@localhost>"),
+        "MAIL_OUTBOX_DIR": str(instance / "outbox"),
+        "PUBLIC_URL": env.get("PUBLIC_URL") or None,
+        # Authentication
+        "PASSWORD_HASH_METHOD": env.get("PASSWORD_HASH_METHOD", "scrypt"),
+        "MAX_FAILED_LOGINS": int(env.get("MAX_FAILED_LOGINS", "5")),
+        "LOCKOUT_MINUTES": int(env.get("LOCKOUT_MINUTES", "15")),
+        "PASSWORD_RESET_MAX_AGE": int(env.get("PASSWORD_RESET_MAX_AGE", "3600")),
+        "SESSION_COOKIE_SECURE": production,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "PERMANENT_SESSION_LIFETIME": timedelta(hours=12),
+        "REMEMBER_COOKIE_DURATION": timedelta(days=14),
+        "REMEMBER_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_REFRESH_EACH_REQUEST": False,
+        "WTF_CSRF_ENABLED": _bool(env.get("WTF_CSRF_ENABLED"), True),
+        # Rate limits (Flask-Limiter syntax)
+        "RATELIMIT_ENABLED": _bool(env.get("RATELIMIT_ENABLED"), True),
+        "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "RATELIMIT_KEY_PREFIX": env.get("RATELIMIT_KEY_PREFIX", "isp_admin"),
+        "RATE_LIMIT_AUTHENTICATED": env.get("RATE_LIMIT_AUTHENTICATED", "200/minute"),
+        "RATE_LIMIT_ANONYMOUS": env.get("RATE_LIMIT_ANONYMOUS", "60/minute"),
+        "RATE_LIMIT_LOGIN": env.get("RATE_LIMIT_LOGIN", "10/minute"),
+        "RATE_LIMIT_PASSWORD_RESET": env.get("RATE_LIMIT_PASSWORD_RESET", "5/minute"),
+        # Caching
+        "CACHE_TYPE": "RedisCache" if redis_url else "SimpleCache",
+        "CACHE_REDIS_URL": redis_url,
+        "CACHE_KEY_PREFIX": env.get("CACHE_KEY_PREFIX", "isp_admin:"),
+        "CACHE_DEFAULT_TIMEOUT": int(env.get("CACHE_DEFAULT_TIMEOUT", "300")),
+        # Front end: Bootstrap from the installed package, never a CDN
+        "BOOTSTRAP_SERVE_LOCAL": True,
+        "PAGE_SIZE": int(env.get("PAGE_SIZE", "50")),
+        "MAX_PAGE_SIZE": 200,
+        "PROXY_FIX_X_FOR": int(env.get("PROXY_FIX_X_FOR", "0")),
+    }

@@ -1,0 +1,33 @@
+"""Bare extension instances; each is initialised in create_app (never at import time)."""
+from flask_caching import Cache
+from flask_limiter import Limiter
+from flask_login import LoginManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_talisman import Talisman
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import MetaData
+
+from isp_admin.ratelimit import default_limit, exempt_from_default_limit, rate_limit_key
+
+# A fixed naming convention keeps constraint names identical on PostgreSQL and SQLite, so Alembic can
+# compare, alter and drop them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
+migrate = Migrate()
+login_manager = LoginManager()
+limiter = Limiter(
+    key_func=rate_limit_key,
+    default_limits=[default_limit],
+    default_limits_exempt_when=exempt_from_default_limit,
+)
+talisman = Talisman()
+cache = Cache()
+csrf = CSRFProtect()

@@ -1,0 +1,62 @@
+"""Subscriptions: a customer's service on a plan."""
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from isp_admin.extensions import db
+from isp_admin.models.base import UTCDateTime, in_list, utcnow
+
+SUBSCRIPTION_STATUSES = ("pending", "active", "suspended", "cancelled")
+SUSPENSION_REASONS = ("non_payment", "manual", "vacation")
+_LIVE = text("status <> 'cancelled'")
+
+
+class Subscription(db.Model):
+    """A customer's service on a plan, billed monthly on its billing day."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        CheckConstraint(in_list("status", SUBSCRIPTION_STATUSES), name="status"),
+        CheckConstraint(
+            f"suspension_reason IS NULL OR {in_list('suspension_reason', SUSPENSION_REASONS)}",
+            name="suspension_reason",
+        ),
+        # A suspension always has a reason, and only a suspension has one.
+        CheckConstraint(
+            "(status = 'suspended' AND suspension_reason IS NOT NULL)"
+            " OR (status <> 'suspended' AND suspension_reason IS NULL)",
+            name="reason_iff_suspended",
+        ),
+        CheckConstraint("billing_day BETWEEN 1 AND 31", name="billing_day_range"),
+        CheckConstraint("end_date IS NULL OR end_date >= start_date", name="end_after_start"),
+        CheckConstraint("price_override_cents IS NULL OR price_override_cents >= 0",
+                        name="price_override_non_negative"),
+        # A PPPoE login or a static IP belongs to one live subscription at a time; cancelled ones free it.
+        Index("uq_subscriptions_pppoe_live", "pppoe_username", unique=True,
+              postgresql_where=_LIVE, sqlite_where=_LIVE),
+        Index("uq_subscriptions_static_ip_live", "static_ip", unique=True,
+              postgresql_where=_LIVE, sqlite_where=_LIVE),
+        Index("ix_subscriptions_plan_status", "plan_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="RESTRICT"), index=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="RESTRICT"))
+    status: Mapped[str] = mapped_column(String(16))
+    suspension_reason: Mapped[str | None] = mapped_column(String(16))
+    start_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)
+    billing_day: Mapped[int]
+    next_bill_date: Mapped[date] = mapped_column(Date, index=True)
+    price_override_cents: Mapped[int | None]
+    pppoe_username: Mapped[str | None] = mapped_column(String(64))
+    static_ip: Mapped[str | None] = mapped_column(String(45))
+    cpe_mac: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    customer = relationship("Customer", back_populates="subscriptions", lazy="raise")
+    plan = relationship("Plan", lazy="raise")

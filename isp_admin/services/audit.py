@@ -1,0 +1,92 @@
+"""Write audit events; the acting user, token or job comes from a context set at the edge."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import inspect
+
+from isp_admin.extensions import db
+from isp_admin.models import AuditEvent
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a staff user, an API token, or the system (jobs, CLI)."""
+
+    type: str
+    id: int | None
+    label: str
+    ip: str | None = None
+
+
+SYSTEM = Actor("system", None, "system")
+_actor_provider: ContextVar[Callable[[], Actor]] = ContextVar("actor_provider", default=lambda: SYSTEM)
+
+
+def set_actor_provider(provider: Callable[[], Actor]) -> None:
+    """Install the function that names the current actor (the web layer installs one per request)."""
+    _actor_provider.set(provider)
+
+
+@contextmanager
+def acting_as(actor: Actor) -> Iterator[None]:
+    """Attribute the writes inside the block to `actor` (CLI commands, jobs, tests)."""
+    token = _actor_provider.set(lambda: actor)
+    try:
+        yield
+    finally:
+        _actor_provider.reset(token)
+
+
+def current_actor() -> Actor:
+    """Return the actor the current writes are attributed to."""
+    return _actor_provider.get()()
+
+
+def _jsonable(value):
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def snapshot(obj, exclude: tuple[str, ...] = ("password_hash", "created_at", "updated_at")) -> dict:
+    """Return the persisted column values of a model instance as JSON-safe data."""
+    mapper = inspect(obj).mapper
+    return {
+        attr.key: _jsonable(getattr(obj, attr.key))
+        for attr in mapper.column_attrs
+        if attr.key not in exclude
+    }
+
+
+def changes(before: dict, after: dict) -> tuple[dict, dict]:
+    """Reduce two snapshots to the fields that differ."""
+    keys = [k for k in after if before.get(k) != after.get(k)]
+    return {k: before.get(k) for k in keys}, {k: after[k] for k in keys}
+
+
+def record(action: str, entity, *, before: dict | None = None, after: dict | None = None,
+           customer_id: int | None = None) -> AuditEvent:
+    """Add one audit event for `entity` to the current transaction."""
+    actor = current_actor()
+    event = AuditEvent(
+        actor_type=actor.type,
+        actor_id=actor.id,
+        actor_label=actor.label,
+        action=action,
+        entity_type=entity.__tablename__,
+        entity_id=entity.id,
+        customer_id=customer_id,
+        before=before,
+        after=after,
+        ip=actor.ip,
+    )
+    db.session.add(event)
+    return event

@@ -1,0 +1,183 @@
+"""Customers: create, update, close, look up, and the searchable list."""
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import func, or_, select, union
+from sqlalchemy.exc import IntegrityError
+
+from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
+from isp_admin.extensions import cache, db
+from isp_admin.models import AuditEvent, Customer, Plan, Subscription
+from isp_admin.services import audit
+from isp_admin.services.pagination import Page, keyset_page
+from isp_admin.services.users import normalise_email
+
+EDITABLE = ("name", "email", "phone", "service_address", "billing_address", "tax_id", "notes")
+SORTS = {"name": "name", "account": "account_number", "newest": "id", "oldest": "id", "status": "status"}
+COUNT_CAP = 10_000
+TOTAL_CACHE_KEY = "customers:total"
+
+
+def _clean(values: dict) -> dict:
+    unknown = set(values) - set(EDITABLE)
+    if unknown:
+        raise Invalid("Unknown fields.", {name: "Not a customer field." for name in sorted(unknown)})
+    cleaned = {k: (v.strip() if isinstance(v, str) else v) or None for k, v in values.items()}
+    if "name" in cleaned and not cleaned["name"]:
+        raise Invalid("Enter the customer's name.", {"name": "Required."})
+    if cleaned.get("email"):
+        cleaned["email"] = normalise_email(cleaned["email"])
+    return cleaned
+
+
+def _new_account_number() -> str:
+    return f"C{secrets.randbelow(10**8):08d}"
+
+
+def get_customer(customer_id: int) -> Customer:
+    """Return a customer by id or raise NotFound."""
+    customer = db.session.get(Customer, customer_id)
+    if customer is None:
+        raise NotFound("No such customer.")
+    return customer
+
+
+def create_customer(**values) -> Customer:
+    """Create a customer with a fresh, unique account number."""
+    cleaned = _clean(values)
+    if not cleaned.get("name"):
+        raise Invalid("Enter the customer's name.", {"name": "Required."})
+    for _attempt in range(5):
+        customer = Customer(account_number=_new_account_number(), status="active", **cleaned)
+        try:
+            with db.session.begin_nested():  # a collision on the random number retries, not fails
+                db.session.add(customer)
+                db.session.flush()
+            break
+        except IntegrityError:
+            continue
+    else:  # pragma: no cover - needs five collisions in a row
+        raise BusinessRuleViolation("Could not allocate an account number; try again.")
+    audit.record("customer.create", customer, after=audit.snapshot(customer), customer_id=customer.id)
+    invalidate_customer_totals()
+    return customer
+
+
+def update_customer(customer_id: int, **values) -> Customer:
+    """Update a customer's profile fields."""
+    customer = get_customer(customer_id)
+    cleaned = _clean(values)
+    before = audit.snapshot(customer)
+    for key, value in cleaned.items():
+        setattr(customer, key, value)
+    db.session.flush()
+    old, new = audit.changes(before, audit.snapshot(customer))
+    if new:
+        audit.record("customer.update", customer, before=old, after=new, customer_id=customer.id)
+    return customer
+
+
+def refresh_status(customer: Customer) -> None:
+    """Derive an open customer's status from its subscriptions: suspended when none is active."""
+    if customer.status == "closed":
+        return
+    rows = db.session.execute(
+        select(Subscription.status, func.count()).where(Subscription.customer_id == customer.id)
+        .group_by(Subscription.status)
+    ).all()
+    counts = dict(rows)
+    status = "suspended" if counts.get("suspended") and not counts.get("active") else "active"
+    if status != customer.status:
+        before = customer.status
+        customer.status = status
+        audit.record("customer.status", customer, before={"status": before}, after={"status": status},
+                     customer_id=customer.id)
+
+
+def invalidate_customer_totals() -> None:
+    """Forget the cached customer count; every create or bulk load calls this."""
+    cache.delete(TOTAL_CACHE_KEY)
+
+
+def _total_customers() -> int:
+    total = cache.get(TOTAL_CACHE_KEY)
+    if total is None:
+        total = db.session.scalar(select(func.count()).select_from(Customer))
+        cache.set(TOTAL_CACHE_KEY, total, timeout=600)
+    return total
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def search_condition(q: str):
+    """Return a condition matching name, account, email, phone, PPPoE login or IP containing `q`."""
+    pattern = f"%{_escape_like(q.strip())}%"
+    c, s = Customer.__table__.c, Subscription.__table__.c
+    # A UNION of two indexable scans instead of one OR across a join: each side can use its own
+    # trigram index on PostgreSQL.
+    matching = union(
+        select(c.id).where(or_(*(col.ilike(pattern, escape="\\")
+                                  for col in (c.name, c.account_number, c.email, c.phone)))),
+        select(s.customer_id).where(or_(s.pppoe_username.ilike(pattern, escape="\\"),
+                                        s.static_ip.ilike(pattern, escape="\\"))),
+    )
+    return c.id.in_(matching)
+
+
+def list_customers(*, q: str = "", status: str | None = None, plan_id: int | None = None,
+                   sort: str = "name", size: int = 50, after: str | None = None,
+                   before: str | None = None) -> Page:
+    """Return one page of customers with their live subscriptions, in a constant number of queries."""
+    c, s, p = Customer.__table__.c, Subscription.__table__.c, Plan.__table__.c
+    if sort not in SORTS:
+        raise Invalid("Unknown sort order.", {"sort": f"Choose one of {', '.join(SORTS)}."})
+    conditions = []
+    if q and q.strip():
+        conditions.append(search_condition(q))
+    if status:
+        conditions.append(c.status == status)
+    if plan_id:
+        conditions.append(c.id.in_(select(s.customer_id).where(s.plan_id == plan_id, s.status != "cancelled")))
+    stmt = select(c.id, c.account_number, c.name, c.email, c.phone, c.status, c.created_at).where(*conditions)
+    sort_key = SORTS[sort]
+    page = keyset_page(db.session, stmt, c[sort_key], c.id, descending=sort == "newest", size=size,
+                       after=after, before=before, sort_key=sort_key)
+    ids = [row["id"] for row in page.rows]
+    services: dict[int, list] = {i: [] for i in ids}
+    if ids:
+        subs = db.session.execute(
+            select(s.customer_id, s.status, s.pppoe_username, p.name.label("plan_name"))
+            .join(Plan.__table__, p.id == s.plan_id)
+            .where(s.customer_id.in_(ids), s.status != "cancelled").order_by(s.id)
+        ).mappings()
+        for sub in subs:
+            services[sub["customer_id"]].append(sub)
+    page.extra["services"] = services
+    if conditions:
+        # A filtered count stops at the cap: "10,000+" is honest and never scans the whole table.
+        capped = stmt.with_only_columns(c.id).limit(COUNT_CAP + 1).subquery()
+        total = db.session.scalar(select(func.count()).select_from(capped))
+        page.total, page.total_capped = min(total, COUNT_CAP), total > COUNT_CAP
+    else:
+        page.total = _total_customers()
+    return page
+
+
+def customer_history(customer_id: int, limit: int = 50) -> list[AuditEvent]:
+    """Return the newest audit events about a customer and its subscriptions."""
+    return list(db.session.scalars(
+        select(AuditEvent).where(AuditEvent.customer_id == customer_id).order_by(AuditEvent.id.desc()).limit(limit)
+    ))
+
+
+def customer_subscriptions(customer_id: int) -> list[Subscription]:
+    """Return all subscriptions of a customer with their plans loaded."""
+    from sqlalchemy.orm import joinedload
+
+    return list(db.session.scalars(
+        select(Subscription).options(joinedload(Subscription.plan))
+        .where(Subscription.customer_id == customer_id).order_by(Subscription.id)
+    ))

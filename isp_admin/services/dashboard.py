@@ -1,0 +1,55 @@
+"""The dashboard's figures, cached beside the function that invalidates them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, select
+
+from isp_admin.extensions import cache, db
+from isp_admin.models import Customer, Plan, Subscription
+
+CACHE_KEY = "dashboard:summary"
+
+
+@dataclass
+class Summary:
+    """Customers by status, active subscriptions by plan, and monthly recurring revenue."""
+
+    customers_by_status: dict[str, int]
+    plans: list[dict]
+    mrr_cents: int
+    active_subscriptions: int
+
+
+def dashboard_summary() -> Summary:
+    """Return the dashboard figures (cached for a minute; writes invalidate sooner)."""
+    summary = cache.get(CACHE_KEY)
+    if summary is None:
+        summary = _compute()
+        cache.set(CACHE_KEY, summary, timeout=60)
+    return summary
+
+
+def invalidate_dashboard() -> None:
+    """Forget the cached dashboard; customer, plan and subscription writes call this."""
+    cache.delete(CACHE_KEY)
+
+
+def _compute() -> Summary:
+    by_status = dict(db.session.execute(select(Customer.status, func.count()).group_by(Customer.status)).all())
+    price = func.coalesce(Subscription.price_override_cents, Plan.monthly_price_cents)
+    rows = db.session.execute(
+        select(Plan.id, Plan.name, Plan.code, Plan.active,
+               func.count(Subscription.id).label("active"),
+               func.coalesce(func.sum(case((Subscription.id.isnot(None), price), else_=0)), 0).label("mrr"))
+        .outerjoin(Subscription, (Subscription.plan_id == Plan.id) & (Subscription.status == "active"))
+        .group_by(Plan.id, Plan.name, Plan.code, Plan.active)
+        .order_by(func.count(Subscription.id).desc(), Plan.name)
+    ).mappings()
+    plans = [dict(row) for row in rows]
+    return Summary(
+        customers_by_status={s: by_status.get(s, 0) for s in ("active", "suspended", "closed")},
+        plans=plans,
+        mrr_cents=sum(p["mrr"] for p in plans),
+        active_subscriptions=sum(p["active"] for p in plans),
+    )

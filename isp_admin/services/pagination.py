@@ -1,0 +1,66 @@
+"""Keyset (cursor) pagination over (sort value, id) pairs: constant cost at any depth."""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+
+from sqlalchemy import tuple_
+
+from isp_admin.errors import Invalid
+
+
+@dataclass
+class Page:
+    """One page of rows with the cursors that lead to its neighbours."""
+
+    rows: list
+    next_cursor: str | None
+    prev_cursor: str | None
+    total: int | None = None
+    total_capped: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def encode_cursor(value, row_id: int) -> str:
+    """Encode a (sort value, id) position as an opaque URL-safe string."""
+    return base64.urlsafe_b64encode(json.dumps([value, row_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple:
+    """Decode a cursor made by encode_cursor, or raise Invalid."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(row_id, int) or not isinstance(value, str | int | None):
+            raise ValueError
+        return value, row_id
+    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
+        raise Invalid("The page link is not valid.", {"cursor": "Malformed cursor."}) from None
+
+
+def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
+                after: str | None = None, before: str | None = None, sort_key: str = "") -> Page:
+    """Run `stmt` for one page after or before a cursor, ordered by (sort_col, id_col)."""
+    backwards = before is not None
+    cursor = before if backwards else after
+    ascending = descending == backwards  # walking backwards flips the order
+    if cursor:
+        value, row_id = decode_cursor(cursor)
+        position = tuple_(sort_col, id_col)
+        stmt = stmt.where(position > tuple_(value, row_id) if ascending else position < tuple_(value, row_id))
+    order = (sort_col.asc(), id_col.asc()) if ascending else (sort_col.desc(), id_col.desc())
+    rows = list(session.execute(stmt.order_by(*order).limit(size + 1)).mappings())
+    more = len(rows) > size
+    rows = rows[:size]
+    if backwards:
+        rows.reverse()
+    def cursor_of(row):
+        return encode_cursor(row[sort_key], row["id"])
+    has_next = more if not backwards else True
+    has_prev = (more if backwards else cursor is not None)
+    return Page(
+        rows=rows,
+        next_cursor=cursor_of(rows[-1]) if rows and has_next else None,
+        prev_cursor=cursor_of(rows[0]) if rows and has_prev else None,
+    )

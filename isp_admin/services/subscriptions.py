@@ -1,0 +1,178 @@
+"""Subscriptions: add, change plan, suspend, resume and cancel (service-state changes)."""
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
+from isp_admin.extensions import db
+from isp_admin.models import Subscription
+from isp_admin.services import audit
+from isp_admin.services.clock import today
+from isp_admin.services.customers import get_customer, refresh_status
+from isp_admin.services.plans import get_plan
+
+MANUAL_REASONS = ("manual", "vacation")
+_PPPOE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+_MAC = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
+
+
+def get_subscription(subscription_id: int) -> Subscription:
+    """Return a subscription by id or raise NotFound."""
+    sub = db.session.get(Subscription, subscription_id)
+    if sub is None:
+        raise NotFound("No such subscription.")
+    return sub
+
+
+def _network_fields(pppoe_username: str | None, static_ip: str | None, cpe_mac: str | None) -> dict:
+    errors, values = {}, {}
+    pppoe = (pppoe_username or "").strip() or None
+    if pppoe and not _PPPOE.match(pppoe):
+        errors["pppoe_username"] = "Letters, digits and . _ @ - only (at most 64)."
+    values["pppoe_username"] = pppoe
+    ip = (static_ip or "").strip() or None
+    if ip:
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            errors["static_ip"] = "Enter a valid IPv4 or IPv6 address."
+    values["static_ip"] = ip
+    mac = (cpe_mac or "").strip() or None
+    if mac and not _MAC.match(mac):
+        errors["cpe_mac"] = "Enter a MAC address such as 00:1A:2B:3C:4D:5E."
+    values["cpe_mac"] = mac.upper().replace("-", ":") if mac and not errors.get("cpe_mac") else mac
+    if errors:
+        raise Invalid("Please correct the highlighted fields.", errors)
+    return values
+
+
+def _ensure_network_ids_free(values: dict, subscription_id: int | None = None) -> None:
+    errors = {}
+    for column in ("pppoe_username", "static_ip"):
+        if values.get(column):
+            clash = db.session.scalar(select(Subscription.id).where(
+                getattr(Subscription, column) == values[column], Subscription.status != "cancelled",
+                Subscription.id != (subscription_id or 0)))
+            if clash:
+                errors[column] = "Already used by another live subscription."
+    if errors:
+        raise Conflict("A network identifier is already in use.", errors)
+
+
+def _flush_guarding_network_ids() -> None:
+    # The partial unique indexes are the real guard; a race between two requests ends here, not in a 500.
+    # The caller's transaction is then unusable, so the error handler (or the view) rolls back.
+    try:
+        db.session.flush()
+    except IntegrityError:
+        raise Conflict("A network identifier is already in use.",
+                       {"pppoe_username": "Check for duplicates.", "static_ip": "Check for duplicates."}) from None
+
+
+def add_subscription(customer_id: int, plan_id: int, start_date: date, billing_day: int | None = None,
+                     pppoe_username: str | None = None, static_ip: str | None = None,
+                     cpe_mac: str | None = None, price_override_cents: int | None = None) -> Subscription:
+    """Add a subscription; it is pending until its start date, then active."""
+    customer = get_customer(customer_id)
+    if customer.status == "closed":
+        raise BusinessRuleViolation("This customer's account is closed.")
+    plan = get_plan(plan_id)
+    if not plan.active:
+        raise BusinessRuleViolation("This plan is retired; choose an active plan.", {"plan_id": "Retired."})
+    billing_day = billing_day or min(start_date.day, 31)
+    if not 1 <= billing_day <= 31:
+        raise Invalid("Billing day must be between 1 and 31.", {"billing_day": "1 to 31."})
+    if price_override_cents is not None and price_override_cents < 0:
+        raise Invalid("The price cannot be negative.", {"price_override_cents": "Zero or more."})
+    network = _network_fields(pppoe_username, static_ip, cpe_mac)
+    _ensure_network_ids_free(network)
+    sub = Subscription(
+        customer_id=customer.id, plan_id=plan.id,
+        status="pending" if start_date > today() else "active",
+        start_date=start_date, billing_day=billing_day,
+        # Billing is in advance: the first (prorated) period starts on the start date.
+        next_bill_date=start_date, price_override_cents=price_override_cents, **network,
+    )
+    db.session.add(sub)
+    _flush_guarding_network_ids()
+    audit.record("subscription.create", sub, after=audit.snapshot(sub), customer_id=customer.id)
+    refresh_status(customer)
+    _changed()
+    return sub
+
+
+def update_network(subscription_id: int, pppoe_username: str | None, static_ip: str | None,
+                   cpe_mac: str | None) -> Subscription:
+    """Change a subscription's PPPoE login, static IP or CPE MAC."""
+    sub = get_subscription(subscription_id)
+    if sub.status == "cancelled":
+        raise BusinessRuleViolation("A cancelled subscription cannot be changed.")
+    network = _network_fields(pppoe_username, static_ip, cpe_mac)
+    _ensure_network_ids_free(network, sub.id)
+    return _apply(sub, "subscription.update", **network)
+
+
+def change_plan(subscription_id: int, plan_id: int) -> Subscription:
+    """Move a live subscription to another active plan."""
+    sub = get_subscription(subscription_id)
+    if sub.status == "cancelled":
+        raise BusinessRuleViolation("A cancelled subscription cannot change plan.")
+    plan = get_plan(plan_id)
+    if not plan.active:
+        raise BusinessRuleViolation("This plan is retired; choose an active plan.", {"plan_id": "Retired."})
+    if plan.id == sub.plan_id:
+        raise BusinessRuleViolation("The subscription is already on this plan.", {"plan_id": "Same plan."})
+    return _apply(sub, "subscription.change_plan", plan_id=plan.id)
+
+
+def suspend(subscription_id: int, reason: str) -> Subscription:
+    """Suspend an active subscription by hand (manual or vacation); non-payment belongs to collections."""
+    if reason not in MANUAL_REASONS:
+        raise Invalid("Choose a reason: manual or vacation.", {"reason": "manual or vacation."})
+    sub = get_subscription(subscription_id)
+    if sub.status != "active":
+        raise BusinessRuleViolation(f"Only an active subscription can be suspended (this one is {sub.status}).")
+    return _apply(sub, "subscription.suspend", status="suspended", suspension_reason=reason)
+
+
+def resume(subscription_id: int) -> Subscription:
+    """Resume a subscription suspended by hand; a non-payment suspension ends when the debt is paid."""
+    sub = get_subscription(subscription_id)
+    if sub.status != "suspended":
+        raise BusinessRuleViolation("Only a suspended subscription can be resumed.")
+    if sub.suspension_reason not in MANUAL_REASONS:
+        raise BusinessRuleViolation("This subscription is suspended for non-payment; it resumes when paid.")
+    return _apply(sub, "subscription.resume", status="active", suspension_reason=None)
+
+
+def cancel(subscription_id: int, end_date: date) -> Subscription:
+    """Cancel a subscription as of `end_date`, freeing its PPPoE login and IP."""
+    sub = get_subscription(subscription_id)
+    if sub.status == "cancelled":
+        raise BusinessRuleViolation("This subscription is already cancelled.")
+    if end_date < sub.start_date:
+        raise Invalid("The end date cannot be before the start date.", {"end_date": "On or after the start."})
+    return _apply(sub, "subscription.cancel", status="cancelled", suspension_reason=None, end_date=end_date)
+
+
+def _apply(sub: Subscription, action: str, **values) -> Subscription:
+    before = audit.snapshot(sub)
+    for key, value in values.items():
+        setattr(sub, key, value)
+    _flush_guarding_network_ids()
+    old, new = audit.changes(before, audit.snapshot(sub))
+    audit.record(action, sub, before=old, after=new, customer_id=sub.customer_id)
+    refresh_status(get_customer(sub.customer_id))
+    _changed()
+    return sub
+
+
+def _changed() -> None:
+    from isp_admin.services.dashboard import invalidate_dashboard
+
+    invalidate_dashboard()

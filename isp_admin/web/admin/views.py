@@ -1,0 +1,90 @@
+"""Staff administration (admins only): list, invite, change role, deactivate, reactivate."""
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+
+from isp_admin.errors import AppError
+from isp_admin.extensions import db
+from isp_admin.services import users as user_service
+from isp_admin.web.access import access
+from isp_admin.web.admin.forms import InviteUserForm, RoleForm
+from isp_admin.web.auth.views import _send_reset_link
+from isp_admin.web.templating import show_form_error
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+PER_PAGE = 50
+
+
+@bp.get("/users/")
+@access("users.manage")
+def users():
+    """List staff users."""
+    page = user_service.list_users(max(1, request.args.get("page", 1, type=int)), PER_PAGE)
+    return render_template("admin/users.html", page=page, action_form=FlaskForm())
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+@access("users.manage")
+def invite():
+    """Create a staff account and email the invitation link."""
+    form = InviteUserForm()
+    if form.validate_on_submit():
+        try:
+            user = user_service.create_user(form.email.data, form.name.data, form.role.data)
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            _send_reset_link(user, invited=True)
+            flash(f"Invitation sent to {user.email}.", "success")
+            return redirect(url_for("admin.users"))
+    return render_template("admin/invite.html", form=form)
+
+
+@bp.route("/users/<int:user_id>", methods=["GET", "POST"])
+@access("users.manage")
+def user_detail(user_id: int):
+    """Show a staff user and change their role."""
+    user = user_service.get_user(user_id)
+    form = RoleForm(obj=user)
+    if form.validate_on_submit():
+        try:
+            user_service.update_user(user.id, acting_user_id=current_user.id, role=form.role.data)
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            flash("Role changed.", "success")
+            return redirect(url_for("admin.user_detail", user_id=user.id))
+    return render_template("admin/user.html", user=user, form=form, action_form=FlaskForm())
+
+
+def _set_active(user_id: int, active: bool, message: str):
+    if not FlaskForm().validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+        return redirect(url_for("admin.user_detail", user_id=user_id))
+    try:
+        user_service.update_user(user_id, acting_user_id=current_user.id, active=active)
+    except AppError as exc:
+        db.session.rollback()
+        flash(exc.message, "danger")
+    else:
+        db.session.commit()
+        flash(message, "success")
+    return redirect(url_for("admin.user_detail", user_id=user_id))
+
+
+@bp.post("/users/<int:user_id>/deactivate")
+@access("users.manage")
+def deactivate(user_id: int):
+    """Deactivate a user: they are signed out everywhere and cannot sign in."""
+    return _set_active(user_id, False, "User deactivated.")
+
+
+@bp.post("/users/<int:user_id>/reactivate")
+@access("users.manage")
+def reactivate(user_id: int):
+    """Let a deactivated user sign in again."""
+    return _set_active(user_id, True, "User reactivated.")

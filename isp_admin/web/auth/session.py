@@ -1,0 +1,43 @@
+"""Load the signed-in user; a session is valid only while its session version is current."""
+from __future__ import annotations
+
+from flask import request
+from flask_login import LoginManager, current_user
+
+from isp_admin.extensions import db
+from isp_admin.models import User
+from isp_admin.services.audit import Actor, set_actor_provider
+
+
+def _load_user(session_id: str) -> User | None:
+    try:
+        user_id, version = (int(part) for part in session_id.split(":", 1))
+    except (ValueError, AttributeError):
+        return None
+    user = db.session.get(User, user_id)
+    if user is None or not user.active or user.session_version != version:
+        return None
+    return user
+
+
+def _web_actor() -> Actor:
+    if current_user and current_user.is_authenticated:
+        return Actor("user", current_user.id, current_user.email, request.remote_addr)
+    return Actor("system", None, "anonymous", request.remote_addr)
+
+
+def register_user_loader(manager: LoginManager) -> None:
+    """Configure Flask-Login: loader, login view, and session protection."""
+    manager.user_loader(_load_user)
+    manager.login_view = "auth.login"
+    manager.login_message = "Please sign in to continue."
+    manager.login_message_category = "info"
+    manager.session_protection = "basic"
+
+
+def install_actor(app) -> None:
+    """Attribute every write in a request to the signed-in user and their address."""
+
+    @app.before_request
+    def set_request_actor() -> None:
+        set_actor_provider(_web_actor)

@@ -1,0 +1,140 @@
+"""Sign in, sign out, password reset and password change."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+
+from isp_admin.errors import Invalid
+from isp_admin.extensions import db, limiter
+from isp_admin.ratelimit import client_ip_key, login_limit, password_reset_limit
+from isp_admin.services import users as user_service
+from isp_admin.services.audit import Actor, acting_as
+from isp_admin.services.mail import send_email
+from isp_admin.web.access import PUBLIC, access
+from isp_admin.web.auth.forms import ChangePasswordForm, ForgotPasswordForm, LoginForm, ResetPasswordForm
+from isp_admin.web.templating import show_form_error
+
+bp = Blueprint("auth", __name__)
+FAILED = "Invalid email or password."
+
+
+def _safe_next(target: str | None) -> str:
+    # Only local paths: an open redirect after sign-in is a phishing tool.
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("dashboard.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(login_limit, key_func=client_ip_key, methods=["POST"])
+@access(PUBLIC)
+def login():
+    """Sign a staff user in; every failure gets the same message."""
+    if current_user.is_authenticated:
+        return redirect(url_for("dashboard.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = user_service.authenticate(form.email.data, form.password.data)
+        if user is None:
+            db.session.commit()  # keep the failure count and any lock
+            flash(FAILED, "danger")
+            return render_template("auth/login.html", form=form), 200
+        with acting_as(Actor("user", user.id, user.email, request.remote_addr)):
+            from isp_admin.services import audit
+
+            audit.record("user.login", user)
+        db.session.commit()
+        session.clear()  # a fresh session on sign-in: nothing from before survives (no fixation)
+        login_user(user, remember=form.remember.data)
+        return redirect(_safe_next(request.args.get("next")))
+    return render_template("auth/login.html", form=form)
+
+
+@bp.post("/logout")
+@access("account")
+def logout():
+    """Sign out everywhere: bumping the session version ends every session and remember-me cookie."""
+    user = user_service.get_user(current_user.id)
+    user.session_version += 1
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You have signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/forgot-password", methods=["GET", "POST"])
+@limiter.limit(password_reset_limit, key_func=client_ip_key, methods=["POST"])
+@access(PUBLIC)
+def forgot_password():
+    """Email a reset link if the account exists; say the same thing either way."""
+    form = ForgotPasswordForm()
+    if form.validate_on_submit():
+        user = user_service.find_by_email(form.email.data)
+        if user is not None and user.active:
+            _send_reset_link(user, invited=False)
+        flash("If that address belongs to an account, a reset link is on its way.", "info")
+        return redirect(url_for("auth.login"))
+    return render_template("auth/forgot_password.html", form=form)
+
+
+def _send_reset_link(user, invited: bool) -> None:
+    token = user_service.make_reset_token(user)
+    base = current_app.config.get("PUBLIC_URL")
+    link = (base.rstrip("/") + url_for("auth.reset_password", token=token)) if base else \
+        url_for("auth.reset_password", token=token, _external=True)
+    hours = max(1, current_app.config["PASSWORD_RESET_MAX_AGE"] // 3600)
+    if invited:
+        subject = "You have been invited to ISP Admin"
+        opening = "An administrator created an ISP Admin account for you. Choose your password here:"
+    else:
+        subject = "Reset your ISP Admin password"
+        opening = "Someone (hopefully you) asked to reset your ISP Admin password. Choose a new one here:"
+    body = f"Hello {user.name},\n\n{opening}\n\n{link}\n\nThe link works once and expires in {hours} hour(s).\n"
+    try:
+        send_email(user.email, subject, body)
+    except OSError:
+        current_app.logger.exception("could not send the password email to user %s", user.id)
+
+
+@bp.route("/reset-password/<token>", methods=["GET", "POST"])
+@access(PUBLIC)
+def reset_password(token: str):
+    """Set a new password through an emailed link (works once, expires)."""
+    try:
+        user_service.user_for_reset_token(token)
+    except Invalid as exc:
+        flash(exc.message, "danger")
+        return redirect(url_for("auth.forgot_password"))
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        try:
+            user_service.reset_password(token, form.password.data)
+        except Invalid as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            logout_user()
+            flash("Your password is set. Please sign in.", "success")
+            return redirect(url_for("auth.login"))
+    return render_template("auth/reset_password.html", form=form)
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@access("account")
+def change_password():
+    """Change one's own password; every other session ends."""
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            user = user_service.change_password(current_user.id, form.current_password.data, form.password.data)
+        except Invalid as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            login_user(user)  # keep this session, under the new session version
+            flash("Your password has been changed. Other sessions were signed out.", "success")
+            return redirect(url_for("dashboard.index"))
+    return render_template("auth/change_password.html", form=form)

@@ -1,0 +1,86 @@
+"""Customer pages: list with search and filters, detail, create, edit."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+
+from isp_admin.errors import AppError
+from isp_admin.extensions import db
+from isp_admin.services import customers as customer_service
+from isp_admin.services.plans import plan_choices
+from isp_admin.web.access import access
+from isp_admin.web.customers.forms import CustomerFilterForm, CustomerForm
+from isp_admin.web.subscriptions.forms import AddSubscriptionForm
+from isp_admin.web.templating import show_form_error
+
+bp = Blueprint("customers", __name__, url_prefix="/customers")
+
+
+def _page_size() -> int:
+    size = request.args.get("size", type=int) or current_app.config["PAGE_SIZE"]
+    return max(1, min(size, current_app.config["MAX_PAGE_SIZE"]))
+
+
+@bp.get("/")
+@access("view")
+def index():
+    """List customers: search, filter by status or plan, sort, page by cursor."""
+    form = CustomerFilterForm(request.args)
+    form.plan.choices = [("", "Any plan")] + [(str(i), label) for i, label in plan_choices(active_only=False)]
+    if not form.validate():
+        abort(400, "The search or filter is not valid.")
+    page = customer_service.list_customers(
+        q=form.q.data or "", status=form.status.data or None,
+        plan_id=int(form.plan.data) if form.plan.data else None, sort=form.sort.data or "name",
+        size=_page_size(), after=request.args.get("after"), before=request.args.get("before"),
+    )
+    filtered = bool(form.q.data or form.status.data or form.plan.data)
+    return render_template("customers/index.html", form=form, page=page, filtered=filtered)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@access("customers.edit")
+def create():
+    """Create a customer."""
+    form = CustomerForm()
+    if form.validate_on_submit():
+        try:
+            customer = customer_service.create_customer(**form.values())
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            flash(f"Customer {customer.account_number} created.", "success")
+            return redirect(url_for("customers.detail", customer_id=customer.id))
+    return render_template("customers/form.html", form=form, customer=None)
+
+
+@bp.get("/<int:customer_id>")
+@access("view")
+def detail(customer_id: int):
+    """Show a customer's profile, subscriptions and history."""
+    customer = customer_service.get_customer(customer_id)
+    return render_template(
+        "customers/detail.html",
+        customer=customer,
+        subscriptions=customer_service.customer_subscriptions(customer.id),
+        history=customer_service.customer_history(customer.id),
+        add_form=AddSubscriptionForm.for_new(),
+    )
+
+
+@bp.route("/<int:customer_id>/edit", methods=["GET", "POST"])
+@access("customers.edit")
+def edit(customer_id: int):
+    """Edit a customer's profile."""
+    customer = customer_service.get_customer(customer_id)
+    form = CustomerForm(obj=customer)
+    if form.validate_on_submit():
+        try:
+            customer_service.update_customer(customer.id, **form.values())
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            flash("Customer saved.", "success")
+            return redirect(url_for("customers.detail", customer_id=customer.id))
+    return render_template("customers/form.html", form=form, customer=customer)

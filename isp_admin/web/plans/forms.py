@@ -1,0 +1,30 @@
+"""The plan form."""
+from flask_wtf import FlaskForm
+from wtforms import IntegerField, StringField, SubmitField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from isp_admin.web.fields import MoneyField, PercentField
+
+
+class PlanForm(FlaskForm):
+    """A service plan's speeds, cap, prices and tax."""
+
+    code = StringField("Code", validators=[DataRequired(), Length(max=32)], description="e.g. FIBER-100")
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    download_mbps = IntegerField("Download (Mbps)", validators=[DataRequired(), NumberRange(1, 1_000_000)])
+    upload_mbps = IntegerField("Upload (Mbps)", validators=[DataRequired(), NumberRange(1, 1_000_000)])
+    data_cap_gb = IntegerField("Data cap (GB)", validators=[Optional(), NumberRange(1, 10_000_000)],
+                               description="Empty: unlimited.")
+    monthly_price_cents = MoneyField("Monthly price (excl. tax)", validators=[DataRequired()])
+    setup_fee_cents = MoneyField("Setup fee", validators=[Optional()])
+    tax_rate_bp = PercentField("Tax rate (%)", validators=[Optional()])
+    submit = SubmitField("Save")
+
+    def values(self) -> dict:
+        """Return the plan fields for the plan service."""
+        return {
+            "code": self.code.data, "name": self.name.data, "download_mbps": self.download_mbps.data,
+            "upload_mbps": self.upload_mbps.data, "data_cap_gb": self.data_cap_gb.data,
+            "monthly_price_cents": self.monthly_price_cents.data,
+            "setup_fee_cents": self.setup_fee_cents.data or 0, "tax_rate_bp": self.tax_rate_bp.data or 0,
+        }

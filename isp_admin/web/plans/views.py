@@ -1,0 +1,98 @@
+"""Plan pages: list, create, edit, retire, reactivate, delete an unused plan."""
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+
+from isp_admin.errors import AppError
+from isp_admin.extensions import db
+from isp_admin.services import plans as plan_service
+from isp_admin.web.access import access
+from isp_admin.web.plans.forms import PlanForm
+from isp_admin.web.templating import show_form_error
+
+bp = Blueprint("plans", __name__, url_prefix="/plans")
+PER_PAGE = 50
+
+
+@bp.get("/")
+@access("view")
+def index():
+    """List plans with their live subscription counts."""
+    page = max(1, request.args.get("page", 1, type=int))
+    rows, total = plan_service.list_plans_with_usage(page, PER_PAGE)
+    pages = max(1, -(-total // PER_PAGE))
+    return render_template("plans/index.html", rows=rows, total=total, page=page, pages=pages,
+                           action_form=FlaskForm())
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@access("plans.edit")
+def create():
+    """Create a plan."""
+    form = PlanForm()
+    if form.validate_on_submit():
+        try:
+            plan = plan_service.create_plan(**form.values())
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            flash(f"Plan {plan.code} created.", "success")
+            return redirect(url_for("plans.index"))
+    return render_template("plans/form.html", form=form, plan=None)
+
+
+@bp.route("/<int:plan_id>/edit", methods=["GET", "POST"])
+@access("plans.edit")
+def edit(plan_id: int):
+    """Edit a plan."""
+    plan = plan_service.get_plan(plan_id)
+    form = PlanForm(obj=plan)
+    if form.validate_on_submit():
+        try:
+            plan_service.update_plan(plan.id, **form.values())
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            flash("Plan saved.", "success")
+            return redirect(url_for("plans.index"))
+    return render_template("plans/form.html", form=form, plan=plan)
+
+
+def _post_action(plan_id: int, action, message: str):
+    form = FlaskForm()
+    if not form.validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+        return redirect(url_for("plans.index"))
+    try:
+        action(plan_id)
+    except AppError as exc:
+        db.session.rollback()
+        flash(exc.message, "danger")
+    else:
+        db.session.commit()
+        flash(message, "success")
+    return redirect(url_for("plans.index"))
+
+
+@bp.post("/<int:plan_id>/retire")
+@access("plans.edit")
+def retire(plan_id: int):
+    """Retire a plan: existing subscriptions keep it, new ones cannot choose it."""
+    return _post_action(plan_id, lambda i: plan_service.set_plan_active(i, False), "Plan retired.")
+
+
+@bp.post("/<int:plan_id>/reactivate")
+@access("plans.edit")
+def reactivate(plan_id: int):
+    """Offer a retired plan again."""
+    return _post_action(plan_id, lambda i: plan_service.set_plan_active(i, True), "Plan is active again.")
+
+
+@bp.post("/<int:plan_id>/delete")
+@access("plans.edit")
+def delete(plan_id: int):
+    """Delete a plan that no subscription ever used."""
+    return _post_action(plan_id, plan_service.delete_plan, "Plan deleted.")

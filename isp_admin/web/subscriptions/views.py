@@ -1,0 +1,127 @@
+"""Subscription pages: add to a customer, change plan, suspend, resume, cancel, network ids."""
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+
+from isp_admin.errors import AppError
+from isp_admin.extensions import db
+from isp_admin.services import customers as customer_service
+from isp_admin.services import subscriptions as subscription_service
+from isp_admin.services.clock import today
+from isp_admin.services.plans import get_plan, plan_choices
+from isp_admin.web.access import access
+from isp_admin.web.subscriptions.forms import (
+    AddSubscriptionForm,
+    CancelForm,
+    ChangePlanForm,
+    NetworkForm,
+    ResumeForm,
+    SuspendForm,
+)
+from isp_admin.web.templating import show_form_error
+
+bp = Blueprint("subscriptions", __name__)
+
+
+@bp.route("/customers/<int:customer_id>/subscriptions/new", methods=["GET", "POST"])
+@access("subscriptions.edit")
+def create(customer_id: int):
+    """Add a subscription to a customer."""
+    customer = customer_service.get_customer(customer_id)
+    form = AddSubscriptionForm.for_new()
+    if form.validate_on_submit():
+        try:
+            subscription_service.add_subscription(
+                customer.id, form.plan_id.data, form.start_date.data, form.billing_day.data,
+                form.pppoe_username.data, form.static_ip.data, form.cpe_mac.data, form.price_override_cents.data,
+            )
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            flash("Subscription added.", "success")
+            return redirect(url_for("customers.detail", customer_id=customer.id))
+    return render_template("subscriptions/new.html", form=form, customer=customer)
+
+
+@bp.get("/subscriptions/<int:subscription_id>")
+@access("view")
+def detail(subscription_id: int):
+    """Show one subscription with the forms that change it."""
+    sub = subscription_service.get_subscription(subscription_id)
+    return _render_detail(sub)
+
+
+def _render_detail(sub, **forms):
+    customer = customer_service.get_customer(sub.customer_id)
+    plan = get_plan(sub.plan_id)
+    change = forms.get("change") or ChangePlanForm(formdata=None)
+    change.plan_id.choices = [c for c in plan_choices(active_only=True) if c[0] != sub.plan_id]
+    cancel = forms.get("cancel") or CancelForm(formdata=None, end_date=today())
+    network = forms.get("network") or NetworkForm(formdata=None, obj=sub)
+    return render_template(
+        "subscriptions/detail.html", sub=sub, customer=customer, plan=plan, change_form=change,
+        suspend_form=forms.get("suspend") or SuspendForm(formdata=None), resume_form=ResumeForm(formdata=None),
+        cancel_form=cancel, network_form=network,
+    )
+
+
+def _act(sub_id: int, form, action, form_key: str):
+    """Run one state change from a posted form: commit and redirect, or re-render with errors."""
+    sub = subscription_service.get_subscription(sub_id)
+    if form.validate_on_submit():
+        try:
+            action(sub.id)
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            flash("Subscription updated.", "success")
+            return redirect(url_for("subscriptions.detail", subscription_id=sub.id))
+    else:
+        flash("Please correct the highlighted fields.", "danger")
+    sub = subscription_service.get_subscription(sub_id)
+    return _render_detail(sub, **{form_key: form}), 422
+
+
+@bp.post("/subscriptions/<int:subscription_id>/change-plan")
+@access("subscriptions.edit")
+def change_plan(subscription_id: int):
+    """Move a subscription to another plan."""
+    form = ChangePlanForm()
+    form.plan_id.choices = plan_choices(active_only=True)
+    return _act(subscription_id, form, lambda i: subscription_service.change_plan(i, form.plan_id.data), "change")
+
+
+@bp.post("/subscriptions/<int:subscription_id>/suspend")
+@access("subscriptions.edit")
+def suspend(subscription_id: int):
+    """Suspend a subscription by hand."""
+    form = SuspendForm()
+    return _act(subscription_id, form, lambda i: subscription_service.suspend(i, form.reason.data), "suspend")
+
+
+@bp.post("/subscriptions/<int:subscription_id>/resume")
+@access("subscriptions.edit")
+def resume(subscription_id: int):
+    """Resume a manual or vacation suspension."""
+    return _act(subscription_id, ResumeForm(), subscription_service.resume, "resume")
+
+
+@bp.post("/subscriptions/<int:subscription_id>/cancel")
+@access("subscriptions.edit")
+def cancel(subscription_id: int):
+    """Cancel a subscription as of a date."""
+    form = CancelForm()
+    return _act(subscription_id, form, lambda i: subscription_service.cancel(i, form.end_date.data), "cancel")
+
+
+@bp.post("/subscriptions/<int:subscription_id>/network")
+@access("subscriptions.edit")
+def network(subscription_id: int):
+    """Change the PPPoE login, static IP or CPE MAC."""
+    form = NetworkForm()
+    return _act(subscription_id, form, lambda i: subscription_service.update_network(
+        i, form.pppoe_username.data, form.static_ip.data, form.cpe_mac.data), "network")
+
+

@@ -1,0 +1,48 @@
+"""Jinja filters and globals, and small helpers the views share."""
+from __future__ import annotations
+
+from flask import Flask, current_app, flash, request
+from wtforms import Form
+
+from isp_admin.errors import AppError
+from isp_admin.extensions import db
+from isp_admin.services.money import format_cents
+from isp_admin.web.access import can
+
+
+def money(cents, currency: str | None = None) -> str:
+    """Format integer cents in the given (or the ISP's) currency."""
+    return format_cents(cents, currency or current_app.config["CURRENCY"])
+
+
+def url_with(**changes) -> str:
+    """Return the current URL with some query arguments replaced (None removes one)."""
+    from flask import url_for
+
+    args = request.args.to_dict()
+    for key, value in changes.items():
+        if value is None:
+            args.pop(key, None)
+        else:
+            args[key] = value
+    return url_for(request.endpoint, **(request.view_args or {}), **args)
+
+
+def show_form_error(form: Form, exc: AppError) -> None:
+    """Roll back the failed write and show a service error on the form's fields (or as a flash)."""
+    db.session.rollback()
+    placed = False
+    for name, message in exc.details.items():
+        field = getattr(form, name, None)
+        if field is not None and hasattr(field, "errors"):
+            field.errors = [*list(field.errors or []), message]
+            placed = True
+    flash(exc.message, "danger")
+    return placed
+
+
+def register_template_helpers(app: Flask) -> None:
+    """Install the filters and globals."""
+    app.add_template_filter(money, "money")
+    app.add_template_global(can, "can")
+    app.add_template_global(url_with, "url_with")

@@ -1,0 +1,206 @@
+"""Fixtures: a migrated PostgreSQL database and Redis per test worker, app/client/runner, logins, counters.
+
+PostgreSQL and Redis are the real services (TEST_DATABASE_URL / TEST_REDIS_URL, defaulting to the local
+127.0.0.1 ones). In CI (CI=true) an unreachable service fails the run; on a laptop without them the suite
+falls back to SQLite and in-process caches, and says so.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, event, make_url, text
+
+from isp_admin import create_app
+from isp_admin.config import load_config, normalise_database_url
+from isp_admin.extensions import db
+from tests import factories
+from tests.factories import PASSWORD  # noqa: F401  (re-exported for tests)
+
+CI = os.environ.get("CI", "").lower() == "true"
+PG_URL = normalise_database_url(
+    os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _worker_number(config) -> int:
+    worker = getattr(config, "workerinput", {}).get("workerid", "gw0")
+    return int(worker.removeprefix("gw") or 0)
+
+
+def _postgres_available() -> bool:
+    try:
+        engine = create_engine(PG_URL)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _redis_available() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def create_database(name: str) -> str:
+    """(Re)create an empty PostgreSQL database beside TEST_DATABASE_URL's and return its URL."""
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(name: str) -> None:
+    """Drop a database made by create_database."""
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def app_config(database_url: str, redis_url: str | None, instance: Path, **overrides) -> dict:
+    """Build a testing config as the environment would, plus overrides."""
+    env = {
+        "APP_ENV": "testing",
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "DATABASE_URL": database_url,
+        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",  # fast in tests; production uses scrypt
+        "CACHE_KEY_PREFIX": f"test:{instance.name}:",
+        "RATELIMIT_KEY_PREFIX": f"test-rl:{instance.name}",
+    }
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    config = load_config(instance, env)
+    config.update({"WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": False, "SERVER_NAME": None})
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def backends(request, tmp_path_factory):
+    """The database URL and Redis URL this worker uses, with the schema migrated to head."""
+    worker = _worker_number(request.config)
+    if _postgres_available():
+        database_url = create_database(f"isp_admin_test_{worker}")
+    elif CI:
+        pytest.exit(f"PostgreSQL is not reachable at {PG_URL}; CI needs it", returncode=1)
+    else:
+        warnings.warn("PostgreSQL not reachable: running on SQLite", stacklevel=1)
+        database_url = f"sqlite:///{tmp_path_factory.mktemp('db')}/test.sqlite3"
+    redis_url = None
+    if _redis_available():
+        # One Redis database number per xdist worker, so workers never flush each other's keys.
+        redis_url = f"{REDIS_URL.split('://', 1)[0]}://{REDIS_URL.split('://', 1)[1].split('/', 1)[0]}/{8 + worker}"
+        redis.Redis.from_url(redis_url).flushdb()
+    elif CI:
+        pytest.exit(f"Redis is not reachable at {REDIS_URL}; CI needs it", returncode=1)
+    instance = tmp_path_factory.mktemp("instance")
+    app = create_app(app_config(database_url, redis_url, instance))
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        db.engine.dispose()
+    return {"database_url": database_url, "redis_url": redis_url}
+
+
+def truncate_all() -> None:
+    """Empty every table (keeping the migration version) so each test starts clean."""
+    tables = [t.name for t in db.metadata.sorted_tables]
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    else:
+        for table in reversed(tables):
+            db.session.execute(text(f"DELETE FROM {table}"))
+    db.session.commit()
+
+
+@pytest.fixture
+def make_app(backends, tmp_path):
+    """Return a factory for apps on this worker's database, with config overrides."""
+    made = []
+
+    def factory(**overrides):
+        instance = tmp_path / f"instance{len(made)}"
+        app = create_app(app_config(backends["database_url"], backends["redis_url"], instance, **overrides))
+        made.append(app)
+        return app
+
+    yield factory
+    for app in made:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app, backends):
+    """A testing app with an empty database and an empty cache; the app context is pushed."""
+    app = make_app()
+    with app.app_context():
+        truncate_all()
+        from isp_admin.extensions import cache
+
+        cache.clear()
+        yield app
+        db.session.rollback()
+
+
+@pytest.fixture
+def client(app):
+    """A test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """A CLI runner."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def login(client):
+    """Create a user of `role` and sign `client` in as them; returns the user."""
+
+    def sign_in(role: str = "admin", client_=None, **fields):
+        user = factories.UserFactory(role=role, **fields)
+        response = (client_ or client).post("/login", data={"email": user.email, "password": PASSWORD})
+        assert response.status_code == 302, response.data[:500]
+        return user
+
+    return sign_in
+
+
+@pytest.fixture
+def query_counter(app):
+    """Count SQL statements run inside a `with query_counter() as statements:` block."""
+
+    @contextmanager
+    def counting():
+        statements: list[str] = []
+
+        def record(_conn, _cursor, statement, *_args):
+            statements.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            yield statements
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+
+    return counting
+
+
+def is_postgres() -> bool:
+    """Whether the current app runs on PostgreSQL."""
+    return db.engine.dialect.name == "postgresql"

@@ -1,4 +1,4 @@
-"""Fixtures: a migrated PostgreSQL database and Redis per test worker, app/client/runner, logins, counters.
+"""Fixtures: a migrated PostgreSQL database per test worker, Redis, app/client/runner, logins, counters.
 
 PostgreSQL and Redis are the real services (TEST_DATABASE_URL / TEST_REDIS_URL, defaulting to the local
 127.0.0.1 ones). In CI (CI=true) an unreachable service fails the run; on a laptop without them the suite
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from flask import has_app_context
+from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, event, make_url, text
 
@@ -27,11 +29,8 @@ PG_URL = normalise_database_url(
     os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _worker_number(config) -> int:
-    worker = getattr(config, "workerinput", {}).get("workerid", "gw0")
-    return int(worker.removeprefix("gw") or 0)
+# Names per test run, so two runs on one machine (or xdist workers) never drop each other's database.
+RUN_ID = f"{os.getpid()}"
 
 
 def _postgres_available() -> bool:
@@ -77,8 +76,8 @@ def app_config(database_url: str, redis_url: str | None, instance: Path, **overr
         "SECRET_KEY": "test-secret-key-not-for-production",
         "DATABASE_URL": database_url,
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",  # fast in tests; production uses scrypt
-        "CACHE_KEY_PREFIX": f"test:{instance.name}:",
-        "RATELIMIT_KEY_PREFIX": f"test-rl:{instance.name}",
+        "CACHE_KEY_PREFIX": f"test:{RUN_ID}:",
+        "RATELIMIT_KEY_PREFIX": f"test-rl:{RUN_ID}",
     }
     if redis_url:
         env["REDIS_URL"] = redis_url
@@ -88,12 +87,28 @@ def app_config(database_url: str, redis_url: str | None, instance: Path, **overr
     return config
 
 
+class FreshContextClient(FlaskClient):
+    """A test client whose every request runs in its own app context, as in production.
+
+    Tests keep an app context pushed for factories and assertions; without this, requests would reuse it and
+    share `flask.g` (Flask-Login's cached user) and the database session with the test and with each other.
+    """
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            response = super().open(*args, **kwargs)
+        if has_app_context():
+            db.session.expire_all()  # the test's own session re-reads what the request changed
+        return response
+
+
 @pytest.fixture(scope="session")
-def backends(request, tmp_path_factory):
+def backends(tmp_path_factory):
     """The database URL and Redis URL this worker uses, with the schema migrated to head."""
-    worker = _worker_number(request.config)
+    database_name = None
     if _postgres_available():
-        database_url = create_database(f"isp_admin_test_{worker}")
+        database_name = f"isp_admin_test_{RUN_ID}"
+        database_url = create_database(database_name)
     elif CI:
         pytest.exit(f"PostgreSQL is not reachable at {PG_URL}; CI needs it", returncode=1)
     else:
@@ -101,9 +116,7 @@ def backends(request, tmp_path_factory):
         database_url = f"sqlite:///{tmp_path_factory.mktemp('db')}/test.sqlite3"
     redis_url = None
     if _redis_available():
-        # One Redis database number per xdist worker, so workers never flush each other's keys.
-        redis_url = f"{REDIS_URL.split('://', 1)[0]}://{REDIS_URL.split('://', 1)[1].split('/', 1)[0]}/{8 + worker}"
-        redis.Redis.from_url(redis_url).flushdb()
+        redis_url = REDIS_URL  # keys carry the run's prefix (RUN_ID), so runs never see each other's
     elif CI:
         pytest.exit(f"Redis is not reachable at {REDIS_URL}; CI needs it", returncode=1)
     instance = tmp_path_factory.mktemp("instance")
@@ -111,7 +124,9 @@ def backends(request, tmp_path_factory):
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
         db.engine.dispose()
-    return {"database_url": database_url, "redis_url": redis_url}
+    yield {"database_url": database_url, "redis_url": redis_url}
+    if database_name:
+        drop_database(database_name)
 
 
 def truncate_all() -> None:
@@ -133,6 +148,7 @@ def make_app(backends, tmp_path):
     def factory(**overrides):
         instance = tmp_path / f"instance{len(made)}"
         app = create_app(app_config(backends["database_url"], backends["redis_url"], instance, **overrides))
+        app.test_client_class = FreshContextClient
         made.append(app)
         return app
 

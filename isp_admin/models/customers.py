@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Index, String, Text
+from sqlalchemy import CheckConstraint, Computed, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from isp_admin.extensions import db
 from isp_admin.models.base import UTCDateTime, in_list, utcnow
 
 CUSTOMER_STATUSES = ("active", "suspended", "closed")
+# One lower-cased haystack for substring search: a single trigram index serves it on PostgreSQL, where an OR
+# over four columns makes the planner fall back to a sequential scan.
+SEARCH_TEXT = ("lower(name || ' ' || account_number || ' ' || coalesce(email, '') || ' ' || "
+               "coalesce(phone, ''))")
 
 
 class Customer(db.Model):
@@ -34,6 +38,7 @@ class Customer(db.Model):
     tax_id: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     notes: Mapped[str | None] = mapped_column(Text)
+    search_text: Mapped[str] = mapped_column(Text, Computed(SEARCH_TEXT, persisted=True))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

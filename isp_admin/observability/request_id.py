@@ -15,7 +15,7 @@ def register_request_id(app: Flask) -> None:
     @app.before_request
     def assign_request_id() -> None:
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _VALID.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if _VALID.fullmatch(incoming) else uuid.uuid4().hex
 
     @app.after_request
     def return_request_id(response):

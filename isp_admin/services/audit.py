@@ -56,7 +56,7 @@ def _jsonable(value):
     return value
 
 
-def snapshot(obj, exclude: tuple[str, ...] = ("password_hash", "created_at", "updated_at")) -> dict:
+def snapshot(obj, exclude: tuple[str, ...] = ("password_hash", "search_text", "created_at", "updated_at")) -> dict:
     """Return the persisted column values of a model instance as JSON-safe data."""
     mapper = inspect(obj).mapper
     return {

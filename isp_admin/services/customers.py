@@ -10,6 +10,7 @@ from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
 from isp_admin.extensions import cache, db
 from isp_admin.models import AuditEvent, Customer, Plan, Subscription
 from isp_admin.services import audit
+from isp_admin.services.dashboard import invalidate_dashboard
 from isp_admin.services.pagination import Page, keyset_page
 from isp_admin.services.users import normalise_email
 
@@ -23,6 +24,10 @@ def _clean(values: dict) -> dict:
     unknown = set(values) - set(EDITABLE)
     if unknown:
         raise Invalid("Unknown fields.", {name: "Not a customer field." for name in sorted(unknown)})
+    # PostgreSQL text cannot hold a NUL byte; refuse it here as a field error rather than fail the INSERT.
+    with_nul = sorted(k for k, v in values.items() if isinstance(v, str) and "\x00" in v)
+    if with_nul:
+        raise Invalid("Remove the control characters.", {name: "Contains a NUL character." for name in with_nul})
     cleaned = {k: (v.strip() if isinstance(v, str) else v) or None for k, v in values.items()}
     if "name" in cleaned and not cleaned["name"]:
         raise Invalid("Enter the customer's name.", {"name": "Required."})
@@ -61,6 +66,7 @@ def create_customer(**values) -> Customer:
         raise BusinessRuleViolation("Could not allocate an account number; try again.")
     audit.record("customer.create", customer, after=audit.snapshot(customer), customer_id=customer.id)
     invalidate_customer_totals()
+    invalidate_dashboard()  # customers by status
     return customer
 
 
@@ -114,13 +120,13 @@ def _escape_like(text: str) -> str:
 
 def search_condition(q: str):
     """Return a condition matching name, account, email, phone, PPPoE login or IP containing `q`."""
-    pattern = f"%{_escape_like(q.strip())}%"
+    needle = _escape_like(q.strip().lower())
+    pattern = f"%{needle}%"
     c, s = Customer.__table__.c, Subscription.__table__.c
-    # A UNION of two indexable scans instead of one OR across a join: each side can use its own
-    # trigram index on PostgreSQL.
+    # A UNION of two indexable scans instead of one OR across a join: each side uses its own trigram
+    # index on PostgreSQL (customers.search_text is already lower-cased, so plain LIKE suffices).
     matching = union(
-        select(c.id).where(or_(*(col.ilike(pattern, escape="\\")
-                                  for col in (c.name, c.account_number, c.email, c.phone)))),
+        select(c.id).where(c.search_text.like(pattern, escape="\\")),
         select(s.customer_id).where(or_(s.pppoe_username.ilike(pattern, escape="\\"),
                                         s.static_ip.ilike(pattern, escape="\\"))),
     )
@@ -134,6 +140,8 @@ def list_customers(*, q: str = "", status: str | None = None, plan_id: int | Non
     c, s, p = Customer.__table__.c, Subscription.__table__.c, Plan.__table__.c
     if sort not in SORTS:
         raise Invalid("Unknown sort order.", {"sort": f"Choose one of {', '.join(SORTS)}."})
+    if q and "\x00" in q:
+        raise Invalid("The search is not valid.", {"q": "Contains a NUL character."})
     conditions = []
     if q and q.strip():
         conditions.append(search_condition(q))

@@ -39,7 +39,8 @@ def _compute() -> Summary:
     by_status = dict(db.session.execute(select(Customer.status, func.count()).group_by(Customer.status)).all())
     price = func.coalesce(Subscription.price_override_cents, Plan.monthly_price_cents)
     rows = db.session.execute(
-        select(Plan.id, Plan.name, Plan.code, Plan.active,
+        # The plan's own flag gets its own name: labelled "active" it would collide with the count below.
+        select(Plan.id, Plan.name, Plan.code, Plan.active.label("is_active"),
                func.count(Subscription.id).label("active"),
                func.coalesce(func.sum(case((Subscription.id.isnot(None), price), else_=0)), 0).label("mrr"))
         .outerjoin(Subscription, (Subscription.plan_id == Plan.id) & (Subscription.status == "active"))

@@ -1,26 +1,27 @@
 """Money as integer minor units: parsing from what staff type, and formatting for display."""
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "KES": "KSh ", "NGN": "₦", "INR": "₹", "BRL": "R$", "ZAR": "R "}
+_AMOUNT = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d*)(?:\.\d*)?", re.ASCII)
 
 
 def parse_money(text: str) -> int:
     """Parse '1,234.50' into 123450 cents; raise ValueError for anything else."""
-    cleaned = (text or "").strip().replace(",", "")
-    try:
-        amount = Decimal(cleaned)
-    except InvalidOperation:
-        raise ValueError("Enter an amount such as 29.99.") from None
-    if not amount.is_finite():
+    raw = (text or "").strip()
+    # Plain ASCII digits with optional thousands commas in their places: '1,23' is refused, not read as 123,
+    # and exponents ('1e3'), underscores and non-ASCII digits, which Decimal would accept, are refused too.
+    if not _AMOUNT.fullmatch(raw) or not any(ch.isdigit() for ch in raw):
         raise ValueError("Enter an amount such as 29.99.")
-    if amount != amount.quantize(Decimal("0.01")):
-        raise ValueError("Use at most two decimal places.")
+    amount = Decimal(raw.replace(",", ""))
     if amount < 0:
         raise ValueError("The amount cannot be negative.")
     if amount >= Decimal("100000000"):
         raise ValueError("The amount is too large.")
+    if amount != amount.quantize(Decimal("0.01")):
+        raise ValueError("Use at most two decimal places.")
     return int(amount * 100)
 
 
@@ -39,5 +40,6 @@ def cents_to_input(cents: int | None) -> str:
     """Render cents for an input box ('29.99')."""
     if cents is None:
         return ""
-    units, minor = divmod(int(cents), 100)
-    return f"{units}.{minor:02d}"
+    sign = "-" if cents < 0 else ""
+    units, minor = divmod(abs(int(cents)), 100)
+    return f"{sign}{units}.{minor:02d}"

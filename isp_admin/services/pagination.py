@@ -9,6 +9,8 @@ from sqlalchemy import tuple_
 
 from isp_admin.errors import Invalid
 
+_BIGINT = 2**63
+
 
 @dataclass
 class Page:
@@ -27,12 +29,19 @@ def encode_cursor(value, row_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps([value, row_id]).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple:
-    """Decode a cursor made by encode_cursor, or raise Invalid."""
+def _fits(value, kind: type) -> bool:
+    # The database would reject these with an error, not a page: booleans, NUL bytes, ints beyond BIGINT.
+    if kind is int:
+        return type(value) is int and -_BIGINT <= value < _BIGINT
+    return type(value) is str and "\x00" not in value
+
+
+def decode_cursor(cursor: str, value_type: type = str) -> tuple:
+    """Decode a cursor made by encode_cursor whose sort value is a `value_type`, or raise Invalid."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(row_id, int) or not isinstance(value, str | int | None):
+        if not _fits(row_id, int) or not _fits(value, value_type):
             raise ValueError
         return value, row_id
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
@@ -46,7 +55,7 @@ def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
     cursor = before if backwards else after
     ascending = descending == backwards  # walking backwards flips the order
     if cursor:
-        value, row_id = decode_cursor(cursor)
+        value, row_id = decode_cursor(cursor, sort_col.type.python_type)
         position = tuple_(sort_col, id_col)
         stmt = stmt.where(position > tuple_(value, row_id) if ascending else position < tuple_(value, row_id))
     order = (sort_col.asc(), id_col.asc()) if ascending else (sort_col.desc(), id_col.desc())

@@ -30,6 +30,8 @@ def _validate(values: dict) -> dict:
         values["name"] = (values["name"] or "").strip()
         if not values["name"]:
             errors["name"] = "Required."
+        elif "\x00" in values["name"]:
+            errors["name"] = "Contains a NUL character."
     for key in ("download_mbps", "upload_mbps"):
         if key in values and (not isinstance(values[key], int) or not 0 < values[key] <= 1_000_000):
             errors[key] = "A whole number of Mbps above zero."
@@ -117,10 +119,13 @@ def delete_plan(plan_id: int) -> None:
 
 
 def list_plans_with_usage(page: int, per_page: int):
-    """Return one page of plans, each with its count of live subscriptions."""
+    """Return one page of plans, each with its count of live subscriptions and whether any ever used it."""
     live = (select(func.count()).where(Subscription.plan_id == Plan.id, Subscription.status != "cancelled")
             .correlate(Plan).scalar_subquery())
-    stmt = select(Plan, live.label("subscribers")).order_by(Plan.active.desc(), Plan.monthly_price_cents, Plan.id)
+    # A plan with only cancelled subscriptions has no subscribers but cannot be deleted either.
+    used = exists().where(Subscription.plan_id == Plan.id).correlate(Plan)
+    stmt = (select(Plan, live.label("subscribers"), used.label("used"))
+            .order_by(Plan.active.desc(), Plan.monthly_price_cents, Plan.id))
     total = db.session.scalar(select(func.count()).select_from(Plan))
     rows = db.session.execute(stmt.limit(per_page).offset((page - 1) * per_page)).all()
     return rows, total

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 
 from flask import current_app
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select, text
 
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Plan, Subscription
@@ -89,58 +89,77 @@ def generate(count: int, seed: int | None = None, progress: Callable[[int], None
     for offset in range(0, count, BATCH):
         n = min(BATCH, count - offset)
         numbers = [f"C{x:08d}" for x in rng.sample(range(10**8), n * 2)]
-        numbers = [x for x in numbers if x in _free(numbers, Customer.account_number)][:n]
-        customers = []
-        for number in numbers:
-            first, last = rng.choice(FIRST), rng.choice(LAST)
-            business = rng.random() < 0.12
-            name = f"{last} {rng.choice(BUSINESS)}" if business else f"{first} {last}"
-            city = rng.choice(CITIES)
-            address = f"{rng.randint(1, 999)} {rng.choice(STREETS)}, {city}"
-            created = now - timedelta(days=rng.randint(0, 1100), seconds=rng.randint(0, 86399))
-            customers.append(dict(
-                account_number=number, name=name,
-                email=f"{first}.{last}.{number[1:]}@example.net".lower() if rng.random() < 0.93 else None,
-                phone=f"+254 7{rng.randint(10, 99)} {rng.randint(100, 999)} {rng.randint(100, 999)}",
-                service_address=address, billing_address=None if rng.random() < 0.8 else f"PO Box {number[-5:]}",
-                tax_id=f"P{rng.randint(10**8, 10**9 - 1)}X" if business else None,
-                status="active", notes=None, created_at=created, updated_at=created,
-            ))
-        ids = db.session.execute(
-            insert(Customer).returning(Customer.id, sort_by_parameter_order=True), customers
-        ).scalars().all()
-        subs, statuses = [], {}
-        for customer_id, row in zip(ids, customers, strict=True):
-            kinds = ["live"] + (["live"] if rng.random() < 0.15 else [])
-            if rng.random() < 0.08:
-                kinds = ["cancelled"]
+        free = _free(numbers, Customer.account_number)
+        numbers = [x for x in numbers if x in free][:n]
+        ids = _reserve_ids(Customer.__table__, len(numbers))
+        customers, subs = [], []
+        for customer_id, number in zip(ids, numbers, strict=True):
+            row = _customer(rng, customer_id, number, now)
+            kinds = ["cancelled"] if rng.random() < 0.08 else ["live"] + (["live"] if rng.random() < 0.15 else [])
             states = []
-            for number, kind in enumerate(kinds, 1):
-                sub = _subscription(rng, customer_id, row, kind, number, active_plans, retired, day, ip_pool)
+            for index, kind in enumerate(kinds, 1):
+                sub = _subscription(rng, customer_id, row, kind, index, active_plans, retired, day, ip_pool)
                 subs.append(sub)
                 states.append(sub["status"])
+            # The customer's status follows its subscriptions, as refresh_status would set it.
             if "active" in states or "pending" in states:
-                statuses[customer_id] = "active"
-            elif "suspended" in states:
-                statuses[customer_id] = "suspended"
+                row["status"] = "active"
             else:
-                statuses[customer_id] = "closed"
+                row["status"] = "suspended" if "suspended" in states else "closed"
+            customers.append(row)
         ips = [s["static_ip"] for s in subs if s["static_ip"]]
         free_ips = _free(ips, Subscription.static_ip) if ips else set()
         for s in subs:
             if s["static_ip"] and s["static_ip"] not in free_ips:
                 s["static_ip"] = None
-        db.session.execute(insert(Subscription), subs)
-        for status in ("suspended", "closed"):
-            chosen = [i for i, s in statuses.items() if s == status]
-            if chosen:
-                db.session.execute(Customer.__table__.update().where(Customer.id.in_(chosen)).values(status=status))
+        bulk_insert(Customer.__table__, customers)
+        bulk_insert(Subscription.__table__, subs)
         total_subs += len(subs)
         if progress:
             progress(n)
     invalidate_customer_totals()
     invalidate_dashboard()
     return Generated(count, total_subs, time.perf_counter() - started)
+
+
+def _reserve_ids(table, n: int) -> list[int]:
+    """Take `n` ids for `table` up front, so child rows can reference them without RETURNING."""
+    if db.engine.dialect.name == "postgresql":
+        return list(db.session.scalars(
+            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
+            {"table": table.name, "n": n}))
+    start = db.session.scalar(select(func.coalesce(func.max(table.c.id), 0))) + 1
+    return list(range(start, start + n))
+
+
+def bulk_insert(table, rows: list[dict]) -> None:
+    """Insert many rows at once: COPY on PostgreSQL, one executemany elsewhere."""
+    if not rows:
+        return
+    if db.engine.dialect.name != "postgresql":
+        db.session.execute(insert(table), rows)
+        return
+    columns = list(rows[0])
+    raw = db.session.connection().connection.dbapi_connection
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
+
+
+def _customer(rng, customer_id: int, number: str, now: datetime) -> dict:
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    business = rng.random() < 0.12
+    created = now - timedelta(days=rng.randint(0, 1100), seconds=rng.randint(0, 86399))
+    return dict(
+        id=customer_id, account_number=number,
+        name=f"{last} {rng.choice(BUSINESS)}" if business else f"{first} {last}",
+        email=f"{first}.{last}.{number[1:]}@example.net".lower() if rng.random() < 0.93 else None,
+        phone=f"+254 7{rng.randint(10, 99)} {rng.randint(100, 999)} {rng.randint(100, 999)}",
+        service_address=f"{rng.randint(1, 999)} {rng.choice(STREETS)}, {rng.choice(CITIES)}",
+        billing_address=None if rng.random() < 0.8 else f"PO Box {number[-5:]}",
+        tax_id=f"P{rng.randint(10**8, 10**9 - 1)}X" if business else None,
+        status="active", notes=None, created_at=created, updated_at=created,
+    )
 
 
 def _subscription(rng, customer_id, customer, kind, number, active_plans, retired, day, ip_pool) -> dict:

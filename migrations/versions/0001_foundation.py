@@ -49,6 +49,7 @@ def upgrade():
     sa.Column('tax_id', sa.String(length=40), nullable=True),
     sa.Column('status', sa.String(length=16), server_default='active', nullable=False),
     sa.Column('notes', sa.Text(), nullable=True),
+    sa.Column('search_text', sa.Text(), sa.Computed("lower(name || ' ' || account_number || ' ' || coalesce(email, '') || ' ' || coalesce(phone, ''))", persisted=True), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("status IN ('active', 'suspended', 'closed')", name=op.f('ck_customers_status')),
@@ -163,10 +164,7 @@ def upgrade():
 # Substring search (ILIKE '%text%') over 100k+ customers needs trigram GIN indexes; PostgreSQL only.
 # They are not declared on the models (see isp_admin.database.include_object).
 TRGM_INDEXES = [
-    ("trgm_customers_name", "customers", "name"),
-    ("trgm_customers_account_number", "customers", "account_number"),
-    ("trgm_customers_email", "customers", "email"),
-    ("trgm_customers_phone", "customers", "phone"),
+    ("trgm_customers_search_text", "customers", "search_text"),
     ("trgm_subscriptions_pppoe_username", "subscriptions", "pppoe_username"),
     ("trgm_subscriptions_static_ip", "subscriptions", "static_ip"),
 ]

@@ -1,12 +1,12 @@
 """Load the signed-in user; a session is valid only while its session version is current."""
 from __future__ import annotations
 
-from flask import request
+from flask import has_request_context, request
 from flask_login import LoginManager, current_user
 
 from isp_admin.extensions import db
 from isp_admin.models import User
-from isp_admin.services.audit import Actor, set_actor_provider
+from isp_admin.services.audit import SYSTEM, Actor, set_actor_provider
 
 
 def _load_user(session_id: str) -> User | None:
@@ -21,6 +21,10 @@ def _load_user(session_id: str) -> User | None:
 
 
 def _web_actor() -> Actor:
+    # The provider set by a request outlives it in the same context (the test client, a shell): writes made
+    # after the request are the system's, not a stale user's, and must not fail for want of a request.
+    if not has_request_context():
+        return SYSTEM
     if current_user and current_user.is_authenticated:
         return Actor("user", current_user.id, current_user.email, request.remote_addr)
     return Actor("system", None, "anonymous", request.remote_addr)

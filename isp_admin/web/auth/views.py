@@ -4,7 +4,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import COOKIE_NAME, current_user, login_user, logout_user
 
 from isp_admin.errors import Invalid
 from isp_admin.extensions import db, limiter
@@ -59,8 +59,8 @@ def logout():
     user = user_service.get_user(current_user.id)
     user.session_version += 1
     db.session.commit()
-    logout_user()
     session.clear()
+    logout_user()  # after clear(): it leaves the note that makes Flask-Login delete the remember-me cookie
     flash("You have signed out.", "info")
     return redirect(url_for("auth.login"))
 
@@ -134,7 +134,8 @@ def change_password():
             show_form_error(form, exc)
         else:
             db.session.commit()
-            login_user(user)  # keep this session, under the new session version
+            # Keep this session under the new session version, and renew its remember-me cookie if it has one.
+            login_user(user, remember=current_app.config.get("REMEMBER_COOKIE_NAME", COOKIE_NAME) in request.cookies)
             flash("Your password has been changed. Other sessions were signed out.", "success")
             return redirect(url_for("dashboard.index"))
     return render_template("auth/change_password.html", form=form)

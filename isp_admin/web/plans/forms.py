@@ -1,7 +1,7 @@
 """The plan form."""
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, StringField, SubmitField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from isp_admin.web.fields import MoneyField, PercentField
 
@@ -11,11 +11,12 @@ class PlanForm(FlaskForm):
 
     code = StringField("Code", validators=[DataRequired(), Length(max=32)], description="e.g. FIBER-100")
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
-    download_mbps = IntegerField("Download (Mbps)", validators=[DataRequired(), NumberRange(1, 1_000_000)])
-    upload_mbps = IntegerField("Upload (Mbps)", validators=[DataRequired(), NumberRange(1, 1_000_000)])
+    # InputRequired, not DataRequired, which would answer "required" to "0" or "fast" and hide the real error.
+    download_mbps = IntegerField("Download (Mbps)", validators=[InputRequired(), NumberRange(1, 1_000_000)])
+    upload_mbps = IntegerField("Upload (Mbps)", validators=[InputRequired(), NumberRange(1, 1_000_000)])
     data_cap_gb = IntegerField("Data cap (GB)", validators=[Optional(), NumberRange(1, 10_000_000)],
                                description="Empty: unlimited.")
-    monthly_price_cents = MoneyField("Monthly price (excl. tax)", validators=[DataRequired()])
+    monthly_price_cents = MoneyField("Monthly price (excl. tax)", validators=[InputRequired()])  # 0 is a price
     setup_fee_cents = MoneyField("Setup fee", validators=[Optional()])
     tax_rate_bp = PercentField("Tax rate (%)", validators=[Optional()])
     submit = SubmitField("Save")

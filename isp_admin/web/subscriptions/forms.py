@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import DateField, IntegerField, SelectField, StringField, SubmitField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from isp_admin.services.clock import today
 from isp_admin.services.plans import plan_choices
@@ -14,7 +14,8 @@ class AddSubscriptionForm(FlaskForm):
     """A new subscription for a customer."""
 
     plan_id = SelectField("Plan", coerce=int, validators=[DataRequired()])
-    start_date = DateField("Start date", validators=[DataRequired()])
+    # InputRequired: DataRequired would answer "required" to a date that does not exist, such as 30 February.
+    start_date = DateField("Start date", validators=[InputRequired()])
     billing_day = IntegerField("Billing day (1–31)", validators=[Optional(), NumberRange(1, 31)],
                                description="Empty: the start date's day. 29–31 bill on the last day of short months.")
     pppoe_username = StringField("PPPoE username", validators=[Optional(), Length(max=64)])
@@ -57,7 +58,7 @@ class ResumeForm(FlaskForm):
 class CancelForm(FlaskForm):
     """Cancel as of a date."""
 
-    end_date = DateField("End date", validators=[DataRequired()])
+    end_date = DateField("End date", validators=[InputRequired()])
     submit = SubmitField("Cancel subscription")
 
 

@@ -1,0 +1,240 @@
+"""Who may do what: every route, for every role and for anonymous visitors.
+
+The expected permissions are written out here, independently of isp_admin.web.access.PERMISSIONS, so a view
+guarded by the wrong permission fails this file. Each cell starts from fresh records, signs in as one role,
+sends one request and checks the outcome: refused cells answer 403 (or send anonymous visitors to sign in)
+and leave every table exactly as it was; allowed cells succeed and write the audit event they should.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import select
+
+from isp_admin import create_app
+from isp_admin.extensions import cache, db
+from tests.conftest import app_config
+from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
+
+ROLES = ("admin", "billing", "support", "readonly")
+ANONYMOUS = "anonymous"
+EVERYONE = frozenset(ROLES)
+EDITORS = frozenset({"admin", "billing", "support"})
+PLANNERS = frozenset({"admin", "billing"})
+ADMINS = frozenset({"admin"})
+PUBLIC = None  # anonymous visitors too
+NEW_PASSWORD = "a fresh passphrase for 2026"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One request: method, URL with <placeholders>, form data, who may send it, and the audit it writes."""
+
+    method: str
+    url: str
+    allowed: frozenset[str] | None
+    data: dict[str, str] = field(default_factory=dict)
+    audit: str | None = None
+
+
+PLAN_FIELDS = {"name": "Fibre 500", "download_mbps": "500", "upload_mbps": "100", "monthly_price_cents": "79.00",
+               "setup_fee_cents": "10.00", "tax_rate_bp": "16"}
+CUSTOMER_FIELDS = {"name": "Wanjiku Mwangi", "email": "wanjiku@mail.example", "phone": "+254 711 000000",
+                   "service_address": "1 Ngong Road, Nairobi"}
+
+MATRIX = [
+    # Public pages
+    Route("GET", "/login", PUBLIC),
+    Route("POST", "/login", PUBLIC, {"email": "<staff_email>", "password": PASSWORD}),
+    Route("GET", "/forgot-password", PUBLIC),
+    Route("POST", "/forgot-password", PUBLIC, {"email": "<staff_email>"}),
+    Route("GET", "/reset-password/not-a-token", PUBLIC),
+    Route("POST", "/reset-password/not-a-token", PUBLIC, {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD}),
+    Route("GET", "/health/", PUBLIC),
+    Route("GET", "/health/live/", PUBLIC),
+    Route("GET", "/health/ready/", PUBLIC),
+    # One's own account
+    Route("GET", "/account/password", EVERYONE),
+    Route("POST", "/account/password", EVERYONE,
+          {"current_password": PASSWORD, "password": NEW_PASSWORD, "confirm": NEW_PASSWORD},
+          audit="user.password_change"),
+    Route("POST", "/logout", EVERYONE),
+    # Reading
+    Route("GET", "/", EVERYONE),
+    Route("GET", "/customers/", EVERYONE),
+    Route("GET", "/customers/<customer>", EVERYONE),
+    Route("GET", "/subscriptions/<subscription>", EVERYONE),
+    Route("GET", "/plans/", EVERYONE),
+    # Customers
+    Route("GET", "/customers/new", EDITORS),
+    Route("POST", "/customers/new", EDITORS, CUSTOMER_FIELDS, audit="customer.create"),
+    Route("GET", "/customers/<customer>/edit", EDITORS),
+    Route("POST", "/customers/<customer>/edit", EDITORS, CUSTOMER_FIELDS, audit="customer.update"),
+    # Subscriptions
+    Route("GET", "/customers/<customer>/subscriptions/new", EDITORS),
+    Route("POST", "/customers/<customer>/subscriptions/new", EDITORS,
+          {"plan_id": "<second_plan>", "start_date": "2026-02-01", "billing_day": "1",
+           "pppoe_username": "new-login"},
+          audit="subscription.create"),
+    Route("POST", "/subscriptions/<subscription>/change-plan", EDITORS, {"plan_id": "<second_plan>"},
+          audit="subscription.change_plan"),
+    Route("POST", "/subscriptions/<subscription>/suspend", EDITORS, {"reason": "manual"},
+          audit="subscription.suspend"),
+    Route("POST", "/subscriptions/<suspended>/resume", EDITORS, audit="subscription.resume"),
+    Route("POST", "/subscriptions/<subscription>/cancel", EDITORS, {"end_date": "2026-06-30"},
+          audit="subscription.cancel"),
+    Route("POST", "/subscriptions/<subscription>/network", EDITORS,
+          {"pppoe_username": "renamed-login", "static_ip": "203.0.113.9", "cpe_mac": "00:11:22:33:44:55"},
+          audit="subscription.update"),
+    # Plans
+    Route("GET", "/plans/new", PLANNERS),
+    Route("POST", "/plans/new", PLANNERS, {"code": "FIBER-500", **PLAN_FIELDS}, audit="plan.create"),
+    Route("GET", "/plans/<plan>/edit", PLANNERS),
+    Route("POST", "/plans/<plan>/edit", PLANNERS, {"code": "FIBER-100", **PLAN_FIELDS}, audit="plan.update"),
+    Route("POST", "/plans/<second_plan>/retire", PLANNERS, audit="plan.retire"),
+    Route("POST", "/plans/<retired_plan>/reactivate", PLANNERS, audit="plan.reactivate"),
+    Route("POST", "/plans/<spare_plan>/delete", PLANNERS, audit="plan.delete"),
+    # Staff administration
+    Route("GET", "/admin/users/", ADMINS),
+    Route("GET", "/admin/users/new", ADMINS),
+    Route("POST", "/admin/users/new", ADMINS, {"email": "newcomer@isp.example", "name": "New Comer", "role": "support"},
+          audit="user.create"),
+    Route("GET", "/admin/users/<staff>", ADMINS),
+    Route("POST", "/admin/users/<staff>", ADMINS, {"role": "billing"}, audit="user.update"),
+    Route("POST", "/admin/users/<staff>/deactivate", ADMINS, audit="user.update"),
+    Route("POST", "/admin/users/<inactive_staff>/reactivate", ADMINS, audit="user.update"),
+]
+PLACEHOLDER = re.compile(r"<(\w+)>")
+
+
+def fill(template: str, values: dict) -> str:
+    """Replace each <name> in a URL or form value with the fixture record's id (or value)."""
+    return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+
+
+CELLS = [
+    pytest.param(route, who, id=f"{who}-{route.method}-{route.url}")
+    for route in MATRIX
+    for who in (*ROLES, ANONYMOUS)
+]
+
+
+@pytest.fixture(scope="module")
+def matrix_app(backends, tmp_path_factory):
+    """One app for the whole matrix: building and truncating per cell would cost more than the cells."""
+    app = create_app(app_config(backends["database_url"], backends["redis_url"], tmp_path_factory.mktemp("roles")))
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app(matrix_app):
+    """The shared app in a fresh app context, every table emptied and the cache cleared."""
+    with matrix_app.app_context():
+        # DELETE of a few rows is far cheaper than conftest's TRUNCATE, which the matrix would run 200 times.
+        for table in reversed(db.metadata.sorted_tables):
+            db.session.execute(table.delete())
+        db.session.commit()
+        cache.clear()
+        yield matrix_app
+        db.session.rollback()
+
+
+@pytest.fixture
+def world(app):
+    """A customer with an active subscription, a manually suspended one, spare plans and other staff."""
+    plan = PlanFactory.build(code="FIBER-100")
+    second_plan, spare_plan = PlanFactory.build_batch(2)
+    retired_plan = PlanFactory.build(active=False)
+    customer = CustomerFactory.build()
+    subscription = SubscriptionFactory.build(customer=customer, plan=plan)
+    suspended = SubscriptionFactory.build(customer=customer, plan=plan, status="suspended",
+                                          suspension_reason="manual")
+    staff = UserFactory.build(role="support")
+    inactive_staff = UserFactory.build(role="support", active=False)
+    db.session.add_all([plan, second_plan, spare_plan, retired_plan, customer, subscription, suspended, staff,
+                        inactive_staff])
+    db.session.commit()  # one commit for the lot keeps each of the ~200 cells cheap
+    return {
+        "plan": plan.id, "second_plan": second_plan.id, "spare_plan": spare_plan.id,
+        "retired_plan": retired_plan.id, "customer": customer.id, "subscription": subscription.id,
+        "suspended": suspended.id, "staff": staff.id, "staff_email": staff.email, "inactive_staff": inactive_staff.id,
+    }
+
+
+def table_state() -> dict[str, list[dict]]:
+    """Every row of every table, as committed in the database."""
+    db.session.rollback()
+    return {
+        table.name: [dict(row) for row in db.session.execute(select(table).order_by(*table.primary_key)).mappings()]
+        for table in db.metadata.sorted_tables
+    }
+
+
+def new_audit_events(before: dict) -> list[dict]:
+    seen = {row["id"] for row in before["audit_events"]}
+    return [row for row in table_state()["audit_events"] if row["id"] not in seen]
+
+
+@pytest.mark.parametrize(("route", "who"), CELLS)
+def test_role_matrix(app, client, login, world, route, who):
+    actor = None if who == ANONYMOUS else login(who)
+    url = fill(route.url, world)
+    data = {name: fill(value, world) for name, value in route.data.items()}
+    before = table_state()
+
+    # Its own app context, as in production: otherwise the request would reuse the test's context and find the
+    # user Flask-Login cached in `g` at sign-in, instead of loading them from the session cookie.
+    with app.app_context():
+        response = client.open(url, method=route.method, data=data if route.method == "POST" else None)
+
+    location = response.headers.get("Location", "")
+    if route.allowed is not PUBLIC and actor is None:
+        assert response.status_code == 302
+        assert "/login" in location
+        assert table_state() == before
+    elif route.allowed is not PUBLIC and who not in route.allowed:
+        assert response.status_code == 403
+        assert table_state() == before
+    else:
+        assert response.status_code in (200, 302), response.data[:500]
+        if route.allowed is not PUBLIC and route.url != "/logout":
+            assert "/login" not in location  # still signed in: the request really ran as this role
+        if route.audit:
+            events = new_audit_events(before)
+            assert route.audit in [e["action"] for e in events]
+            assert {e["actor_id"] for e in events} == {actor.id}  # attributed to the signed-in user
+
+
+def _covered_endpoints(app) -> set[tuple[str, str]]:
+    adapter = app.url_map.bind("localhost")
+    covered = set()
+    for route in MATRIX:
+        endpoint, _ = adapter.match(PLACEHOLDER.sub("1", route.url), method=route.method)
+        covered.add((endpoint, route.method))
+    return covered
+
+
+def test_every_view_declares_its_access(app):
+    unguarded = [
+        rule.endpoint for rule in app.url_map.iter_rules()
+        if rule.endpoint not in ("static", "bootstrap.static")
+        and not hasattr(app.view_functions[rule.endpoint], "access_permission")
+    ]
+    assert unguarded == []
+
+
+def test_the_matrix_covers_every_route_and_method(app):
+    covered = _covered_endpoints(app)
+    missing = [
+        (rule.endpoint, method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint not in ("static", "bootstrap.static")
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
+        if (rule.endpoint, method) not in covered
+    ]
+    assert missing == []

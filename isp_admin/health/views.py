@@ -2,14 +2,17 @@
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 
-from isp_admin.extensions import db
+from isp_admin.extensions import db, talisman
 from isp_admin.web.access import PUBLIC, access
 
 bp = Blueprint("health", __name__, url_prefix="/health")
+# Probes speak plain HTTP to the container; redirecting them to HTTPS would mark a healthy pod dead.
+_plain_http = talisman(force_https=False)
 
 
 @bp.get("/")
 @access(PUBLIC)
+@_plain_http
 def health():
     """Answer at once without touching any dependency."""
     return jsonify(status="ok")
@@ -17,6 +20,7 @@ def health():
 
 @bp.get("/live/")
 @access(PUBLIC)
+@_plain_http
 def live():
     """Report that the process is alive."""
     return jsonify(status="ok")
@@ -24,6 +28,7 @@ def live():
 
 @bp.get("/ready/")
 @access(PUBLIC)
+@_plain_http
 def ready():
     """Report whether the database answers; 503 names the failing component."""
     try:

@@ -88,9 +88,11 @@ def generate(count: int, seed: int | None = None, progress: Callable[[int], None
     total_subs = 0
     for offset in range(0, count, BATCH):
         n = min(BATCH, count - offset)
-        numbers = [f"C{x:08d}" for x in rng.sample(range(10**8), n * 2)]
-        free = _free(numbers, Customer.account_number)
-        numbers = [x for x in numbers if x in free][:n]
+        numbers: list[str] = []
+        while len(numbers) < n:  # draw again until enough numbers are unused (earlier runs, same seed)
+            candidates = [f"C{x:08d}" for x in rng.sample(range(10**8), 2 * (n - len(numbers)))]
+            free = _free(candidates, Customer.account_number) - set(numbers)
+            numbers += [x for x in candidates if x in free][: n - len(numbers)]
         ids = _reserve_ids(Customer.__table__, len(numbers))
         customers, subs = [], []
         for customer_id, number in zip(ids, numbers, strict=True):

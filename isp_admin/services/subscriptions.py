@@ -157,6 +157,10 @@ def cancel(subscription_id: int, end_date: date) -> Subscription:
         raise BusinessRuleViolation("This subscription is already cancelled.")
     if end_date < sub.start_date:
         raise Invalid("The end date cannot be before the start date.", {"end_date": "On or after the start."})
+    if end_date > today():
+        # Cancelling takes effect now (the login and IP are freed at once); a future date would be a lie.
+        raise Invalid("A cancellation takes effect today; choose today or an earlier date.",
+                      {"end_date": "Today or earlier."})
     return _apply(sub, "subscription.cancel", status="cancelled", suspension_reason=None, end_date=end_date)
 
 

@@ -304,3 +304,11 @@ def test_no_plans_shows_an_empty_state(client, login):
     response = client.get("/plans/")
     assert response.status_code == 200
     assert "No plans yet" in text_of(response) and "Create the first plan" in text_of(response)
+
+
+def test_a_page_number_past_the_end_lands_on_the_last_page(client, login):
+    login("readonly")
+    PlanFactory(code="ONLY-ONE")
+    response = client.get("/plans/?page=99")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/plans/?page=1")
+    assert "ONLY-ONE" in client.get(response.headers["Location"]).get_data(as_text=True)

@@ -368,3 +368,15 @@ def test_the_database_refuses_two_live_subscriptions_with_one_identifier(app, co
         db.session.commit()
     db.session.rollback()
     assert db.session.scalar(select(func.count()).select_from(Subscription)) == 2
+
+
+def test_a_cancellation_cannot_be_dated_in_the_future(client, login):
+    """Cancelling frees the login and IP at once, so a future end date is refused rather than silently ignored."""
+    login("support")
+    sub = SubscriptionFactory(start_date=today() - timedelta(days=40))
+    response = client.post(f"/subscriptions/{sub.id}/cancel",
+                           data={"end_date": (today() + timedelta(days=3)).isoformat()})
+    assert response.status_code == 422
+    assert "Today or earlier." in response.get_data(as_text=True)
+    db.session.refresh(sub)
+    assert sub.status == "active" and sub.end_date is None

@@ -22,6 +22,8 @@ def index():
     page = max(1, request.args.get("page", 1, type=int))
     rows, total = plan_service.list_plans_with_usage(page, PER_PAGE)
     pages = max(1, -(-total // PER_PAGE))
+    if page > pages:  # a stale or typed page number lands on the last page, not on a false "no plans"
+        return redirect(url_for("plans.index", page=pages))
     return render_template("plans/index.html", rows=rows, total=total, page=page, pages=pages,
                            action_form=FlaskForm())
 

@@ -90,3 +90,12 @@ def record(action: str, entity, *, before: dict | None = None, after: dict | Non
     )
     db.session.add(event)
     return event
+
+
+def entity_history(entity_type: str, entity_id: int, limit: int = 50) -> list[AuditEvent]:
+    """Return the newest audit events about one record (served by ix_audit_events_entity)."""
+    from sqlalchemy import select
+
+    return list(db.session.scalars(
+        select(AuditEvent).where(AuditEvent.entity_type == entity_type, AuditEvent.entity_id == entity_id)
+        .order_by(AuditEvent.id.desc()).limit(limit)))

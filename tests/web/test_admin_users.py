@@ -308,3 +308,11 @@ def test_staff_link_is_shown_to_admins_only(app, client, login):
     login("billing", client_=other)
     assert 'href="/admin/users/"' not in other.get("/").get_data(as_text=True)
 
+
+
+def test_a_staff_page_shows_the_user_history(client, login):
+    login("admin")
+    other = UserFactory(role="support")
+    assert client.post(f"/admin/users/{other.id}", data={"role": "billing"}).status_code == 302
+    page = client.get(f"/admin/users/{other.id}").get_data(as_text=True)
+    assert "user.update" in page and "billing" in page

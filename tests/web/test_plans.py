@@ -312,3 +312,11 @@ def test_a_page_number_past_the_end_lands_on_the_last_page(client, login):
     response = client.get("/plans/?page=99")
     assert response.status_code == 302 and response.headers["Location"].endswith("/plans/?page=1")
     assert "ONLY-ONE" in client.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def test_the_plan_page_shows_its_history(client, login):
+    login("billing")
+    plan = PlanFactory(name="Fiber 200")
+    assert client.post(f"/plans/{plan.id}/retire").status_code == 302
+    page = client.get(f"/plans/{plan.id}/edit").get_data(as_text=True)
+    assert "plan.retire" in page

@@ -380,3 +380,11 @@ def test_a_cancellation_cannot_be_dated_in_the_future(client, login):
     assert "Today or earlier." in response.get_data(as_text=True)
     db.session.refresh(sub)
     assert sub.status == "active" and sub.end_date is None
+
+
+def test_a_subscription_page_shows_its_own_history(client, login):
+    login("support")
+    sub = SubscriptionFactory()
+    assert client.post(f"/subscriptions/{sub.id}/suspend", data={"reason": "vacation"}).status_code == 302
+    page = client.get(f"/subscriptions/{sub.id}").get_data(as_text=True)
+    assert "subscription.suspend" in page and "vacation" in page

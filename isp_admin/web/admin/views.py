@@ -8,6 +8,7 @@ from flask_wtf import FlaskForm
 from isp_admin.errors import AppError
 from isp_admin.extensions import db
 from isp_admin.services import users as user_service
+from isp_admin.services.audit import entity_history
 from isp_admin.web.access import access
 from isp_admin.web.admin.forms import InviteUserForm, RoleForm
 from isp_admin.web.auth.views import _send_reset_link
@@ -58,7 +59,8 @@ def user_detail(user_id: int):
             db.session.commit()
             flash("Role changed.", "success")
             return redirect(url_for("admin.user_detail", user_id=user.id))
-    return render_template("admin/user.html", user=user, form=form, action_form=FlaskForm())
+    return render_template("admin/user.html", user=user, form=form, action_form=FlaskForm(),
+                           history=entity_history("users", user.id))
 
 
 def _set_active(user_id: int, active: bool, message: str):

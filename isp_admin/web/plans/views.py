@@ -7,6 +7,7 @@ from flask_wtf import FlaskForm
 from isp_admin.errors import AppError
 from isp_admin.extensions import db
 from isp_admin.services import plans as plan_service
+from isp_admin.services.audit import entity_history
 from isp_admin.web.access import access
 from isp_admin.web.plans.forms import PlanForm
 from isp_admin.web.templating import show_form_error
@@ -60,7 +61,7 @@ def edit(plan_id: int):
             db.session.commit()
             flash("Plan saved.", "success")
             return redirect(url_for("plans.index"))
-    return render_template("plans/form.html", form=form, plan=plan)
+    return render_template("plans/form.html", form=form, plan=plan, history=entity_history("plans", plan.id))
 
 
 def _post_action(plan_id: int, action, message: str):

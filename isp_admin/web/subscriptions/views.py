@@ -7,6 +7,7 @@ from isp_admin.errors import AppError
 from isp_admin.extensions import db
 from isp_admin.services import customers as customer_service
 from isp_admin.services import subscriptions as subscription_service
+from isp_admin.services.audit import entity_history
 from isp_admin.services.clock import today
 from isp_admin.services.plans import get_plan, plan_choices
 from isp_admin.web.access import access
@@ -62,7 +63,7 @@ def _render_detail(sub, **forms):
     return render_template(
         "subscriptions/detail.html", sub=sub, customer=customer, plan=plan, change_form=change,
         suspend_form=forms.get("suspend") or SuspendForm(formdata=None), resume_form=ResumeForm(formdata=None),
-        cancel_form=cancel, network_form=network,
+        cancel_form=cancel, network_form=network, history=entity_history("subscriptions", sub.id),
     )
 
 

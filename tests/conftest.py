@@ -159,17 +159,23 @@ def make_app(backends, tmp_path):
             db.engine.dispose()
 
 
-@pytest.fixture
-def app(make_app, backends):
-    """A testing app with an empty database and an empty cache; the app context is pushed."""
-    app = make_app()
+@contextmanager
+def clean_context(app):
+    """Push `app`'s context over an empty database and an empty cache."""
+    from isp_admin.extensions import cache
+
     with app.app_context():
         truncate_all()
-        from isp_admin.extensions import cache
-
         cache.clear()
         yield app
         db.session.rollback()
+
+
+@pytest.fixture
+def app(make_app, backends):
+    """A testing app with an empty database and an empty cache; the app context is pushed."""
+    with clean_context(make_app()) as app:
+        yield app
 
 
 @pytest.fixture

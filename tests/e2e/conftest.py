@@ -5,48 +5,30 @@ cookies never leak between tests. Ports are chosen by the OS, so xdist workers n
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
-from werkzeug.serving import make_server
 
-from isp_admin.extensions import cache, db
-from tests.conftest import truncate_all
+from isp_admin.devserver import CHROMIUM, CHROMIUM_ARGS, serve_in_background
+from tests.conftest import clean_context
 from tests.factories import PASSWORD
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-]
 TIMEOUT_MS = 10_000
 
 
 @pytest.fixture
 def live_app(make_app):
     """An app with CSRF enabled on an empty database; its context is pushed for factories and queries."""
-    app = make_app(WTF_CSRF_ENABLED=True, RATELIMIT_ENABLED=False)
-    with app.app_context():
-        truncate_all()
-        cache.clear()
+    with clean_context(make_app(WTF_CSRF_ENABLED=True, RATELIMIT_ENABLED=False)) as app:
         yield app
-        db.session.rollback()
 
 
 @pytest.fixture
 def live_server(live_app) -> Iterator[str]:
     """Serve `live_app` from a threaded werkzeug server in the background; yield its base URL."""
-    server = make_server("127.0.0.1", 0, live_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_in_background(live_app) as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="session")

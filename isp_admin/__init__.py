@@ -86,14 +86,19 @@ def register_blueprints(app: Flask) -> None:
     from isp_admin.web.admin.views import bp as admin_bp
     from isp_admin.web.auth.session import install_actor
     from isp_admin.web.auth.views import bp as auth_bp
+    from isp_admin.web.billing.views import bp as billing_bp
     from isp_admin.web.customers.views import bp as customers_bp
     from isp_admin.web.dashboard.views import bp as dashboard_bp
+    from isp_admin.web.invoices.views import bp as invoices_bp
+    from isp_admin.web.payments.views import bp as payments_bp
     from isp_admin.web.plans.views import bp as plans_bp
+    from isp_admin.web.reports.views import bp as reports_bp
     from isp_admin.web.subscriptions.views import bp as subscriptions_bp
 
     register_request_id(app)
     install_actor(app)
-    for blueprint in (health_bp, auth_bp, dashboard_bp, customers_bp, plans_bp, subscriptions_bp, admin_bp):
+    for blueprint in (health_bp, auth_bp, dashboard_bp, customers_bp, plans_bp, subscriptions_bp, invoices_bp,
+                      payments_bp, billing_bp, reports_bp, admin_bp):
         app.register_blueprint(blueprint)
 
 

@@ -103,6 +103,12 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "CACHE_DEFAULT_TIMEOUT": int(env.get("CACHE_DEFAULT_TIMEOUT", "300")),
         # Front end: Bootstrap from the installed package, never a CDN
         "BOOTSTRAP_SERVE_LOCAL": True,
+        # Billing and collections (DESIGN §3)
+        "PAYMENT_TERMS_DAYS": int(env.get("PAYMENT_TERMS_DAYS", "14")),
+        "GRACE_DAYS": int(env.get("GRACE_DAYS", "7")),
+        "REMINDER_SCHEDULE": [int(x) for x in env.get("REMINDER_SCHEDULE", "-3,0,7").split(",") if x.strip()],
+        "BILL_WHILE_SUSPENDED": _bool(env.get("BILL_WHILE_SUSPENDED"), False),
+        "BILLING_CHUNK_SIZE": int(env.get("BILLING_CHUNK_SIZE", "1000")),
         "PAGE_SIZE": int(env.get("PAGE_SIZE", "50")),
         "MAX_PAGE_SIZE": 200,
         "PROXY_FIX_X_FOR": int(env.get("PROXY_FIX_X_FOR", "0")),

@@ -4,8 +4,10 @@ from flask import Flask
 
 def register(app: Flask) -> None:
     """Attach every command group to the app."""
+    from isp_admin.cli.billing import billing_cli
     from isp_admin.cli.data import data_cli
+    from isp_admin.cli.rq import rq_cli
     from isp_admin.cli.users import users_cli
 
-    for group in (users_cli, data_cli):
+    for group in (users_cli, data_cli, billing_cli, rq_cli):
         app.cli.add_command(group)

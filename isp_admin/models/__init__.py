@@ -1,8 +1,14 @@
 """All models, imported here so their tables are on the metadata before create_app needs them."""
 from isp_admin.models.audit import AuditEvent
 from isp_admin.models.customers import Customer
+from isp_admin.models.invoices import CreditNote, DocumentSequence, Invoice, InvoiceLine
+from isp_admin.models.operations import JobRun, Notification
+from isp_admin.models.payments import CreditAllocation, Payment, PaymentAllocation
 from isp_admin.models.plans import Plan
 from isp_admin.models.subscriptions import Subscription
 from isp_admin.models.users import ApiToken, User
 
-__all__ = ["ApiToken", "AuditEvent", "Customer", "Plan", "Subscription", "User"]
+__all__ = [
+    "ApiToken", "AuditEvent", "CreditAllocation", "CreditNote", "Customer", "DocumentSequence", "Invoice",
+    "InvoiceLine", "JobRun", "Notification", "Payment", "PaymentAllocation", "Plan", "Subscription", "User",
+]

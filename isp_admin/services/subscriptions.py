@@ -118,8 +118,13 @@ def update_network(subscription_id: int, pppoe_username: str | None, static_ip: 
 
 
 def change_plan(subscription_id: int, plan_id: int) -> Subscription:
-    """Move a live subscription to another active plan."""
+    """Move a live subscription to another active plan today: credit the old plan's unused days of the billed
+    period and charge the rest of it on the new plan (DESIGN §3)."""
+    from isp_admin.services.invoices import charge_rest_of_period, credit_unused_days
+    from isp_admin.services.ledger import lock_customer
+
     sub = get_subscription(subscription_id)
+    lock_customer(sub.customer_id)
     if sub.status == "cancelled":
         raise BusinessRuleViolation("A cancelled subscription cannot change plan.")
     plan = get_plan(plan_id)
@@ -127,6 +132,10 @@ def change_plan(subscription_id: int, plan_id: int) -> Subscription:
         raise BusinessRuleViolation("This plan is retired; choose an active plan.", {"plan_id": "Retired."})
     if plan.id == sub.plan_id:
         raise BusinessRuleViolation("The subscription is already on this plan.", {"plan_id": "Same plan."})
+    day = today()
+    credit_unused_days(sub, day, "plan_change", day)
+    if sub.price_override_cents is None:
+        charge_rest_of_period(sub, day, plan.monthly_price_cents, plan.tax_rate_bp, plan.name, day)
     return _apply(sub, "subscription.change_plan", plan_id=plan.id)
 
 
@@ -147,7 +156,9 @@ def resume(subscription_id: int) -> Subscription:
         raise BusinessRuleViolation("Only a suspended subscription can be resumed.")
     if sub.suspension_reason not in MANUAL_REASONS:
         raise BusinessRuleViolation("This subscription is suspended for non-payment; it resumes when paid.")
-    return _apply(sub, "subscription.resume", status="active", suspension_reason=None)
+    # Periods that started while suspended are not billed; billing restarts today, prorated (DESIGN §3).
+    restart = max(sub.next_bill_date, today())
+    return _apply(sub, "subscription.resume", status="active", suspension_reason=None, next_bill_date=restart)
 
 
 def cancel(subscription_id: int, end_date: date) -> Subscription:
@@ -161,6 +172,12 @@ def cancel(subscription_id: int, end_date: date) -> Subscription:
         # Cancelling takes effect now (the login and IP are freed at once); a future date would be a lie.
         raise Invalid("A cancellation takes effect today; choose today or an earlier date.",
                       {"end_date": "Today or earlier."})
+    from isp_admin.services.invoices import credit_unused_days
+    from isp_admin.services.ledger import lock_customer
+
+    lock_customer(sub.customer_id)
+    # Unused days of a period already billed in advance come back as a credit note.
+    credit_unused_days(sub, end_date, "cancellation", today())
     return _apply(sub, "subscription.cancel", status="cancelled", suspension_reason=None, end_date=end_date)
 
 

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 
 from flask import current_app
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import insert, select
 
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Plan, Subscription
+from isp_admin.services.bulk import bulk_insert, reserve_ids
 from isp_admin.services.calendar import next_bill_date_after
 from isp_admin.services.clock import today
 from isp_admin.services.customers import invalidate_customer_totals
@@ -93,7 +94,7 @@ def generate(count: int, seed: int | None = None, progress: Callable[[int], None
             candidates = [f"C{x:08d}" for x in rng.sample(range(10**8), 2 * (n - len(numbers)))]
             free = _free(candidates, Customer.account_number) - set(numbers)
             numbers += [x for x in candidates if x in free][: n - len(numbers)]
-        ids = _reserve_ids(Customer.__table__, len(numbers))
+        ids = reserve_ids(Customer.__table__, len(numbers))
         customers, subs = [], []
         for customer_id, number in zip(ids, numbers, strict=True):
             row = _customer(rng, customer_id, number, now)
@@ -122,30 +123,6 @@ def generate(count: int, seed: int | None = None, progress: Callable[[int], None
     invalidate_customer_totals()
     invalidate_dashboard()
     return Generated(count, total_subs, time.perf_counter() - started)
-
-
-def _reserve_ids(table, n: int) -> list[int]:
-    """Take `n` ids for `table` up front, so child rows can reference them without RETURNING."""
-    if db.engine.dialect.name == "postgresql":
-        return list(db.session.scalars(
-            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
-            {"table": table.name, "n": n}))
-    start = db.session.scalar(select(func.coalesce(func.max(table.c.id), 0))) + 1
-    return list(range(start, start + n))
-
-
-def bulk_insert(table, rows: list[dict]) -> None:
-    """Insert many rows at once: COPY on PostgreSQL, one executemany elsewhere."""
-    if not rows:
-        return
-    if db.engine.dialect.name != "postgresql":
-        db.session.execute(insert(table), rows)
-        return
-    columns = list(rows[0])
-    raw = db.session.connection().connection.dbapi_connection
-    with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
 
 
 def _customer(rng, customer_id: int, number: str, now: datetime) -> dict:

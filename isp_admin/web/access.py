@@ -15,6 +15,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "customers.edit": frozenset({"admin", "billing", "support"}),
     "subscriptions.edit": frozenset({"admin", "billing", "support"}),
     "plans.edit": frozenset({"admin", "billing"}),
+    "billing.edit": frozenset({"admin", "billing"}),      # invoices, payments, credit notes, notifications
+    "billing.run": frozenset({"admin", "billing"}),       # start the nightly steps by hand
     "users.manage": frozenset({"admin"}),
 }
 PUBLIC = "public"

@@ -41,8 +41,20 @@ def show_form_error(form: Form, exc: AppError) -> None:
     return placed
 
 
+class _EndpointSet:
+    """`'x.y' in url_endpoints` in templates: whether the app has that endpoint."""
+
+    def __init__(self, app: Flask):
+        self._app = app
+
+    def __contains__(self, endpoint: str) -> bool:
+        return endpoint in self._app.view_functions
+
+
 def register_template_helpers(app: Flask) -> None:
     """Install the filters and globals."""
     app.add_template_filter(money, "money")
     app.add_template_global(can, "can")
     app.add_template_global(url_with, "url_with")
+    # Navigation shows a feature's link once its pages exist (blueprints are registered in one list).
+    app.jinja_env.globals["url_endpoints"] = _EndpointSet(app)

@@ -1,0 +1,231 @@
+"""The monthly run: bill every due subscription in advance, one invoice per customer, set-based.
+
+plan_invoices() computes exactly what a run would bill (the dry run shows it); write_invoices() writes it:
+invoices, lines, next bill dates, audit events and outbox rows, in the caller's transaction. Subscriptions
+are locked FOR UPDATE while planned, so two concurrent runs queue on them and the second finds nothing
+due; UNIQUE(subscription_id, period_start) on lines is the last word if anything slips past.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from flask import current_app
+from sqlalchemy import bindparam, func, select, update
+
+from isp_admin.extensions import db
+from isp_admin.models import AuditEvent, Customer, Invoice, InvoiceLine, Plan, Subscription
+from isp_admin.models.base import utcnow
+from isp_admin.services import audit
+from isp_admin.services.bulk import bulk_insert, is_postgres, reserve_ids
+from isp_admin.services.calendar import due_periods, prorate, tax_on
+from isp_admin.services.ledger import apply_available_credit, unallocated_payments, unapplied_credit_notes
+from isp_admin.services.notifications import queue_many
+from isp_admin.services.numbering import allocate_numbers
+
+
+@dataclass
+class PlannedLine:
+    """One line a run would write."""
+
+    subscription_id: int
+    kind: str
+    description: str
+    period_start: date | None
+    period_end: date | None
+    days: int | None
+    period_days: int | None
+    unit_price_cents: int
+    amount_cents: int
+    tax_rate_bp: int
+    tax_cents: int
+
+
+@dataclass
+class PlannedInvoice:
+    """One invoice a run would issue to one customer."""
+
+    customer_id: int
+    customer_name: str
+    currency: str
+    lines: list[PlannedLine] = field(default_factory=list)
+
+    @property
+    def subtotal_cents(self) -> int:
+        """Sum of line amounts."""
+        return sum(line.amount_cents for line in self.lines)
+
+    @property
+    def tax_cents(self) -> int:
+        """Sum of line taxes."""
+        return sum(line.tax_cents for line in self.lines)
+
+    @property
+    def total_cents(self) -> int:
+        """Amount plus tax."""
+        return self.subtotal_cents + self.tax_cents
+
+
+@dataclass
+class BillingPlan:
+    """What a run would do: the invoices, and each subscription's next bill date afterwards."""
+
+    invoices: list[PlannedInvoice]
+    next_bill_dates: dict[int, date]
+    activations: list[int]
+
+    @property
+    def total_cents(self) -> int:
+        """Everything the run would invoice, tax included."""
+        return sum(invoice.total_cents for invoice in self.invoices)
+
+
+def billable_statuses() -> tuple[str, ...]:
+    """Statuses the run bills: suspended too only when BILL_WHILE_SUSPENDED is on."""
+    if current_app.config.get("BILL_WHILE_SUSPENDED"):
+        return ("active", "pending", "suspended")
+    return ("active", "pending")
+
+
+def _due_rows(as_of: date, customer_range: tuple[int, int] | None, customer_id: int | None, lock: bool):
+    s, p, c = Subscription.__table__.c, Plan.__table__.c, Customer.__table__.c
+    stmt = (select(s.id, s.customer_id, s.status, s.billing_day, s.next_bill_date, s.start_date,
+                   func.coalesce(s.price_override_cents, p.monthly_price_cents).label("price"),
+                   p.setup_fee_cents, p.tax_rate_bp, p.name.label("plan_name"), p.currency, c.name.label("customer"))
+            .join(Plan.__table__, p.id == s.plan_id).join(Customer.__table__, c.id == s.customer_id)
+            .where(s.status.in_(billable_statuses()), s.next_bill_date <= as_of, s.start_date <= as_of,
+                   c.status != "closed")
+            .order_by(s.customer_id, s.id))
+    if customer_range:
+        stmt = stmt.where(s.customer_id.between(*customer_range))
+    if customer_id is not None:
+        stmt = stmt.where(s.customer_id == customer_id)
+    if lock and is_postgres():
+        stmt = stmt.with_for_update(of=Subscription.__table__)
+    return db.session.execute(stmt).mappings()
+
+
+def plan_invoices(as_of: date, customer_range: tuple[int, int] | None = None, customer_id: int | None = None,
+                  lock: bool = False) -> BillingPlan:
+    """Compute every line that is due on `as_of` (missed periods catch up, one line each)."""
+    invoices: dict[int, PlannedInvoice] = {}
+    next_dates: dict[int, date] = {}
+    activations: list[int] = []
+    for row in _due_rows(as_of, customer_range, customer_id, lock):
+        invoice = invoices.get(row["customer_id"])
+        if invoice is None:
+            invoice = invoices[row["customer_id"]] = PlannedInvoice(row["customer_id"], row["customer"],
+                                                                   row["currency"])
+        first_billing = row["next_bill_date"] == row["start_date"]
+        for start, end, days, period_days in due_periods(row["next_bill_date"], row["billing_day"], as_of):
+            amount = prorate(row["price"], days, period_days)
+            label = f"{row['plan_name']}, {start:%d %b %Y} – {end - timedelta(days=1):%d %b %Y}"
+            if days != period_days:
+                label += f" ({days}/{period_days} days)"
+            invoice.lines.append(PlannedLine(row["id"], "subscription", label, start, end, days, period_days,
+                                             row["price"], amount, row["tax_rate_bp"],
+                                             tax_on(amount, row["tax_rate_bp"])))
+            next_dates[row["id"]] = end
+        if first_billing and row["setup_fee_cents"]:
+            fee = row["setup_fee_cents"]
+            invoice.lines.append(PlannedLine(row["id"], "setup_fee", f"Setup fee: {row['plan_name']}", None, None,
+                                             None, None, fee, fee, row["tax_rate_bp"], tax_on(fee, row["tax_rate_bp"])))
+        if row["status"] == "pending":
+            activations.append(row["id"])
+    return BillingPlan(list(invoices.values()), next_dates, activations)
+
+
+def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None) -> list[int]:
+    """Issue the planned invoices in the current transaction; return the new invoice ids."""
+    if not plan.invoices:
+        return []
+    now = utcnow()
+    due = as_of + timedelta(days=current_app.config["PAYMENT_TERMS_DAYS"])
+    ids = reserve_ids(Invoice.__table__, len(plan.invoices))
+    # Numbers last: the sequence row stays locked until commit, so take it as late as possible.
+    numbers = allocate_numbers("INV", as_of.year, len(plan.invoices))
+    invoice_rows, line_rows, audit_rows, mail_rows = [], [], [], []
+    actor = audit.current_actor()
+    for invoice_id, number, planned in zip(ids, numbers, plan.invoices, strict=True):
+        invoice_rows.append(dict(
+            id=invoice_id, number=number, customer_id=planned.customer_id, status="open", issue_date=as_of,
+            due_date=due, currency=planned.currency, subtotal_cents=planned.subtotal_cents,
+            tax_cents=planned.tax_cents, total_cents=planned.total_cents, amount_paid_cents=0,
+            credit_applied_cents=0, job_run_id=job_run_id, created_at=now, updated_at=now))
+        for line in planned.lines:
+            line_rows.append(dict(
+                invoice_id=invoice_id, subscription_id=line.subscription_id, kind=line.kind,
+                description=line.description, period_start=line.period_start, period_end=line.period_end,
+                days=line.days, period_days=line.period_days, quantity=1, unit_price_cents=line.unit_price_cents,
+                amount_cents=line.amount_cents, tax_rate_bp=line.tax_rate_bp, tax_cents=line.tax_cents))
+        audit_rows.append(dict(
+            at=now, actor_type=actor.type, actor_id=actor.id, actor_label=actor.label, action="invoice.issue",
+            entity_type="invoices", entity_id=invoice_id, customer_id=planned.customer_id, before=None,
+            after={"number": number, "total_cents": planned.total_cents, "issue_date": as_of.isoformat()},
+            ip=actor.ip))
+        mail_rows.append(dict(customer_id=planned.customer_id, invoice_id=invoice_id, kind="invoice",
+                              recipient=None, subject=f"Invoice {number}"))
+    bulk_insert(Invoice.__table__, invoice_rows)
+    bulk_insert(InvoiceLine.__table__, line_rows)
+    _advance_subscriptions(plan, now)
+    db.session.execute(AuditEvent.__table__.insert(), audit_rows)
+    queue_many(mail_rows)
+    _apply_credit_where_any([p.customer_id for p in plan.invoices], as_of)
+    return ids
+
+
+def _advance_subscriptions(plan: BillingPlan, now) -> None:
+    table = Subscription.__table__
+    db.session.execute(
+        update(table).where(table.c.id == bindparam("sid"))
+        .values(next_bill_date=bindparam("nbd"), updated_at=now),
+        [{"sid": sid, "nbd": nbd} for sid, nbd in plan.next_bill_dates.items()],
+        execution_options={"synchronize_session": False})
+    if plan.activations:
+        db.session.execute(update(table).where(table.c.id.in_(plan.activations), table.c.status == "pending")
+                           .values(status="active", updated_at=now), execution_options={"synchronize_session": False})
+
+
+def _apply_credit_where_any(customer_ids: list[int], as_of: date) -> None:
+    """Apply existing credit to the new invoices, for the few customers that have any."""
+    from isp_admin.models import CreditNote, Payment
+
+    with_money = set(db.session.scalars(select(Payment.customer_id).where(
+        Payment.customer_id.in_(customer_ids), Payment.status == "completed").distinct()))
+    with_money |= set(db.session.scalars(select(CreditNote.customer_id).where(
+        CreditNote.customer_id.in_(customer_ids)).distinct()))
+    for customer_id in sorted(with_money):
+        if unallocated_payments(customer_id) or unapplied_credit_notes(customer_id):
+            apply_available_credit(customer_id, as_of)
+
+
+def customers_due(as_of: date) -> list[int]:
+    """Return the ids of customers with something to bill on `as_of`, ascending."""
+    s = Subscription.__table__.c
+    return list(db.session.scalars(
+        select(s.customer_id).where(s.status.in_(billable_statuses()), s.next_bill_date <= as_of,
+                                    s.start_date <= as_of).distinct().order_by(s.customer_id)))
+
+
+def chunk_ranges(customer_ids: list[int], size: int) -> list[tuple[int, int]]:
+    """Split sorted customer ids into inclusive (first, last) ranges of at most `size` customers."""
+    return [(customer_ids[i], customer_ids[min(i + size, len(customer_ids)) - 1])
+            for i in range(0, len(customer_ids), size)]
+
+
+def bill_customer_range(as_of: date, customer_range: tuple[int, int], job_run_id: int | None = None) -> dict:
+    """Bill one chunk of customers (the unit a worker runs in one transaction); return its counts."""
+    plan = plan_invoices(as_of, customer_range=customer_range, lock=True)
+    write_invoices(plan, as_of, job_run_id)
+    return {"invoices": len(plan.invoices), "lines": sum(len(i.lines) for i in plan.invoices),
+            "total_cents": plan.total_cents}
+
+
+def generate_invoice_for_customer(customer_id: int, as_of: date) -> Invoice | None:
+    """Bill one customer now for everything due up to `as_of`; None when nothing is due."""
+    from isp_admin.services.ledger import lock_customer
+
+    lock_customer(customer_id)
+    plan = plan_invoices(as_of, customer_id=customer_id, lock=True)
+    ids = write_invoices(plan, as_of)
+    return db.session.get(Invoice, ids[0]) if ids else None

@@ -1,0 +1,229 @@
+"""Invoices outside the monthly run: drafts, issuing, voiding with a credit note, credits for unused days."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
+from isp_admin.extensions import db
+from isp_admin.models import CreditAllocation, CreditNote, Invoice, InvoiceLine, PaymentAllocation, Subscription
+from isp_admin.models.base import utcnow
+from isp_admin.services import audit
+from isp_admin.services.calendar import prorate, tax_on
+from isp_admin.services.ledger import apply_available_credit, lock_customer, reactivate_if_paid, settle
+from isp_admin.services.numbering import allocate_numbers
+
+
+def get_invoice(invoice_id: int) -> Invoice:
+    """Return an invoice by id or raise NotFound."""
+    invoice = db.session.get(Invoice, invoice_id)
+    if invoice is None:
+        raise NotFound("No such invoice.")
+    return invoice
+
+
+def _validate_lines(lines: list[dict]) -> list[dict]:
+    if not lines:
+        raise Invalid("An invoice needs at least one line.", {"lines": "Add a line."})
+    clean, errors = [], {}
+    for index, line in enumerate(lines):
+        description = (line.get("description") or "").strip()
+        quantity, unit, rate = line.get("quantity", 1), line.get("unit_price_cents"), line.get("tax_rate_bp", 0)
+        if not description or len(description) > 255:
+            errors[f"lines.{index}.description"] = "1 to 255 characters."
+        if not isinstance(quantity, int) or not 0 < quantity <= 10_000:
+            errors[f"lines.{index}.quantity"] = "A whole number from 1 to 10000."
+        if not isinstance(unit, int) or not 0 <= unit <= 10**10:
+            errors[f"lines.{index}.unit_price_cents"] = "Zero or more cents."
+        if not isinstance(rate, int) or not 0 <= rate <= 10000:
+            errors[f"lines.{index}.tax_rate_bp"] = "0 to 10000 basis points."
+        if not errors:
+            amount = quantity * unit
+            clean.append(dict(kind="adjustment", description=description, quantity=quantity,
+                              unit_price_cents=unit, amount_cents=amount, tax_rate_bp=rate,
+                              tax_cents=tax_on(amount, rate)))
+    if errors:
+        raise Invalid("Please correct the invoice lines.", errors)
+    return clean
+
+
+def _fill_totals(invoice: Invoice, lines: list[dict]) -> None:
+    invoice.subtotal_cents = sum(line["amount_cents"] for line in lines)
+    invoice.tax_cents = sum(line["tax_cents"] for line in lines)
+    invoice.total_cents = invoice.subtotal_cents + invoice.tax_cents
+
+
+def create_draft(customer_id: int, lines: list[dict], issue_date: date) -> Invoice:
+    """Create a draft invoice of ad hoc lines (no number until issued)."""
+    customer = lock_customer(customer_id)
+    clean = _validate_lines(lines)
+    invoice = Invoice(customer_id=customer.id, status="draft", issue_date=issue_date,
+                      due_date=issue_date + timedelta(days=current_app.config["PAYMENT_TERMS_DAYS"]),
+                      currency=current_app.config["CURRENCY"])
+    _fill_totals(invoice, clean)
+    db.session.add(invoice)
+    db.session.flush()
+    for line in clean:
+        db.session.add(InvoiceLine(invoice_id=invoice.id, **line))
+    audit.record("invoice.create_draft", invoice, after={"total_cents": invoice.total_cents},
+                 customer_id=customer.id)
+    return invoice
+
+
+def replace_draft_lines(invoice_id: int, lines: list[dict]) -> Invoice:
+    """Replace a draft's lines; issued invoices are never edited."""
+    invoice = get_invoice(invoice_id)
+    lock_customer(invoice.customer_id)
+    if invoice.status != "draft":
+        raise BusinessRuleViolation("An issued invoice is never edited; void it and issue a new one.")
+    clean = _validate_lines(lines)
+    before = {"total_cents": invoice.total_cents}
+    for line in db.session.scalars(select(InvoiceLine).where(InvoiceLine.invoice_id == invoice.id)):
+        db.session.delete(line)
+    for line in clean:
+        db.session.add(InvoiceLine(invoice_id=invoice.id, **line))
+    _fill_totals(invoice, clean)
+    db.session.flush()
+    audit.record("invoice.update_draft", invoice, before=before, after={"total_cents": invoice.total_cents},
+                 customer_id=invoice.customer_id)
+    return invoice
+
+
+def delete_draft(invoice_id: int) -> None:
+    """Delete a draft; an issued invoice is refused (void it instead)."""
+    invoice = get_invoice(invoice_id)
+    if invoice.status != "draft":
+        raise BusinessRuleViolation("Issued invoices are never deleted; void it instead.")
+    audit.record("invoice.delete_draft", invoice, before={"total_cents": invoice.total_cents},
+                 customer_id=invoice.customer_id)
+    for line in db.session.scalars(select(InvoiceLine).where(InvoiceLine.invoice_id == invoice.id)):
+        db.session.delete(line)
+    db.session.delete(invoice)
+    db.session.flush()
+
+
+def issue(invoice_id: int, today: date) -> Invoice:
+    """Issue a draft: number it (gapless), date it, apply the customer's credit."""
+    invoice = get_invoice(invoice_id)
+    lock_customer(invoice.customer_id)
+    if invoice.status != "draft":
+        raise BusinessRuleViolation("This invoice is already issued.")
+    invoice.issue_date = today
+    invoice.due_date = today + timedelta(days=current_app.config["PAYMENT_TERMS_DAYS"])
+    invoice.number = allocate_numbers("INV", today.year, 1)[0]
+    invoice.status = "open"
+    db.session.flush()
+    audit.record("invoice.issue", invoice, after={"number": invoice.number, "total_cents": invoice.total_cents},
+                 customer_id=invoice.customer_id)
+    from isp_admin.services.notifications import queue_notification
+
+    queue_notification(invoice.customer_id, "invoice", invoice.id, f"Invoice {invoice.number}")
+    apply_available_credit(invoice.customer_id, today)
+    return invoice
+
+
+def _credit_note(customer_id: int, kind: str, reason: str, subtotal: int, tax: int, today: date,
+                 invoice_id: int | None = None, subscription_id: int | None = None) -> CreditNote:
+    note = CreditNote(number=allocate_numbers("CN", today.year, 1)[0], customer_id=customer_id,
+                      invoice_id=invoice_id, subscription_id=subscription_id, kind=kind, reason=reason,
+                      issue_date=today, currency=current_app.config["CURRENCY"], subtotal_cents=subtotal,
+                      tax_cents=tax, amount_cents=subtotal + tax)
+    db.session.add(note)
+    db.session.flush()
+    audit.record(f"credit_note.{kind}", note, after={"number": note.number, "amount_cents": note.amount_cents,
+                                                      "invoice_id": invoice_id}, customer_id=customer_id)
+    return note
+
+
+def void(invoice_id: int, reason: str, today: date) -> CreditNote:
+    """Void an issued invoice: a credit note cancels it and money already applied becomes customer credit."""
+    invoice = get_invoice(invoice_id)
+    lock_customer(invoice.customer_id)
+    if invoice.status == "draft":
+        raise BusinessRuleViolation("A draft has nothing to void; delete it instead.")
+    if invoice.status == "void":
+        raise BusinessRuleViolation("This invoice is already void.")
+    if not (reason or "").strip():
+        raise Invalid("Say why the invoice is void.", {"reason": "Required."})
+    now = utcnow()
+    for allocation in db.session.scalars(select(PaymentAllocation).where(
+            PaymentAllocation.invoice_id == invoice.id, PaymentAllocation.reversed_at.is_(None))):
+        allocation.reversed_at = now
+    for allocation in db.session.scalars(select(CreditAllocation).where(
+            CreditAllocation.invoice_id == invoice.id, CreditAllocation.reversed_at.is_(None))):
+        allocation.reversed_at = now
+    before = {"status": invoice.status, "amount_paid_cents": invoice.amount_paid_cents,
+              "credit_applied_cents": invoice.credit_applied_cents}
+    note = _credit_note(invoice.customer_id, "void", f"Void of {invoice.number}: {reason.strip()}",
+                        invoice.subtotal_cents, invoice.tax_cents, today, invoice_id=invoice.id)
+    # The void credit note settles the voided invoice itself, so the ledger stays uniform.
+    db.session.add(CreditAllocation(credit_note_id=note.id, invoice_id=invoice.id, amount_cents=invoice.total_cents))
+    invoice.amount_paid_cents = 0
+    invoice.credit_applied_cents = invoice.total_cents
+    invoice.status, invoice.voided_at, invoice.void_reason, invoice.paid_at = "void", now, reason.strip(), None
+    db.session.flush()
+    audit.record("invoice.void", invoice, before=before, after={"status": "void", "reason": reason.strip()},
+                 customer_id=invoice.customer_id)
+    apply_available_credit(invoice.customer_id, today)
+    reactivate_if_paid(invoice.customer_id, today)
+    return note
+
+
+def billed_line_covering(subscription_id: int, day: date) -> InvoiceLine | None:
+    """Return the live (not voided) subscription line whose period contains `day`."""
+    return db.session.scalar(
+        select(InvoiceLine).join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+        .where(InvoiceLine.subscription_id == subscription_id, InvoiceLine.kind == "subscription",
+               InvoiceLine.period_start <= day, InvoiceLine.period_end > day, Invoice.status != "void")
+        .order_by(InvoiceLine.period_start.desc()).limit(1))
+
+
+def credit_unused_days(sub: Subscription, day: date, kind: str, today: date) -> CreditNote | None:
+    """Credit the unused days [day, period end) of the billed period containing `day` (cancel, plan change)."""
+    line = billed_line_covering(sub.id, day)
+    if line is None:
+        return None
+    unused = (line.period_end - day).days
+    subtotal = min(line.amount_cents, prorate(line.unit_price_cents, unused, line.period_days))
+    if subtotal <= 0:
+        return None
+    note = _credit_note(sub.customer_id, kind,
+                        f"Unused {unused} of {line.period_days} days, {day:%d %b %Y} – "
+                        f"{line.period_end - timedelta(days=1):%d %b %Y} (subscription #{sub.id})",
+                        subtotal, tax_on(subtotal, line.tax_rate_bp), today, subscription_id=sub.id)
+    apply_available_credit(sub.customer_id, today)
+    reactivate_if_paid(sub.customer_id, today)
+    return note
+
+
+def charge_rest_of_period(sub: Subscription, day: date, price_cents: int, tax_rate_bp: int, plan_name: str,
+                          today: date) -> Invoice | None:
+    """Invoice [day, period end) at a new price after a plan change, when that period was already billed."""
+    line = billed_line_covering(sub.id, day)
+    if line is None:
+        return None  # the period is not billed yet: the next run bills it at the new price
+    days = (line.period_end - day).days
+    amount = prorate(price_cents, days, line.period_days)
+    invoice = Invoice(customer_id=sub.customer_id, status="draft", issue_date=today, due_date=today,
+                      currency=current_app.config["CURRENCY"])
+    db.session.add(invoice)
+    db.session.flush()
+    # No subscription_id: the period's own line keeps the (subscription, period_start) key; this line is
+    # the one-off difference, guarded by the customer lock and the plan change itself.
+    db.session.add(InvoiceLine(
+        invoice_id=invoice.id, subscription_id=None, kind="plan_change",
+        description=f"{plan_name} from {day:%d %b %Y} to {line.period_end - timedelta(days=1):%d %b %Y} "
+                    f"({days}/{line.period_days} days, subscription #{sub.id})",
+        period_start=day, period_end=line.period_end, days=days, period_days=line.period_days, quantity=1,
+        unit_price_cents=price_cents, amount_cents=amount, tax_rate_bp=tax_rate_bp,
+        tax_cents=tax_on(amount, tax_rate_bp)))
+    _fill_totals(invoice, [{"amount_cents": amount, "tax_cents": tax_on(amount, tax_rate_bp)}])
+    db.session.flush()
+    return issue(invoice.id, today)
+
+
+def recompute_status(invoice: Invoice, today: date) -> None:
+    """Re-derive an issued invoice's status (after a reversal)."""
+    settle(invoice, today)

@@ -11,16 +11,15 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from flask import current_app
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select, update
 
 from isp_admin.extensions import db
-from isp_admin.models import AuditEvent, Customer, Invoice, InvoiceLine, Plan, Subscription
+from isp_admin.models import AuditEvent, Customer, Invoice, InvoiceLine, Notification, Plan, Subscription
 from isp_admin.models.base import utcnow
 from isp_admin.services import audit
-from isp_admin.services.bulk import bulk_insert, is_postgres, reserve_ids
+from isp_admin.services.bulk import bulk_insert, is_postgres, reserve_ids, update_dates_by_id
 from isp_admin.services.calendar import due_periods, prorate, tax_on
 from isp_admin.services.ledger import apply_available_credit, unallocated_payments, unapplied_credit_notes
-from isp_admin.services.notifications import queue_many
 from isp_admin.services.numbering import allocate_numbers
 
 
@@ -168,19 +167,26 @@ def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None
     bulk_insert(Invoice.__table__, invoice_rows)
     bulk_insert(InvoiceLine.__table__, line_rows)
     _advance_subscriptions(plan, now)
-    db.session.execute(AuditEvent.__table__.insert(), audit_rows)
-    queue_many(mail_rows)
+    bulk_insert(AuditEvent.__table__, audit_rows)
+    # Brand-new invoices cannot collide on (invoice_id, kind), so the outbox rows can be copied in too.
+    bulk_insert(Notification.__table__, _with_recipients(mail_rows, now))
     _apply_credit_where_any([p.customer_id for p in plan.invoices], as_of)
+    from isp_admin.services.reports import invalidate_reports
+
+    invalidate_reports()
     return ids
+
+
+def _with_recipients(rows: list[dict], now) -> list[dict]:
+    emails = dict(db.session.execute(select(Customer.id, Customer.email).where(
+        Customer.id.in_({row["customer_id"] for row in rows}))).all())
+    return [{**row, "recipient": emails.get(row["customer_id"]), "channel": "email", "status": "queued",
+             "attempts": 0, "created_at": now} for row in rows]
 
 
 def _advance_subscriptions(plan: BillingPlan, now) -> None:
     table = Subscription.__table__
-    db.session.execute(
-        update(table).where(table.c.id == bindparam("sid"))
-        .values(next_bill_date=bindparam("nbd"), updated_at=now),
-        [{"sid": sid, "nbd": nbd} for sid, nbd in plan.next_bill_dates.items()],
-        execution_options={"synchronize_session": False})
+    update_dates_by_id(table, "next_bill_date", plan.next_bill_dates, {"updated_at": now})
     if plan.activations:
         db.session.execute(update(table).where(table.c.id.in_(plan.activations), table.c.status == "pending")
                            .values(status="active", updated_at=now), execution_options={"synchronize_session": False})

@@ -31,8 +31,30 @@ def bulk_insert(table, rows: list[dict]) -> None:
     if not is_postgres():
         db.session.execute(insert(table), rows)
         return
+    from psycopg.types.json import Json
+
     columns = list(rows[0])
     raw = db.session.connection().connection.dbapi_connection
     with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
-            copy.write_row([row[c] for c in columns])
+            copy.write_row([Json(v) if isinstance(v, dict | list) else v for v in (row[c] for c in columns)])
+
+
+def update_dates_by_id(table, column: str, values: dict[int, object], extra: dict | None = None) -> None:
+    """Set a date `column` per row id in one statement (unnest on PostgreSQL, executemany elsewhere)."""
+    if not values:
+        return
+    from sqlalchemy import bindparam, update
+
+    extra = extra or {}
+    if is_postgres():
+        # Identifiers come from our own table metadata, never from input.
+        assignments = ", ".join([f"{column} = v.value"] + [f"{k} = :{k}" for k in extra])
+        sql = (f"UPDATE {table.name} AS t SET {assignments} "  # noqa: S608
+               "FROM unnest(CAST(:ids AS bigint[]), CAST(:vals AS date[])) AS v(id, value) WHERE t.id = v.id")
+        db.session.execute(text(sql), {"ids": list(values), "vals": list(values.values()), **extra})
+        return
+    db.session.execute(
+        update(table).where(table.c.id == bindparam("row_id")).values({column: bindparam("row_value"), **extra}),
+        [{"row_id": k, "row_value": v} for k, v in values.items()],
+        execution_options={"synchronize_session": False})

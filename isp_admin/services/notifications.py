@@ -38,6 +38,7 @@ def queue_many(rows: list[dict]) -> int:
         Customer.id.in_({row["customer_id"] for row in rows}))).all())
     rows = [{**row, "recipient": row.get("recipient") or emails.get(row["customer_id"])} for row in rows]
     values = [{"channel": "email", "status": "queued", "attempts": 0, "created_at": now, **row} for row in rows]
-    stmt = _insert()(Notification.__table__).values(values).on_conflict_do_nothing(
-        index_elements=["invoice_id", "kind"])
-    return db.session.execute(stmt).rowcount
+    # An executemany (batched by SQLAlchemy) rather than one giant VALUES list, which is slow to compile.
+    stmt = (_insert()(Notification.__table__).on_conflict_do_nothing(index_elements=["invoice_id", "kind"])
+            .returning(Notification.__table__.c.id))
+    return len(db.session.execute(stmt, values).all())

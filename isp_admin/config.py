@@ -109,6 +109,15 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "REMINDER_SCHEDULE": [int(x) for x in env.get("REMINDER_SCHEDULE", "-3,0,7").split(",") if x.strip()],
         "BILL_WHILE_SUSPENDED": _bool(env.get("BILL_WHILE_SUSPENDED"), False),
         "BILLING_CHUNK_SIZE": int(env.get("BILLING_CHUNK_SIZE", "1000")),
+        # Background jobs: the queue name keeps deployments (and test runs) sharing one Redis apart.
+        "RQ_QUEUE": env.get("RQ_QUEUE", "isp_admin"),
+        "NIGHTLY_CRON": env.get("NIGHTLY_CRON", "30 1 * * *"),
+        "DELIVERY_CRON": env.get("DELIVERY_CRON", "*/15 * * * *"),
+        # The issuer printed on invoices
+        "COMPANY_NAME": env.get("COMPANY_NAME", "ISP Admin"),
+        "COMPANY_ADDRESS": env.get("COMPANY_ADDRESS", ""),
+        "COMPANY_TAX_ID": env.get("COMPANY_TAX_ID", ""),
+        "COMPANY_EMAIL": env.get("COMPANY_EMAIL", ""),
         "PAGE_SIZE": int(env.get("PAGE_SIZE", "50")),
         "MAX_PAGE_SIZE": 200,
         "PROXY_FIX_X_FOR": int(env.get("PROXY_FIX_X_FOR", "0")),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from isp_admin.extensions import db
@@ -51,11 +51,11 @@ class Invoice(db.Model):
     issue_date: Mapped[date] = mapped_column(Date)
     due_date: Mapped[date] = mapped_column(Date)
     currency: Mapped[str] = mapped_column(String(3))
-    subtotal_cents: Mapped[int] = mapped_column(default=0)
-    tax_cents: Mapped[int] = mapped_column(default=0)
-    total_cents: Mapped[int] = mapped_column(default=0)
-    amount_paid_cents: Mapped[int] = mapped_column(default=0)
-    credit_applied_cents: Mapped[int] = mapped_column(default=0)
+    subtotal_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    tax_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_paid_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    credit_applied_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -78,7 +78,10 @@ class InvoiceLine(db.Model):
 
     __tablename__ = "invoice_lines"
     __table_args__ = (
-        UniqueConstraint("subscription_id", "period_start", name="uq_invoice_lines_subscription_period"),
+        # A subscription's period is billed once. Plan-change lines (the rest of a period at a new price) link
+        # to their subscription too but are one-off differences, so the key covers period lines only.
+        Index("uq_invoice_lines_subscription_period", "subscription_id", "period_start", unique=True,
+              postgresql_where=text("kind = 'subscription'"), sqlite_where=text("kind = 'subscription'")),
         CheckConstraint(in_list("kind", LINE_KINDS), name="kind"),
         CheckConstraint("amount_cents >= 0 AND tax_cents >= 0 AND unit_price_cents >= 0", name="money_non_negative"),
         CheckConstraint("tax_rate_bp BETWEEN 0 AND 10000", name="tax_rate_range"),
@@ -98,10 +101,10 @@ class InvoiceLine(db.Model):
     days: Mapped[int | None]
     period_days: Mapped[int | None]
     quantity: Mapped[int] = mapped_column(default=1)
-    unit_price_cents: Mapped[int]
-    amount_cents: Mapped[int]
+    unit_price_cents: Mapped[int] = mapped_column(BigInteger)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
     tax_rate_bp: Mapped[int]
-    tax_cents: Mapped[int]
+    tax_cents: Mapped[int] = mapped_column(BigInteger)
 
 
 class CreditNote(db.Model):
@@ -128,7 +131,7 @@ class CreditNote(db.Model):
     reason: Mapped[str] = mapped_column(Text)
     issue_date: Mapped[date] = mapped_column(Date)
     currency: Mapped[str] = mapped_column(String(3))
-    subtotal_cents: Mapped[int]
-    tax_cents: Mapped[int]
-    amount_cents: Mapped[int]
+    subtotal_cents: Mapped[int] = mapped_column(BigInteger)
+    tax_cents: Mapped[int] = mapped_column(BigInteger)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

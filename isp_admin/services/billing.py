@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Invoice, InvoiceLine, Notification, Plan, Subscription
@@ -88,9 +88,12 @@ def billable_statuses() -> tuple[str, ...]:
 
 def _due_rows(as_of: date, customer_range: tuple[int, int] | None, customer_id: int | None, lock: bool):
     s, p, c = Subscription.__table__.c, Plan.__table__.c, Customer.__table__.c
+    # The first bill is the one before any line exists (not next_bill_date == start_date: a resume moves that).
+    billed = exists().where(InvoiceLine.__table__.c.subscription_id == s.id)
     stmt = (select(s.id, s.customer_id, s.status, s.billing_day, s.next_bill_date, s.start_date,
                    func.coalesce(s.price_override_cents, p.monthly_price_cents).label("price"),
-                   p.setup_fee_cents, p.tax_rate_bp, p.name.label("plan_name"), p.currency, c.name.label("customer"))
+                   p.setup_fee_cents, p.tax_rate_bp, p.name.label("plan_name"), p.currency, c.name.label("customer"),
+                   (~billed).label("never_billed"))
             .join(Plan.__table__, p.id == s.plan_id).join(Customer.__table__, c.id == s.customer_id)
             .where(s.status.in_(billable_statuses()), s.next_bill_date <= as_of, s.start_date <= as_of,
                    c.status != "closed")
@@ -115,7 +118,7 @@ def plan_invoices(as_of: date, customer_range: tuple[int, int] | None = None, cu
         if invoice is None:
             invoice = invoices[row["customer_id"]] = PlannedInvoice(row["customer_id"], row["customer"],
                                                                    row["currency"])
-        first_billing = row["next_bill_date"] == row["start_date"]
+        first_billing = row["never_billed"]
         for start, end, days, period_days in due_periods(row["next_bill_date"], row["billing_day"], as_of):
             amount = prorate(row["price"], days, period_days)
             label = f"{row['plan_name']}, {start:%d %b %Y} – {end - timedelta(days=1):%d %b %Y}"
@@ -146,11 +149,13 @@ def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None
     invoice_rows, line_rows, audit_rows, mail_rows = [], [], [], []
     actor = audit.current_actor()
     for invoice_id, number, planned in zip(ids, numbers, plan.invoices, strict=True):
+        free = planned.total_cents == 0  # nothing owed: paid at issue, never left open awaiting a payment
         invoice_rows.append(dict(
-            id=invoice_id, number=number, customer_id=planned.customer_id, status="open", issue_date=as_of,
-            due_date=due, currency=planned.currency, subtotal_cents=planned.subtotal_cents,
+            id=invoice_id, number=number, customer_id=planned.customer_id, status="paid" if free else "open",
+            issue_date=as_of, due_date=due, currency=planned.currency, subtotal_cents=planned.subtotal_cents,
             tax_cents=planned.tax_cents, total_cents=planned.total_cents, amount_paid_cents=0,
-            credit_applied_cents=0, job_run_id=job_run_id, created_at=now, updated_at=now))
+            credit_applied_cents=0, paid_at=now if free else None, job_run_id=job_run_id, created_at=now,
+            updated_at=now))
         for line in planned.lines:
             line_rows.append(dict(
                 invoice_id=invoice_id, subscription_id=line.subscription_id, kind=line.kind,
@@ -221,6 +226,11 @@ def chunk_ranges(customer_ids: list[int], size: int) -> list[tuple[int, int]]:
 
 def bill_customer_range(as_of: date, customer_range: tuple[int, int], job_run_id: int | None = None) -> dict:
     """Bill one chunk of customers (the unit a worker runs in one transaction); return its counts."""
+    if is_postgres():
+        # Customers first, then their subscriptions: the same order as payments (customer lock, then
+        # reactivation), so a payment made during the run waits for the chunk and then sees its invoices.
+        db.session.execute(select(Customer.id).where(Customer.id.between(*customer_range))
+                           .order_by(Customer.id).with_for_update())
     plan = plan_invoices(as_of, customer_range=customer_range, lock=True)
     write_invoices(plan, as_of, job_run_id)
     return {"invoices": len(plan.invoices), "lines": sum(len(i.lines) for i in plan.invoices),

@@ -31,8 +31,11 @@ def dashboard_summary() -> Summary:
 
 
 def invalidate_dashboard() -> None:
-    """Forget the cached dashboard; customer, plan and subscription writes call this."""
+    """Forget the cached dashboard (and the reports built on the same figures); every write calls this."""
+    from isp_admin.services.reports import invalidate_reports
+
     cache.delete(CACHE_KEY)
+    invalidate_reports()
 
 
 def _compute() -> Summary:

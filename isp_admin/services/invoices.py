@@ -121,6 +121,10 @@ def issue(invoice_id: int, today: date) -> Invoice:
 
     queue_notification(invoice.customer_id, "invoice", invoice.id, f"Invoice {invoice.number}")
     apply_available_credit(invoice.customer_id, today)
+    settle(invoice, today)  # a zero invoice owes nothing: paid at issue, never left open
+    from isp_admin.services.reports import invalidate_reports
+
+    invalidate_reports()
     return invoice
 
 
@@ -147,6 +151,8 @@ def void(invoice_id: int, reason: str, today: date) -> CreditNote:
         raise BusinessRuleViolation("This invoice is already void.")
     if not (reason or "").strip():
         raise Invalid("Say why the invoice is void.", {"reason": "Required."})
+    if invoice.total_cents == 0:
+        raise BusinessRuleViolation("This invoice is for nothing; there is nothing to void.")
     now = utcnow()
     for allocation in db.session.scalars(select(PaymentAllocation).where(
             PaymentAllocation.invoice_id == invoice.id, PaymentAllocation.reversed_at.is_(None))):
@@ -168,33 +174,74 @@ def void(invoice_id: int, reason: str, today: date) -> CreditNote:
                  customer_id=invoice.customer_id)
     apply_available_credit(invoice.customer_id, today)
     reactivate_if_paid(invoice.customer_id, today)
+    from isp_admin.services.reports import invalidate_reports
+
+    invalidate_reports()
     return note
 
 
-def billed_line_covering(subscription_id: int, day: date) -> InvoiceLine | None:
-    """Return the live (not voided) subscription line whose period contains `day`."""
-    return db.session.scalar(
+PERIOD_KINDS = ("subscription", "plan_change")
+
+
+def _live_period_lines(subscription_id: int, after: date) -> list[InvoiceLine]:
+    return list(db.session.scalars(
         select(InvoiceLine).join(Invoice, Invoice.id == InvoiceLine.invoice_id)
-        .where(InvoiceLine.subscription_id == subscription_id, InvoiceLine.kind == "subscription",
-               InvoiceLine.period_start <= day, InvoiceLine.period_end > day, Invoice.status != "void")
-        .order_by(InvoiceLine.period_start.desc()).limit(1))
+        .where(InvoiceLine.subscription_id == subscription_id, InvoiceLine.kind.in_(PERIOD_KINDS),
+               InvoiceLine.period_end > after, Invoice.status != "void")
+        .order_by(InvoiceLine.period_start, InvoiceLine.id)))
 
 
-def credit_unused_days(sub: Subscription, day: date, kind: str, today: date) -> CreditNote | None:
-    """Credit the unused days [day, period end) of the billed period containing `day` (cancel, plan change)."""
-    line = billed_line_covering(sub.id, day)
-    if line is None:
+def billed_line_covering(subscription_id: int, day: date) -> InvoiceLine | None:
+    """Return the line that prices `day`: the latest-starting live period or plan-change line covering it."""
+    covering = [line for line in _live_period_lines(subscription_id, day) if line.period_start <= day]
+    return covering[-1] if covering else None
+
+
+def _unused_segments(subscription_id: int, day: date, later_periods: bool) -> list[tuple[InvoiceLine, int]]:
+    """Return (line, days) for every billed day from `day` on, each day priced by the line in force then.
+
+    A plan change starts a new line inside a period; the older line stops pricing days from that point.
+    Without `later_periods`, only the period containing `day` counts.
+    """
+    lines = _live_period_lines(subscription_id, day)
+    if not later_periods:
+        covering = [line for line in lines if line.period_start <= day]
+        if not covering:
+            return []
+        end = max(line.period_end for line in covering)
+        lines = [line for line in lines if line.period_start < end]
+    segments = []
+    for line in lines:
+        next_change = min((other.period_start for other in lines
+                           if line.period_start < other.period_start < line.period_end), default=line.period_end)
+        days = (next_change - max(day, line.period_start)).days
+        if days > 0:
+            segments.append((line, days))
+    return segments
+
+
+def credit_unused_days(sub: Subscription, day: date, kind: str, today: date,
+                       later_periods: bool = False) -> CreditNote | None:
+    """Credit the unused days [day, period end) of the billed period containing `day` (cancel, plan change);
+    with `later_periods`, every period billed after `day` too (a back-dated cancellation)."""
+    segments = _unused_segments(sub.id, day, later_periods)
+    if not segments:
         return None
-    unused = (line.period_end - day).days
-    subtotal = min(line.amount_cents, prorate(line.unit_price_cents, unused, line.period_days))
+    subtotal = tax = unused = 0
+    for line, days in segments:
+        amount = min(line.amount_cents, prorate(line.unit_price_cents, days, line.period_days))
+        subtotal, tax, unused = subtotal + amount, tax + tax_on(amount, line.tax_rate_bp), unused + days
     if subtotal <= 0:
         return None
+    last = max(line.period_end for line, _ in segments)
     note = _credit_note(sub.customer_id, kind,
-                        f"Unused {unused} of {line.period_days} days, {day:%d %b %Y} – "
-                        f"{line.period_end - timedelta(days=1):%d %b %Y} (subscription #{sub.id})",
-                        subtotal, tax_on(subtotal, line.tax_rate_bp), today, subscription_id=sub.id)
+                        f"Unused {unused} days, {day:%d %b %Y} – {last - timedelta(days=1):%d %b %Y} "
+                        f"(subscription #{sub.id})", subtotal, tax, today, subscription_id=sub.id)
     apply_available_credit(sub.customer_id, today)
     reactivate_if_paid(sub.customer_id, today)
+    from isp_admin.services.reports import invalidate_reports
+
+    invalidate_reports()
     return note
 
 
@@ -210,10 +257,10 @@ def charge_rest_of_period(sub: Subscription, day: date, price_cents: int, tax_ra
                       currency=current_app.config["CURRENCY"])
     db.session.add(invoice)
     db.session.flush()
-    # No subscription_id: the period's own line keeps the (subscription, period_start) key; this line is
-    # the one-off difference, guarded by the customer lock and the plan change itself.
+    # Linked to the subscription so later credits price these days at the new plan; the period key
+    # (subscription lines only) does not apply to this one-off difference.
     db.session.add(InvoiceLine(
-        invoice_id=invoice.id, subscription_id=None, kind="plan_change",
+        invoice_id=invoice.id, subscription_id=sub.id, kind="plan_change",
         description=f"{plan_name} from {day:%d %b %Y} to {line.period_end - timedelta(days=1):%d %b %Y} "
                     f"({days}/{line.period_days} days, subscription #{sub.id})",
         period_start=day, period_end=line.period_end, days=days, period_days=line.period_days, quantity=1,

@@ -18,7 +18,7 @@ def parse_money(text: str) -> int:
     amount = Decimal(raw.replace(",", ""))
     if amount < 0:
         raise ValueError("The amount cannot be negative.")
-    if amount >= Decimal("100000000"):
+    if amount >= Decimal("10000000"):  # below 2^31 cents, the range of the plan price columns
         raise ValueError("The amount is too large.")
     if amount != amount.quantize(Decimal("0.01")):
         raise ValueError("Use at most two decimal places.")

@@ -93,7 +93,12 @@ def record_payment(customer_id: int, amount_cents: int, method: str, received_on
         with db.session.begin_nested():
             db.session.flush()
     except IntegrityError:
-        # Only a provider reference can collide here (the key was checked under the customer lock).
+        # The customer lock serialises retries for one customer; a key reused across customers, or a provider
+        # event recorded twice, ends here.
+        if idempotency_key and db.session.scalar(select(Payment.id).where(
+                Payment.idempotency_scope == idempotency_scope, Payment.idempotency_key == idempotency_key)):
+            raise Conflict("This idempotency key was used for a different payment.",
+                           {"idempotency_key": "Reused with different values."}) from None
         raise Conflict("This provider payment is already recorded.", {"provider_ref": "Duplicate."}) from None
     audit.record("payment.record", payment, after={"amount_cents": amount_cents, "method": method,
                                                     "reference": reference, "invoice_id": invoice_id},
@@ -106,8 +111,10 @@ def record_payment(customer_id: int, amount_cents: int, method: str, received_on
     apply_available_credit(customer.id, today)  # older unapplied money, if any, now has somewhere to go
     reactivate_if_paid(customer.id, today)
     from isp_admin.services.dashboard import invalidate_dashboard
+    from isp_admin.services.reports import invalidate_reports
 
     invalidate_dashboard()
+    invalidate_reports()
     return payment, True
 
 
@@ -135,6 +142,11 @@ def reverse_payment(payment_id: int, reason: str, today: date) -> Payment:
     audit.record("payment.reverse", payment, before={"status": "completed"},
                  after={"status": "reversed", "reason": reason.strip()}, customer_id=payment.customer_id)
     db.session.flush()
+    # The customer's other unapplied money (credit) now has somewhere to go, as after any ledger change.
+    apply_available_credit(payment.customer_id, today)
+    from isp_admin.services.reports import invalidate_reports
+
+    invalidate_reports()
     return payment
 
 

@@ -134,8 +134,9 @@ def change_plan(subscription_id: int, plan_id: int) -> Subscription:
         raise BusinessRuleViolation("The subscription is already on this plan.", {"plan_id": "Same plan."})
     day = today()
     credit_unused_days(sub, day, "plan_change", day)
-    if sub.price_override_cents is None:
-        charge_rest_of_period(sub, day, plan.monthly_price_cents, plan.tax_rate_bp, plan.name, day)
+    # An override is the subscription's price on any plan, so the rest of the period is charged at it again.
+    price = plan.monthly_price_cents if sub.price_override_cents is None else sub.price_override_cents
+    charge_rest_of_period(sub, day, price, plan.tax_rate_bp, plan.name, day)
     return _apply(sub, "subscription.change_plan", plan_id=plan.id)
 
 
@@ -177,7 +178,7 @@ def cancel(subscription_id: int, end_date: date) -> Subscription:
 
     lock_customer(sub.customer_id)
     # Unused days of a period already billed in advance come back as a credit note.
-    credit_unused_days(sub, end_date, "cancellation", today())
+    credit_unused_days(sub, end_date, "cancellation", today(), later_periods=True)
     return _apply(sub, "subscription.cancel", status="cancelled", suspension_reason=None, end_date=end_date)
 
 

@@ -18,7 +18,7 @@ from isp_admin.services.money import cents_to_input, format_cents, parse_money
     ("1,000,000.00", 100000000),
     ("12345.67", 1234567),
     ("0.10", 10),
-    ("99999999.99", 9999999999),
+    ("9999999.99", 999999999),
 ])
 def test_staff_can_type_an_amount_with_or_without_thousands_commas(typed, cents):
     assert parse_money(typed) == cents
@@ -36,7 +36,8 @@ def test_fractions_of_a_cent_are_refused_not_rounded(typed):
         parse_money(typed)
 
 
-@pytest.mark.parametrize("typed", ["100000000", "100,000,000.00", "9" * 30, "123456789012345678901234567890.12"])
+@pytest.mark.parametrize("typed", ["10000000", "10,000,000.00", "21474836.48", "9" * 30,
+                                   "123456789012345678901234567890.12"])
 def test_a_huge_amount_is_refused_not_a_crash(typed):
     with pytest.raises(ValueError, match="too large"):
         parse_money(typed)
@@ -93,6 +94,6 @@ def test_an_amount_put_back_in_an_input_box_reads_as_typed(cents, typed):
     assert cents_to_input(cents) == typed
 
 
-@pytest.mark.parametrize("cents", [0, 1, 99, 100, 2999, 123450, 9999999999])
+@pytest.mark.parametrize("cents", [0, 1, 99, 100, 2999, 123450, 999999999])
 def test_what_the_input_box_shows_parses_back_to_the_same_cents(cents):
     assert parse_money(cents_to_input(cents)) == cents

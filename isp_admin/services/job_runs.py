@@ -1,0 +1,159 @@
+"""The ledger of job runs: start one, count its chunks in, fail it, and report its progress.
+
+A fanned-out run knows its chunk count up front; each chunk calls chunk_done() in the SAME transaction as
+its own writes, so a chunk that commits is counted exactly once and a chunk that dies is not counted at all.
+When the last chunk is in, the run succeeds and reports its counts to its parent (the nightly chain).
+"""
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import select, update
+
+from isp_admin.errors import NotFound
+from isp_admin.extensions import db
+from isp_admin.models import JobRun
+from isp_admin.models.base import utcnow
+from isp_admin.services.bulk import is_postgres
+
+PAGE_SIZE = 25
+# Counts whose name starts with "_" are bookkeeping (the chunks already counted), not shown to people.
+DONE_KEY = "_done"
+
+
+def start_run(kind: str, as_of: date, dry_run: bool, triggered_by: str, total_chunks: int = 0,
+              parent_id: int | None = None) -> JobRun:
+    """Record that a run of `kind` for `as_of` has started."""
+    run = JobRun(kind=kind, as_of=as_of, dry_run=dry_run, status="running", triggered_by=triggered_by,
+                 total_chunks=total_chunks, done_chunks=0, counts={}, parent_id=parent_id)
+    db.session.add(run)
+    db.session.flush()
+    return run
+
+
+def lock(job_run_id: int) -> JobRun:
+    """Lock a run's row (FOR UPDATE) and return it fresh: concurrent chunks and chain steps queue here."""
+    return _locked(job_run_id)
+
+
+def _locked(job_run_id: int) -> JobRun:
+    stmt = select(JobRun).where(JobRun.id == job_run_id).execution_options(populate_existing=True)
+    if is_postgres():
+        stmt = stmt.with_for_update()
+    run = db.session.scalar(stmt)
+    if run is None:
+        raise NotFound(f"No job run #{job_run_id}.")
+    return run
+
+
+def _merge(counts: dict, more: dict) -> dict:
+    merged = dict(counts or {})
+    for key, value in (more or {}).items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            merged[key] = merged.get(key, 0) + value
+        else:
+            merged[key] = value
+    return merged
+
+
+def expect_chunks(job_run_id: int, total: int) -> None:
+    """Set how many chunks the run will count in; a run with nothing to do succeeds at once."""
+    run = _locked(job_run_id)
+    run.total_chunks = total
+    db.session.flush()
+    if total == 0:
+        _finish(run)
+
+
+def chunk_done(job_run_id: int, counts: dict, chunk_key: str | None = None) -> JobRun:
+    """Count one chunk in and add its counts; the last chunk marks the run succeeded.
+
+    The row lock serialises concurrent chunks, so no count is lost; `chunk_key` makes a re-run of a chunk
+    that already committed (a retry after a crash between commit and acknowledgement) count nothing twice.
+    """
+    run = _locked(job_run_id)
+    merged = dict(run.counts or {})
+    if chunk_key is not None:
+        done = list(merged.get(DONE_KEY, []))
+        if chunk_key in done:
+            return run
+        merged[DONE_KEY] = [*done, chunk_key]
+    merged = _merge(merged, counts)
+    table = JobRun.__table__
+    db.session.execute(update(table).where(table.c.id == job_run_id)
+                       .values(done_chunks=table.c.done_chunks + 1, counts=merged))
+    db.session.refresh(run)
+    if run.status == "running" and run.done_chunks >= run.total_chunks:
+        _finish(run)
+    return run
+
+
+def _finish(run: JobRun) -> None:
+    run.status = "succeeded"
+    run.finished_at = utcnow()
+    db.session.flush()
+    if run.parent_id is not None:
+        chunk_done(run.parent_id, visible_counts(run.counts), chunk_key=f"run:{run.id}")
+
+
+def fail_run(job_run_id: int, error: str) -> JobRun:
+    """Mark the run failed (partial when some chunks did commit) and its parent with it."""
+    run = _locked(job_run_id)
+    if run.status in ("running", "partial"):
+        run.status = "partial" if run.done_chunks else "failed"
+        run.finished_at = utcnow()
+        run.error = (error or "unknown error")[:4000]
+        db.session.flush()
+        if run.parent_id is not None:
+            fail_run(run.parent_id, f"{run.kind} #{run.id}: {run.error}")
+    return run
+
+
+def visible_counts(counts: dict | None) -> dict:
+    """Return the counts people read (without the bookkeeping keys)."""
+    return {k: v for k, v in (counts or {}).items() if not k.startswith("_")}
+
+
+def get_run(job_run_id: int) -> JobRun:
+    """Return one job run or raise NotFound."""
+    run = db.session.get(JobRun, job_run_id)
+    if run is None:
+        raise NotFound(f"No job run #{job_run_id}.")
+    return run
+
+
+def progress(job_run_id: int) -> dict:
+    """Return a run's live progress for the UI: status, chunks done of total, percent, counts, times, error."""
+    run = db.session.scalar(select(JobRun).where(JobRun.id == job_run_id)
+                            .execution_options(populate_existing=True))
+    if run is None:
+        raise NotFound(f"No job run #{job_run_id}.")
+    if run.status == "succeeded":
+        percent = 100
+    elif run.total_chunks:
+        percent = min(100, run.done_chunks * 100 // run.total_chunks)
+    else:
+        percent = 0
+    steps = list(db.session.execute(
+        select(JobRun.id, JobRun.kind, JobRun.status, JobRun.done_chunks, JobRun.total_chunks)
+        .where(JobRun.parent_id == run.id).order_by(JobRun.id)).mappings())
+    return {
+        "id": run.id, "kind": run.kind, "as_of": run.as_of.isoformat(), "dry_run": run.dry_run,
+        "status": run.status, "done": run.done_chunks, "total": run.total_chunks, "percent": percent,
+        "counts": visible_counts(run.counts),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "error": run.error, "triggered_by": run.triggered_by, "parent_id": run.parent_id,
+        "finished": run.status != "running",
+        "steps": [dict(s) for s in steps],
+    }
+
+
+def list_runs(page: int = 1, per_page: int = PAGE_SIZE, kind: str | None = None) -> tuple[list[JobRun], bool]:
+    """Return one page of runs, newest first, and whether a next page exists (job_runs is a small table)."""
+    page = max(1, int(page or 1))
+    stmt = select(JobRun).order_by(JobRun.id.desc()).offset((page - 1) * per_page).limit(per_page + 1)
+    if kind:
+        stmt = stmt.where(JobRun.kind == kind)
+    rows = list(db.session.scalars(stmt))
+    return rows[:per_page], len(rows) > per_page

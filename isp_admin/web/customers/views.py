@@ -6,6 +6,8 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from isp_admin.errors import AppError
 from isp_admin.extensions import db
 from isp_admin.services import customers as customer_service
+from isp_admin.services.clock import today
+from isp_admin.services.invoice_queries import account_overview
 from isp_admin.services.plans import plan_choices
 from isp_admin.web.access import access
 from isp_admin.web.customers.forms import CustomerFilterForm, CustomerForm
@@ -65,6 +67,7 @@ def detail(customer_id: int):
         subscriptions=customer_service.customer_subscriptions(customer.id),
         history=customer_service.customer_history(customer.id),
         add_form=AddSubscriptionForm.for_new(),
+        account=account_overview(customer.id, today()),
     )
 
 

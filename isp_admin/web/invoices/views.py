@@ -1,4 +1,246 @@
-"""Invoice pages: list, detail, issue, send, void."""
-from flask import Blueprint
+"""Invoice pages: list, detail that explains every amount, drafts, issue, send, void, PDF, and a customer's
+statement and "generate invoice now"."""
+from __future__ import annotations
 
-bp = Blueprint("invoices", __name__, url_prefix="/invoices")
+from datetime import date, timedelta
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+
+from isp_admin.errors import AppError
+from isp_admin.extensions import db
+from isp_admin.services import billing, delivery, invoice_queries
+from isp_admin.services import invoices as invoice_service
+from isp_admin.services import pdf as pdf_service
+from isp_admin.services.clock import today
+from isp_admin.services.customers import get_customer
+from isp_admin.web.access import access
+from isp_admin.web.invoices.forms import DraftForm, InvoiceFilterForm, StatementForm, VoidForm
+from isp_admin.web.templating import show_form_error
+
+# No url_prefix: the statement and "generate invoice now" live under the customer's URL.
+bp = Blueprint("invoices", __name__)
+
+
+def page_size() -> int:
+    """The requested page size, within the configured bounds."""
+    size = request.args.get("size", type=int) or current_app.config["PAGE_SIZE"]
+    return max(1, min(size, current_app.config["MAX_PAGE_SIZE"]))
+
+
+@bp.get("/invoices/")
+@access("view")
+def index():
+    """List invoices: filter by status, customer, dates and amount; search by number; page by cursor."""
+    form = InvoiceFilterForm(request.args)
+    if not form.validate():
+        flash("Please correct the filters.", "danger")
+        return render_template("invoices/index.html", form=form, page=None, filtered=True), 400
+    page = invoice_queries.list_invoices(**form.filters(), size=page_size(), after=request.args.get("after"),
+                                         before=request.args.get("before"))
+    return render_template("invoices/index.html", form=form, page=page, filtered=form.is_filtered())
+
+
+def _render_detail(invoice_id: int, void_form: VoidForm | None = None, status: int = 200):
+    detail = invoice_queries.invoice_detail(invoice_id)
+    return render_template(
+        "invoices/detail.html", d=detail, invoice=detail.invoice, customer=detail.customer, lines=detail.lines,
+        payments=[(a, p) for a, p in detail.payments if a.reversed_at is None],
+        credits=[(a, n) for a, n in detail.credits if a.reversed_at is None], company=pdf_service.company(),
+        void_form=void_form or VoidForm(formdata=None), action_form=FlaskForm(),
+    ), status
+
+
+@bp.get("/invoices/<int:invoice_id>")
+@access("view")
+def detail(invoice_id: int):
+    """Show an invoice and how each amount on it was computed."""
+    return _render_detail(invoice_id)
+
+
+@bp.get("/invoices/<int:invoice_id>.pdf")
+@access("view")
+def pdf(invoice_id: int):
+    """Download the invoice as PDF."""
+    invoice = invoice_service.get_invoice(invoice_id)
+    try:
+        content = pdf_service.render_invoice_pdf(invoice.id)
+    except OSError:  # WeasyPrint without its system libraries (pango) cannot render
+        flash("This server cannot render PDFs (missing system libraries).", "warning")
+    except AppError as exc:
+        flash(exc.message, "warning")
+    else:
+        filename = pdf_service.pdf_filename(invoice)
+        return current_app.response_class(content, mimetype="application/pdf", headers={
+            "Content-Disposition": f'inline; filename="{filename}"'})
+    return redirect(url_for("invoices.detail", invoice_id=invoice.id))
+
+
+@bp.route("/customers/<int:customer_id>/invoices/new", methods=["GET", "POST"])
+@access("billing.edit")
+def create_draft(customer_id: int):
+    """Write an ad hoc draft invoice (up to five lines) for a customer."""
+    customer = get_customer(customer_id)
+    form = DraftForm()
+    if form.validate_on_submit():
+        try:
+            invoice = invoice_service.create_draft(customer.id, form.values(), today())
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            flash("Draft saved. Check it, then issue it.", "success")
+            return redirect(url_for("invoices.detail", invoice_id=invoice.id))
+    elif form.is_submitted():
+        flash("Please correct the highlighted lines.", "danger")
+    return render_template("invoices/draft.html", form=form, customer=customer, invoice=None), \
+        422 if form.is_submitted() else 200
+
+
+@bp.route("/invoices/<int:invoice_id>/edit", methods=["GET", "POST"])
+@access("billing.edit")
+def edit_draft(invoice_id: int):
+    """Change a draft's lines; issued invoices are never edited."""
+    detail = invoice_queries.invoice_detail(invoice_id)
+    if detail.invoice.status != "draft":
+        flash("An issued invoice is never edited; void it and issue a new one.", "warning")
+        return redirect(url_for("invoices.detail", invoice_id=invoice_id))
+    form = DraftForm() if request.method == "POST" else DraftForm.from_lines(detail.lines)
+    if form.validate_on_submit():
+        try:
+            invoice_service.replace_draft_lines(invoice_id, form.values())
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            flash("Draft saved.", "success")
+            return redirect(url_for("invoices.detail", invoice_id=invoice_id))
+    elif form.is_submitted():
+        flash("Please correct the highlighted lines.", "danger")
+    return render_template("invoices/draft.html", form=form, customer=detail.customer, invoice=detail.invoice), \
+        422 if form.is_submitted() else 200
+
+
+def _act(invoice_id: int, action, done: str, to_detail: bool = True):
+    """Run one posted action on an invoice: commit and say so, or say why not; back to the invoice."""
+    form = FlaskForm()
+    if not form.validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+    else:
+        try:
+            action()
+        except AppError as exc:
+            db.session.rollback()
+            flash(exc.message, "danger")
+        else:
+            db.session.commit()
+            flash(done, "success")
+            if not to_detail:
+                return redirect(url_for("invoices.index"))
+    return redirect(url_for("invoices.detail", invoice_id=invoice_id))
+
+
+@bp.post("/invoices/<int:invoice_id>/delete")
+@access("billing.edit")
+def delete_draft(invoice_id: int):
+    """Delete a draft (issued invoices are voided, never deleted)."""
+    return _act(invoice_id, lambda: invoice_service.delete_draft(invoice_id), "Draft deleted.", to_detail=False)
+
+
+@bp.post("/invoices/<int:invoice_id>/issue")
+@access("billing.edit")
+def issue(invoice_id: int):
+    """Issue a draft: it gets its number, due date and any credit the customer holds."""
+    return _act(invoice_id, lambda: invoice_service.issue(invoice_id, today()), "Invoice issued.")
+
+
+@bp.post("/invoices/<int:invoice_id>/send")
+@access("billing.edit")
+def send(invoice_id: int):
+    """Email the invoice to the customer now."""
+    invoice_service.get_invoice(invoice_id)
+    back = redirect(url_for("invoices.detail", invoice_id=invoice_id))
+    if not FlaskForm().validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+        return back
+    try:
+        notification = delivery.send_invoice(invoice_id)
+    except AppError as exc:
+        db.session.rollback()
+        flash(exc.message, "danger")
+        return back
+    status, recipient, error = notification.status, notification.recipient, notification.last_error
+    db.session.commit()
+    if status == "sent":
+        flash(f"Invoice sent to {recipient}.", "success")
+    else:
+        flash(f"The invoice could not be sent ({error}); it is {status} in the outbox.", "warning")
+    return back
+
+
+@bp.post("/invoices/<int:invoice_id>/void")
+@access("billing.edit")
+def void(invoice_id: int):
+    """Void an issued invoice with a reason: a credit note cancels it."""
+    invoice_service.get_invoice(invoice_id)
+    form = VoidForm()
+    if form.validate_on_submit():
+        try:
+            note = invoice_service.void(invoice_id, form.reason.data, today())
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            flash(f"Invoice void; credit note {note.number} issued.", "success")
+            return redirect(url_for("invoices.detail", invoice_id=invoice_id))
+    else:
+        flash("Say why the invoice is void.", "danger")
+    return _render_detail(invoice_id, void_form=form, status=422)
+
+
+@bp.post("/customers/<int:customer_id>/generate-invoice")
+@access("billing.edit")
+def generate_for_customer(customer_id: int):
+    """Bill one customer now for everything due up to today."""
+    customer = get_customer(customer_id)
+    back = redirect(url_for("customers.detail", customer_id=customer.id))
+    if not FlaskForm().validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+        return back
+    try:
+        invoice = billing.generate_invoice_for_customer(customer.id, today())
+    except AppError as exc:
+        db.session.rollback()
+        flash(exc.message, "danger")
+        return back
+    if invoice is None:
+        db.session.rollback()
+        flash("Nothing is due for this customer today: no invoice was made.", "info")
+        return back
+    db.session.commit()
+    flash(f"Invoice {invoice.number} issued.", "success")
+    return redirect(url_for("invoices.detail", invoice_id=invoice.id))
+
+
+@bp.get("/customers/<int:customer_id>/statement")
+@access("view")
+def statement(customer_id: int):
+    """Show a customer's statement: every invoice, payment, credit note and reversal with a running balance."""
+    customer = get_customer(customer_id)
+    form = StatementForm(request.args)
+    if not form.validate():
+        flash("Please correct the dates.", "danger")
+        return render_template("invoices/statement.html", form=form, customer=customer, statement=None), 400
+    end = form.end.data or today()
+    start = form.start.data or _year_before(end)
+    form.start.data, form.end.data = start, end
+    return render_template("invoices/statement.html", form=form, customer=customer,
+                           statement=invoice_queries.statement(customer.id, start, end))
+
+
+def _year_before(day: date) -> date:
+    """The day after the same date a year earlier: a 12-month window ending on `day`."""
+    try:
+        return day.replace(year=day.year - 1) + timedelta(days=1)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - 1, day=28) + timedelta(days=1)

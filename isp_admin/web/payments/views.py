@@ -1,4 +1,122 @@
-"""Payment pages: record, list, detail, reverse; customer balance and statement."""
-from flask import Blueprint
+"""Payment pages: record (double-submit safe), list, detail with allocations, reverse."""
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+
+from isp_admin.errors import AppError
+from isp_admin.extensions import db
+from isp_admin.services import invoice_queries
+from isp_admin.services import payments as payment_service
+from isp_admin.services.clock import today
+from isp_admin.services.customers import get_customer
+from isp_admin.web.access import access
+from isp_admin.web.invoices.views import page_size
+from isp_admin.web.payments.forms import CustomerPickForm, PaymentFilterForm, PaymentForm, ReverseForm
+from isp_admin.web.templating import show_form_error
 
 bp = Blueprint("payments", __name__, url_prefix="/payments")
+
+
+@bp.get("/")
+@access("view")
+def index():
+    """List payments: filter by customer, method, status and date; page by cursor."""
+    form = PaymentFilterForm(request.args)
+    filters = form.filters()
+    if not form.validate():
+        flash("Please correct the filters.", "danger")
+        return render_template("payments/index.html", form=form, page=None, filtered=True), 400
+    page = invoice_queries.list_payments(**filters, size=page_size(), after=request.args.get("after"),
+                                         before=request.args.get("before"))
+    return render_template("payments/index.html", form=form, page=page,
+                           filtered=any(v is not None for v in filters.values()))
+
+
+def _customer_id_from_request() -> int | None:
+    raw = request.form.get("customer_id") if request.method == "POST" else request.args.get("customer_id")
+    return int(raw) if raw and raw.isdigit() and int(raw) < 2**63 else None
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@access("billing.edit")
+def new():
+    """Record money received from a customer; posting the same form twice records it once."""
+    customer_id = _customer_id_from_request()
+    if customer_id is None:
+        return _pick_customer()
+    customer = get_customer(customer_id)
+    invoices = invoice_queries.open_invoice_choices(customer.id)
+    form = PaymentForm.for_customer(customer.id, invoices, request.args.get("invoice_id", type=int))
+    if form.validate_on_submit():
+        try:
+            payment, created = payment_service.record_payment(
+                customer.id, form.amount_cents.data, form.method.data, form.received_on.data, today(),
+                reference=form.reference.data, invoice_id=form.chosen_invoice(),
+                idempotency_key=form.idempotency_key.data, idempotency_scope="web")
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            if created:
+                flash(_recorded_message(payment.id), "success")
+            else:
+                flash("This payment was already recorded (the form was sent twice); nothing was added.", "info")
+            return redirect(url_for("payments.detail", payment_id=payment.id))
+    elif form.is_submitted():
+        flash("Please correct the highlighted fields.", "danger")
+    return render_template("payments/new.html", form=form, customer=customer, invoices=invoices), \
+        422 if form.is_submitted() else 200
+
+
+def _recorded_message(payment_id: int) -> str:
+    detail = invoice_queries.payment_detail(payment_id)
+    applied = len(detail.allocations)
+    message = f"Payment recorded and applied to {applied} invoice{'' if applied == 1 else 's'}."
+    if detail.credit_cents:
+        from isp_admin.web.templating import money
+
+        message += f" {money(detail.credit_cents, detail.payment.currency)} is kept as credit."
+    return message
+
+
+def _pick_customer():
+    """Ask which customer paid, then come back here with their id."""
+    form = CustomerPickForm(request.args)
+    if request.args.get("customer") is not None and form.validate():
+        customer_id = invoice_queries.find_customer_id(form.customer.data)
+        if customer_id is not None:
+            return redirect(url_for("payments.new", customer_id=customer_id))
+        form.customer.errors = [*form.customer.errors, "No customer has that id or account number."]
+    return render_template("payments/pick_customer.html", form=form)
+
+
+@bp.get("/<int:payment_id>")
+@access("view")
+def detail(payment_id: int):
+    """Show a payment: where its money went, what is left as credit, and its history."""
+    return _render_detail(payment_id)
+
+
+def _render_detail(payment_id: int, reverse_form: ReverseForm | None = None, status: int = 200):
+    return render_template("payments/detail.html", d=invoice_queries.payment_detail(payment_id),
+                           reverse_form=reverse_form or ReverseForm(formdata=None)), status
+
+
+@bp.post("/<int:payment_id>/reverse")
+@access("billing.edit")
+def reverse(payment_id: int):
+    """Reverse a payment (a bounced transfer): its invoices reopen."""
+    payment_service.get_payment(payment_id)
+    form = ReverseForm()
+    if form.validate_on_submit():
+        try:
+            payment_service.reverse_payment(payment_id, form.reason.data, today())
+        except AppError as exc:
+            show_form_error(form, exc)
+        else:
+            db.session.commit()
+            flash("Payment reversed; the invoices it paid are open again.", "success")
+            return redirect(url_for("payments.detail", payment_id=payment_id))
+    else:
+        flash("Say why the payment is reversed.", "danger")
+    return _render_detail(payment_id, form, 422)

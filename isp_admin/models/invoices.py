@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, String, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from isp_admin.extensions import db
@@ -78,10 +78,9 @@ class InvoiceLine(db.Model):
 
     __tablename__ = "invoice_lines"
     __table_args__ = (
-        # A subscription's period is billed once. Plan-change lines (the rest of a period at a new price) link
-        # to their subscription too but are one-off differences, so the key covers period lines only.
-        Index("uq_invoice_lines_subscription_period", "subscription_id", "period_start", unique=True,
-              postgresql_where=text("kind = 'subscription'"), sqlite_where=text("kind = 'subscription'")),
+        # A subscription's period is billed once (kind 'subscription'); a plan change charges the rest of a period
+        # once per day (kind 'plan_change'). Its leading column also serves every lookup by subscription.
+        UniqueConstraint("subscription_id", "period_start", "kind", name="uq_invoice_lines_subscription_period"),
         CheckConstraint(in_list("kind", LINE_KINDS), name="kind"),
         CheckConstraint("amount_cents >= 0 AND tax_cents >= 0 AND unit_price_cents >= 0", name="money_non_negative"),
         CheckConstraint("tax_rate_bp BETWEEN 0 AND 10000", name="tax_rate_range"),

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import lru_cache
 
 from flask import current_app
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import case, exists, func, select, update
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Invoice, InvoiceLine, Notification, Plan, Subscription
@@ -93,7 +94,8 @@ def _due_rows(as_of: date, customer_range: tuple[int, int] | None, customer_id: 
     stmt = (select(s.id, s.customer_id, s.status, s.billing_day, s.next_bill_date, s.start_date,
                    func.coalesce(s.price_override_cents, p.monthly_price_cents).label("price"),
                    p.setup_fee_cents, p.tax_rate_bp, p.name.label("plan_name"), p.currency, c.name.label("customer"),
-                   (~billed).label("never_billed"))
+                   # Only plans with a setup fee need the probe; CASE skips it for the rest.
+                   case((p.setup_fee_cents == 0, False), else_=~billed).label("never_billed"))
             .join(Plan.__table__, p.id == s.plan_id).join(Customer.__table__, c.id == s.customer_id)
             .where(s.status.in_(billable_statuses()), s.next_bill_date <= as_of, s.start_date <= as_of,
                    c.status != "closed")
@@ -105,6 +107,16 @@ def _due_rows(as_of: date, customer_range: tuple[int, int] | None, customer_id: 
     if lock and is_postgres():
         stmt = stmt.with_for_update(of=Subscription.__table__)
     return db.session.execute(stmt).mappings()
+
+
+# Pure and shared by thousands of subscriptions with the same billing day: computed once per run.
+_due_periods = lru_cache(maxsize=4096)(lambda next_bill, day, as_of: tuple(due_periods(next_bill, day, as_of)))
+
+
+@lru_cache(maxsize=4096)
+def _line_label(plan_name: str, start: date, end: date, days: int, period_days: int) -> str:
+    label = f"{plan_name}, {start:%d %b %Y} – {end - timedelta(days=1):%d %b %Y}"
+    return label if days == period_days else f"{label} ({days}/{period_days} days)"
 
 
 def plan_invoices(as_of: date, customer_range: tuple[int, int] | None = None, customer_id: int | None = None,
@@ -119,11 +131,9 @@ def plan_invoices(as_of: date, customer_range: tuple[int, int] | None = None, cu
             invoice = invoices[row["customer_id"]] = PlannedInvoice(row["customer_id"], row["customer"],
                                                                    row["currency"])
         first_billing = row["never_billed"]
-        for start, end, days, period_days in due_periods(row["next_bill_date"], row["billing_day"], as_of):
+        for start, end, days, period_days in _due_periods(row["next_bill_date"], row["billing_day"], as_of):
             amount = prorate(row["price"], days, period_days)
-            label = f"{row['plan_name']}, {start:%d %b %Y} – {end - timedelta(days=1):%d %b %Y}"
-            if days != period_days:
-                label += f" ({days}/{period_days} days)"
+            label = _line_label(row["plan_name"], start, end, days, period_days)
             invoice.lines.append(PlannedLine(row["id"], "subscription", label, start, end, days, period_days,
                                              row["price"], amount, row["tax_rate_bp"],
                                              tax_on(amount, row["tax_rate_bp"])))
@@ -149,11 +159,12 @@ def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None
     invoice_rows, line_rows, audit_rows, mail_rows = [], [], [], []
     actor = audit.current_actor()
     for invoice_id, number, planned in zip(ids, numbers, plan.invoices, strict=True):
-        free = planned.total_cents == 0  # nothing owed: paid at issue, never left open awaiting a payment
+        subtotal, tax = planned.subtotal_cents, planned.tax_cents  # summed once, not per use
+        free = subtotal + tax == 0  # nothing owed: paid at issue, never left open awaiting a payment
         invoice_rows.append(dict(
             id=invoice_id, number=number, customer_id=planned.customer_id, status="paid" if free else "open",
-            issue_date=as_of, due_date=due, currency=planned.currency, subtotal_cents=planned.subtotal_cents,
-            tax_cents=planned.tax_cents, total_cents=planned.total_cents, amount_paid_cents=0,
+            issue_date=as_of, due_date=due, currency=planned.currency, subtotal_cents=subtotal,
+            tax_cents=tax, total_cents=subtotal + tax, amount_paid_cents=0,
             credit_applied_cents=0, paid_at=now if free else None, job_run_id=job_run_id, created_at=now,
             updated_at=now))
         for line in planned.lines:
@@ -165,14 +176,14 @@ def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None
         audit_rows.append(dict(
             at=now, actor_type=actor.type, actor_id=actor.id, actor_label=actor.label, action="invoice.issue",
             entity_type="invoices", entity_id=invoice_id, customer_id=planned.customer_id, before=None,
-            after={"number": number, "total_cents": planned.total_cents, "issue_date": as_of.isoformat()},
+            after={"number": number, "total_cents": subtotal + tax, "issue_date": as_of.isoformat()},
             ip=actor.ip))
         mail_rows.append(dict(customer_id=planned.customer_id, invoice_id=invoice_id, kind="invoice",
                               recipient=None, subject=f"Invoice {number}"))
     bulk_insert(Invoice.__table__, invoice_rows)
     bulk_insert(InvoiceLine.__table__, line_rows)
     _advance_subscriptions(plan, now)
-    bulk_insert(AuditEvent.__table__, audit_rows)
+    bulk_insert(AuditEvent.__table__, audit_rows, json_columns=("before", "after"))
     # Brand-new invoices cannot collide on (invoice_id, kind), so the outbox rows can be copied in too.
     bulk_insert(Notification.__table__, _with_recipients(mail_rows, now))
     _apply_credit_where_any([p.customer_id for p in plan.invoices], as_of)

@@ -24,7 +24,7 @@ def reserve_ids(table, n: int) -> list[int]:
     return list(range(start, start + n))
 
 
-def bulk_insert(table, rows: list[dict]) -> None:
+def bulk_insert(table, rows: list[dict], json_columns: tuple[str, ...] = ()) -> None:
     """Insert many rows at once: COPY on PostgreSQL, one executemany elsewhere."""
     if not rows:
         return
@@ -34,10 +34,16 @@ def bulk_insert(table, rows: list[dict]) -> None:
     from psycopg.types.json import Json
 
     columns = list(rows[0])
+    wrap = [c in json_columns for c in columns]
     raw = db.session.connection().connection.dbapi_connection
     with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        if not any(wrap):
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+            return
+        pairs = list(zip(columns, wrap, strict=True))
         for row in rows:
-            copy.write_row([Json(v) if isinstance(v, dict | list) else v for v in (row[c] for c in columns)])
+            copy.write_row([Json(row[c]) if w and row[c] is not None else row[c] for c, w in pairs])
 
 
 def update_dates_by_id(table, column: str, values: dict[int, object], extra: dict | None = None) -> None:

@@ -191,6 +191,13 @@ def _live_period_lines(subscription_id: int, after: date) -> list[InvoiceLine]:
         .order_by(InvoiceLine.period_start, InvoiceLine.id)))
 
 
+def plan_changed_on(subscription_id: int, day: date) -> bool:
+    """Whether a plan change already charged this subscription on `day` (at most one a day, by the key)."""
+    return db.session.scalar(select(InvoiceLine.id).where(
+        InvoiceLine.subscription_id == subscription_id, InvoiceLine.kind == "plan_change",
+        InvoiceLine.period_start == day).limit(1)) is not None
+
+
 def billed_line_covering(subscription_id: int, day: date) -> InvoiceLine | None:
     """Return the line that prices `day`: the latest-starting live period or plan-change line covering it."""
     covering = [line for line in _live_period_lines(subscription_id, day) if line.period_start <= day]

@@ -120,7 +120,7 @@ def update_network(subscription_id: int, pppoe_username: str | None, static_ip: 
 def change_plan(subscription_id: int, plan_id: int) -> Subscription:
     """Move a live subscription to another active plan today: credit the old plan's unused days of the billed
     period and charge the rest of it on the new plan (DESIGN §3)."""
-    from isp_admin.services.invoices import charge_rest_of_period, credit_unused_days
+    from isp_admin.services.invoices import charge_rest_of_period, credit_unused_days, plan_changed_on
     from isp_admin.services.ledger import lock_customer
 
     sub = get_subscription(subscription_id)
@@ -133,6 +133,8 @@ def change_plan(subscription_id: int, plan_id: int) -> Subscription:
     if plan.id == sub.plan_id:
         raise BusinessRuleViolation("The subscription is already on this plan.", {"plan_id": "Same plan."})
     day = today()
+    if plan_changed_on(sub.id, day):
+        raise BusinessRuleViolation("This subscription already changed plan today; change it again tomorrow.")
     credit_unused_days(sub, day, "plan_change", day)
     # An override is the subscription's price on any plan, so the rest of the period is charged at it again.
     price = plan.monthly_price_cents if sub.price_override_cents is None else sub.price_override_cents

@@ -167,10 +167,10 @@ def upgrade():
     sa.CheckConstraint('tax_rate_bp BETWEEN 0 AND 10000', name=op.f('ck_invoice_lines_tax_rate_range')),
     sa.ForeignKeyConstraint(['invoice_id'], ['invoices.id'], name=op.f('fk_invoice_lines_invoice_id_invoices'), ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['subscription_id'], ['subscriptions.id'], name=op.f('fk_invoice_lines_subscription_id_subscriptions'), ondelete='RESTRICT'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_invoice_lines'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_invoice_lines')),
+    sa.UniqueConstraint('subscription_id', 'period_start', 'kind', name='uq_invoice_lines_subscription_period')
     )
     with op.batch_alter_table('invoice_lines', schema=None) as batch_op:
-        batch_op.create_index('uq_invoice_lines_subscription_period', ['subscription_id', 'period_start'], unique=True, postgresql_where=sa.text("kind = 'subscription'"), sqlite_where=sa.text("kind = 'subscription'"))
         batch_op.create_index(batch_op.f('ix_invoice_lines_invoice_id'), ['invoice_id'], unique=False)
 
     op.create_table('notifications',

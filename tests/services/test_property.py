@@ -21,6 +21,7 @@ from isp_admin.models import (
     Subscription,
 )
 from isp_admin.services import billing, collections, invoices, payments, subscriptions
+from isp_admin.services.invoices import plan_changed_on
 from isp_admin.services.ledger import customer_balance
 from isp_admin.services.reconcile import reconcile
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
@@ -106,7 +107,8 @@ class History:
 
     def change_plan(self, index: int) -> None:
         sub = self._live(index)
-        if sub:
+        # One plan change per subscription per day (the line key): a second one is refused, tested elsewhere.
+        if sub and not plan_changed_on(sub.id, self.today):
             subscriptions.change_plan(sub.id, next(p.id for p in self.plans if p.id != sub.plan_id))
 
     def add(self, who: int, billing_day: int, offset: int) -> None:

@@ -7,6 +7,7 @@ from datetime import date
 import pytest
 from sqlalchemy import select
 
+from isp_admin.errors import BusinessRuleViolation
 from isp_admin.extensions import db
 from isp_admin.models import CreditNote, Invoice, InvoiceLine, Subscription
 from isp_admin.services import billing, subscriptions
@@ -288,3 +289,15 @@ def test_cancelling_after_an_upgrade_credits_the_upgrade_too(app, business_date)
 
     # Charged for [25 Mar, 1 Apr) on the new plan: 6200 × 7/31 = 1400 must come back, not 3000 × 7/31 = 677.
     assert _credit_notes(sub.id)[-1].subtotal_cents == 1400
+
+
+def test_a_second_plan_change_on_the_same_day_is_refused_and_writes_nothing(app, business_date):
+    sub, _march = _billed_march(app)
+    business_date(D(2026, 3, 20))
+    subscriptions.change_plan(sub.id, PlanFactory(monthly_price_cents=6200, tax_rate_bp=0).id)
+    notes_before = len(_credit_notes(sub.id))
+
+    with pytest.raises(BusinessRuleViolation, match="already changed plan today"):
+        subscriptions.change_plan(sub.id, PlanFactory(monthly_price_cents=9300, tax_rate_bp=0).id)
+
+    assert len(_credit_notes(sub.id)) == notes_before

@@ -85,34 +85,36 @@ def unapplied_credit_notes(customer_id: int) -> list[tuple[CreditNote, int]]:
     return [(note, left) for note, left in rows]
 
 
-def allocate_payment(payment: Payment, amount: int, invoices: list[Invoice], today: date) -> int:
-    """Apply up to `amount` of a payment to `invoices` in order; return what is left."""
+def _spread(amount: int, invoices: list[Invoice], today: date, allocate) -> int:
+    """Apply up to `amount` to unpaid `invoices` in order via `allocate(invoice, cents)`; return what is left."""
     for invoice in invoices:
         if amount <= 0:
             break
         take = min(amount, invoice.balance_cents)
         if take <= 0 or invoice.status not in OPEN:
             continue
-        db.session.add(PaymentAllocation(payment_id=payment.id, invoice_id=invoice.id, amount_cents=take))
-        invoice.amount_paid_cents += take
+        allocate(invoice, take)
         amount -= take
         settle(invoice, today)
     return amount
+
+
+def allocate_payment(payment: Payment, amount: int, invoices: list[Invoice], today: date) -> int:
+    """Apply up to `amount` of a payment to `invoices` in order; return what is left."""
+    def allocate(invoice: Invoice, cents: int) -> None:
+        db.session.add(PaymentAllocation(payment_id=payment.id, invoice_id=invoice.id, amount_cents=cents))
+        invoice.amount_paid_cents += cents
+
+    return _spread(amount, invoices, today, allocate)
 
 
 def apply_credit_note(note: CreditNote, amount: int, invoices: list[Invoice], today: date) -> int:
     """Apply up to `amount` of a credit note to `invoices` in order; return what is left."""
-    for invoice in invoices:
-        if amount <= 0:
-            break
-        take = min(amount, invoice.balance_cents)
-        if take <= 0 or invoice.status not in OPEN:
-            continue
-        db.session.add(CreditAllocation(credit_note_id=note.id, invoice_id=invoice.id, amount_cents=take))
-        invoice.credit_applied_cents += take
-        amount -= take
-        settle(invoice, today)
-    return amount
+    def allocate(invoice: Invoice, cents: int) -> None:
+        db.session.add(CreditAllocation(credit_note_id=note.id, invoice_id=invoice.id, amount_cents=cents))
+        invoice.credit_applied_cents += cents
+
+    return _spread(amount, invoices, today, allocate)
 
 
 def apply_available_credit(customer_id: int, today: date) -> int:

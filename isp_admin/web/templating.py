@@ -28,6 +28,12 @@ def url_with(**changes) -> str:
     return url_for(request.endpoint, **(request.view_args or {}), **args)
 
 
+def page_size() -> int:
+    """Return the requested list page size (?size=), within the configured bounds."""
+    size = request.args.get("size", type=int) or current_app.config["PAGE_SIZE"]
+    return max(1, min(size, current_app.config["MAX_PAGE_SIZE"]))
+
+
 def show_form_error(form: Form, exc: AppError) -> None:
     """Roll back the failed write and show a service error on the form's fields (or as a flash)."""
     db.session.rollback()

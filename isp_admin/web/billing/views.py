@@ -12,7 +12,7 @@ from isp_admin.services import billing_queries, delivery, job_runs
 from isp_admin.services.clock import today
 from isp_admin.web.access import access
 from isp_admin.web.billing.forms import NotificationFilterForm, RunDateForm, StartRunForm
-from isp_admin.web.invoices.views import page_size
+from isp_admin.web.templating import page_size
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
 

@@ -1,7 +1,7 @@
 """Customer pages: list with search and filters, detail, create, edit."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from isp_admin.errors import AppError
 from isp_admin.extensions import db
@@ -12,14 +12,9 @@ from isp_admin.services.plans import plan_choices
 from isp_admin.web.access import access
 from isp_admin.web.customers.forms import CustomerFilterForm, CustomerForm
 from isp_admin.web.subscriptions.forms import AddSubscriptionForm
-from isp_admin.web.templating import show_form_error
+from isp_admin.web.templating import page_size, show_form_error
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
-
-
-def _page_size() -> int:
-    size = request.args.get("size", type=int) or current_app.config["PAGE_SIZE"]
-    return max(1, min(size, current_app.config["MAX_PAGE_SIZE"]))
 
 
 @bp.get("/")
@@ -33,7 +28,7 @@ def index():
     page = customer_service.list_customers(
         q=form.q.data or "", status=form.status.data or None,
         plan_id=int(form.plan.data) if form.plan.data else None, sort=form.sort.data or "name",
-        size=_page_size(), after=request.args.get("after"), before=request.args.get("before"),
+        size=page_size(), after=request.args.get("after"), before=request.args.get("before"),
     )
     filtered = bool(form.q.data or form.status.data or form.plan.data)
     return render_template("customers/index.html", form=form, page=page, filtered=filtered)

@@ -16,16 +16,10 @@ from isp_admin.services.clock import today
 from isp_admin.services.customers import get_customer
 from isp_admin.web.access import access
 from isp_admin.web.invoices.forms import DraftForm, InvoiceFilterForm, StatementForm, VoidForm
-from isp_admin.web.templating import show_form_error
+from isp_admin.web.templating import page_size, show_form_error
 
 # No url_prefix: the statement and "generate invoice now" live under the customer's URL.
 bp = Blueprint("invoices", __name__)
-
-
-def page_size() -> int:
-    """The requested page size, within the configured bounds."""
-    size = request.args.get("size", type=int) or current_app.config["PAGE_SIZE"]
-    return max(1, min(size, current_app.config["MAX_PAGE_SIZE"]))
 
 
 @bp.get("/invoices/")

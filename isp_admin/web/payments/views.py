@@ -10,9 +10,8 @@ from isp_admin.services import payments as payment_service
 from isp_admin.services.clock import today
 from isp_admin.services.customers import get_customer
 from isp_admin.web.access import access
-from isp_admin.web.invoices.views import page_size
 from isp_admin.web.payments.forms import CustomerPickForm, PaymentFilterForm, PaymentForm, ReverseForm
-from isp_admin.web.templating import show_form_error
+from isp_admin.web.templating import page_size, show_form_error
 
 bp = Blueprint("payments", __name__, url_prefix="/payments")
 

@@ -11,6 +11,8 @@ from flask.cli import AppGroup
 from isp_admin.extensions import db
 from isp_admin.services import users as user_service
 from isp_admin.services.audit import SYSTEM, acting_as
+from isp_admin.services.clock import today
+from isp_admin.services.demo import bill_history
 from isp_admin.services.test_data import generate
 
 data_cli = AppGroup("data", help="Test data and demo set-up.")
@@ -39,6 +41,8 @@ def demo(count: int) -> None:
         with acting_as(SYSTEM):
             user_service.create_user(email, "Demo Admin", "admin", password)
             generate(count, seed=42)
+            db.session.flush()
+            bill_history(today())
         db.session.commit()
         credentials.write_text(f"{email}\n{password}\n")
         credentials.chmod(0o600)

@@ -80,9 +80,11 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Register every blueprint, in one explicit list."""
+    """Register every blueprint, in one explicit list (the API's are listed in isp_admin.api)."""
+    from isp_admin.api import register_api
     from isp_admin.health.views import bp as health_bp
     from isp_admin.observability.request_id import register_request_id
+    from isp_admin.web.account.views import bp as account_bp
     from isp_admin.web.admin.views import bp as admin_bp
     from isp_admin.web.auth.session import install_actor
     from isp_admin.web.auth.views import bp as auth_bp
@@ -98,8 +100,9 @@ def register_blueprints(app: Flask) -> None:
     register_request_id(app)
     install_actor(app)
     for blueprint in (health_bp, auth_bp, dashboard_bp, customers_bp, plans_bp, subscriptions_bp, invoices_bp,
-                      payments_bp, billing_bp, reports_bp, admin_bp):
+                      payments_bp, billing_bp, reports_bp, admin_bp, account_bp):
         app.register_blueprint(blueprint)
+    register_api(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -1,10 +1,26 @@
-"""Rate-limit keys and limits: per signed-in user, else per client address."""
+"""Rate-limit keys and limits: per API token or signed-in user, else per client address."""
+import hashlib
+
 from flask import current_app, request
 from flask_login import current_user
 
 
+def _api_token_key() -> str | None:
+    # Keyed by a hash of the bearer secret, without a database read: an unknown token still gets its own
+    # bucket, and the auth check that follows refuses it.
+    if not request.path.startswith("/api/"):
+        return None
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    return f"token:{hashlib.sha256(secret.strip().encode()).hexdigest()[:32]}"
+
+
 def rate_limit_key() -> str:
-    """Return the bucket for this request: the staff user when signed in, else the client IP."""
+    """Return the bucket for this request: the API token, else the staff user when signed in, else the IP."""
+    token_key = _api_token_key()
+    if token_key:
+        return token_key
     if current_user and current_user.is_authenticated:
         return f"user:{current_user.id}"
     return f"ip:{request.remote_addr or 'unknown'}"
@@ -12,7 +28,7 @@ def rate_limit_key() -> str:
 
 def default_limit() -> str:
     """Return the default limit string for this request (authenticated or anonymous)."""
-    if current_user and current_user.is_authenticated:
+    if _api_token_key() or (current_user and current_user.is_authenticated):
         return current_app.config["RATE_LIMIT_AUTHENTICATED"]
     return current_app.config["RATE_LIMIT_ANONYMOUS"]
 

@@ -7,7 +7,8 @@ def register(app: Flask) -> None:
     from isp_admin.cli.billing import billing_cli
     from isp_admin.cli.data import data_cli
     from isp_admin.cli.rq import rq_cli
+    from isp_admin.cli.tokens import tokens_cli
     from isp_admin.cli.users import users_cli
 
-    for group in (users_cli, data_cli, billing_cli, rq_cli):
+    for group in (users_cli, data_cli, billing_cli, rq_cli, tokens_cli):
         app.cli.add_command(group)

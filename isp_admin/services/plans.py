@@ -131,6 +131,13 @@ def list_plans_with_usage(page: int, per_page: int):
     return rows, total
 
 
+def list_plans_page(page: int, page_size: int) -> tuple[list[Plan], int]:
+    """Return one page of plans (active first, then by price) and the count of all plans."""
+    stmt = select(Plan).order_by(Plan.active.desc(), Plan.monthly_price_cents, Plan.id)
+    total = db.session.scalar(select(func.count()).select_from(Plan))
+    return list(db.session.scalars(stmt.limit(page_size).offset((page - 1) * page_size))), total
+
+
 def plan_choices(active_only: bool = True) -> list[tuple[int, str]]:
     """Return (id, label) pairs for plan pickers; cached, invalidated by every plan write."""
     key = f"{CHOICES_CACHE_KEY}:{int(active_only)}"

@@ -1,4 +1,4 @@
-"""The one decorator that guards every view, and the table of which role may do what."""
+"""The one decorator that guards every view (the table of who may do what is isp_admin.permissions)."""
 from __future__ import annotations
 
 from functools import wraps
@@ -7,18 +7,8 @@ from flask import abort
 from flask_login import current_user
 
 from isp_admin.extensions import login_manager
+from isp_admin.permissions import ALL_ROLES, PERMISSIONS  # noqa: F401  (re-exported for views and tests)
 
-ALL_ROLES = frozenset({"admin", "billing", "support", "readonly"})
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "view": ALL_ROLES,                                    # read any page of the panel
-    "account": ALL_ROLES,                                 # one's own password
-    "customers.edit": frozenset({"admin", "billing", "support"}),
-    "subscriptions.edit": frozenset({"admin", "billing", "support"}),
-    "plans.edit": frozenset({"admin", "billing"}),
-    "billing.edit": frozenset({"admin", "billing"}),      # invoices, payments, credit notes, notifications
-    "billing.run": frozenset({"admin", "billing"}),       # start the nightly steps by hand
-    "users.manage": frozenset({"admin"}),
-}
 PUBLIC = "public"
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from isp_admin import create_app
 from isp_admin.extensions import cache, db
+from isp_admin.services.tokens import create_token
 from tests.conftest import app_config
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 from tests.web.billing_world import billing_records
@@ -38,6 +39,7 @@ class Route:
     allowed: frozenset[str] | None
     data: dict[str, str] = field(default_factory=dict)
     audit: str | None = None
+    bearer: bool = False  # a JSON API route: sent with an API token of the role's read scope, not the session
 
 
 PLAN_FIELDS = {"name": "Fibre 500", "download_mbps": "500", "upload_mbps": "100", "monthly_price_cents": "79.00",
@@ -145,6 +147,16 @@ MATRIX = [
     Route("GET", "/billing/jobs/<job_run>/progress.json", EVERYONE),
     Route("GET", "/billing/notifications/", EVERYONE),
     Route("POST", "/billing/notifications/<notification>/retry", PLANNERS, audit="notification.retry"),
+    # API tokens: everyone manages their own; another's token only an admin may revoke
+    Route("GET", "/account/tokens", EVERYONE),
+    Route("POST", "/account/tokens", EVERYONE, {"name": "matrix script", "scopes": "read", "expires_days": "30"},
+          audit="token.create"),
+    Route("POST", "/account/tokens/<staff_token>/revoke", ADMINS, audit="token.revoke"),
+    # The JSON API (bearer tokens) and its documentation
+    Route("GET", "/api/openapi.json", PUBLIC),
+    Route("GET", "/api/docs/", PUBLIC),
+    Route("GET", "/api/plans/", EVERYONE, bearer=True),
+    Route("GET", "/api/plans/<plan>/", EVERYONE, bearer=True),
 ]
 PLACEHOLDER = re.compile(r"<(\w+)>")
 
@@ -199,12 +211,15 @@ def world(app):
     db.session.add_all([plan, second_plan, spare_plan, retired_plan, customer, subscription, suspended, staff,
                         inactive_staff])
     db.session.commit()  # one commit for the lot keeps each of the ~200 cells cheap
+    staff_token, _ = create_token(staff.id, "staff script", "read", None)
+    db.session.commit()
     billing = billing_records(customer.id)  # invoices, a payment, a job run, a failed email
     return {
         **billing,
         "plan": plan.id, "second_plan": second_plan.id, "spare_plan": spare_plan.id,
         "retired_plan": retired_plan.id, "customer": customer.id, "subscription": subscription.id,
         "suspended": suspended.id, "staff": staff.id, "staff_email": staff.email, "inactive_staff": inactive_staff.id,
+        "staff_token": staff_token.id,
     }
 
 
@@ -227,15 +242,24 @@ def test_role_matrix(app, client, login, world, route, who):
     actor = None if who == ANONYMOUS else login(who)
     url = fill(route.url, world)
     data = {name: fill(value, world) for name, value in route.data.items()}
+    headers = {}
+    if route.bearer and actor is not None:
+        _, secret = create_token(actor.id, "matrix", "read", None)
+        db.session.commit()
+        headers["Authorization"] = f"Bearer {secret}"
     before = table_state()
 
     # Its own app context, as in production: otherwise the request would reuse the test's context and find the
     # user Flask-Login cached in `g` at sign-in, instead of loading them from the session cookie.
     with app.app_context():
-        response = client.open(url, method=route.method, data=data if route.method == "POST" else None)
+        response = client.open(url, method=route.method, data=data if route.method == "POST" else None,
+                               headers=headers)
 
     location = response.headers.get("Location", "")
-    if route.allowed is not PUBLIC and actor is None:
+    if route.bearer and actor is None:
+        assert response.status_code == 401
+        assert table_state() == before
+    elif route.allowed is not PUBLIC and actor is None:
         assert response.status_code == 302
         assert "/login" in location
         assert table_state() == before

@@ -1,0 +1,77 @@
+"""Bearer-token authentication for the API: the one decorator that guards every API view."""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import g, request
+
+from isp_admin.errors import error_response
+from isp_admin.extensions import db
+from isp_admin.models.base import utcnow
+from isp_admin.permissions import PERMISSIONS
+from isp_admin.services import tokens as token_service
+from isp_admin.services.audit import Actor, set_actor_provider
+
+REALM = 'Bearer realm="isp-admin"'
+URL_TOKEN_PARAMS = ("access_token", "token")
+
+
+def bearer_secret() -> str | None:
+    """Return the secret of an `Authorization: Bearer …` header, if the request has one."""
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    return secret.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _unauthenticated(message: str, error: str | None = None):
+    challenge = f'{REALM}, error="{error}"' if error else REALM
+    return error_response(401, "AUTHENTICATION_REQUIRED", message, headers={"WWW-Authenticate": challenge})
+
+
+def _denied(message: str):
+    return error_response(403, "PERMISSION_DENIED", message)
+
+
+def _check_request(scope: str, permission: str):
+    """Authenticate the request's token; return an error response, or None with g.api_token set."""
+    in_url = [name for name in URL_TOKEN_PARAMS if name in request.args]
+    if in_url:
+        # A token in a URL ends up in logs, proxies and browser history; refuse it even when it is valid.
+        return error_response(400, "VALIDATION_ERROR",
+                              "Send the API token in the Authorization header (Bearer), never in the URL.",
+                              {name: "Not accepted in the query string." for name in in_url})
+    secret = bearer_secret()
+    if secret is None:
+        return _unauthenticated("Authentication required: send 'Authorization: Bearer <token>'.")
+    try:
+        token = token_service.authenticate(secret, utcnow())
+    except token_service.TokenRejected as exc:
+        db.session.rollback()
+        return _unauthenticated(exc.message, error="invalid_token")
+    role, scopes = token.user.role, token.scopes.split(",")
+    actor = Actor("token", token.id, f"{token.user.email} (token {token.prefix})", request.remote_addr)
+    db.session.commit()  # the edge commits last_used_at (written at most once a minute); else a no-op
+    if scope not in scopes:
+        return _denied(f"This token lacks the {scope} scope.")
+    if role not in PERMISSIONS[permission] or not token_service.role_allows_scope(role, scope):
+        return _denied(f"The token owner's role ({role}) does not allow this.")
+    set_actor_provider(lambda: actor)
+    g.api_token = token
+    return None
+
+
+def api_access(scope: str, permission: str):
+    """Guard an API view: a live bearer token with `scope`, whose owner's role holds `permission`."""
+    if permission not in PERMISSIONS or scope not in token_service.SCOPE_PERMISSIONS:
+        raise ValueError(f"unknown permission {permission!r} or scope {scope!r}")
+
+    def decorate(view):
+        @wraps(view)
+        def guarded(*args, **kwargs):
+            refused = _check_request(scope, permission)
+            return refused if refused is not None else view(*args, **kwargs)
+
+        guarded.access_permission = permission
+        guarded.api_scope = scope
+        return guarded
+
+    return decorate

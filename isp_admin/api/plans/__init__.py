@@ -1,0 +1,1 @@
+"""The plans resource of the JSON API."""

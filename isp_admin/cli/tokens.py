@@ -1,0 +1,58 @@
+"""`flask tokens …`: create and revoke API tokens from the shell."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import click
+from flask.cli import AppGroup
+
+from isp_admin.errors import AppError
+from isp_admin.extensions import db
+from isp_admin.models.base import utcnow
+from isp_admin.services import tokens as token_service
+from isp_admin.services import users as user_service
+from isp_admin.services.audit import SYSTEM, acting_as
+
+tokens_cli = AppGroup("tokens", help="Manage API tokens.")
+
+
+def _fail(exc: AppError) -> click.ClickException:
+    db.session.rollback()
+    detail = "; ".join(f"{k}: {v}" for k, v in exc.details.items())
+    return click.ClickException(f"{exc.message} {detail}".strip())
+
+
+@tokens_cli.command("create")
+@click.option("--email", required=True, help="The owner's sign-in email.")
+@click.option("--name", required=True, help="What the token is for.")
+@click.option("--scopes", default="read", show_default=True, help="Comma-separated: read, write, billing.")
+@click.option("--expires-days", type=click.IntRange(min=1), default=90, show_default=True)
+def create_token(email: str, name: str, scopes: str, expires_days: int) -> None:
+    """Create a token and print its secret once."""
+    user = user_service.find_by_email(email)
+    if user is None:
+        raise click.ClickException(f"No user with the email {email}.")
+    try:
+        with acting_as(SYSTEM):
+            token, secret = token_service.create_token(user.id, name, scopes,
+                                                       utcnow() + timedelta(days=expires_days))
+        db.session.commit()
+    except AppError as exc:
+        raise _fail(exc) from None
+    click.echo(f"Created token {token.id} ({token.prefix}…) for {user.email}, scopes {token.scopes}, "
+               f"expires {token.expires_at:%Y-%m-%d}.")
+    click.echo("Copy the secret now; it is not shown again:")
+    click.echo(secret)
+
+
+@tokens_cli.command("revoke")
+@click.option("--id", "token_id", type=int, required=True, help="The token's id.")
+def revoke_token(token_id: int) -> None:
+    """Revoke a token."""
+    try:
+        with acting_as(SYSTEM):
+            token = token_service.revoke_token(token_id, None)
+        db.session.commit()
+    except AppError as exc:
+        raise _fail(exc) from None
+    click.echo(f"Revoked token {token_id} ({token.prefix}…).")

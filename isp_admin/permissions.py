@@ -1,0 +1,14 @@
+"""Which role may do what: one table, read by the web decorator, the API and the token service alike."""
+from __future__ import annotations
+
+ALL_ROLES = frozenset({"admin", "billing", "support", "readonly"})
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "view": ALL_ROLES,                                    # read any page of the panel
+    "account": ALL_ROLES,                                 # one's own password and API tokens
+    "customers.edit": frozenset({"admin", "billing", "support"}),
+    "subscriptions.edit": frozenset({"admin", "billing", "support"}),
+    "plans.edit": frozenset({"admin", "billing"}),
+    "billing.edit": frozenset({"admin", "billing"}),      # invoices, payments, credit notes, notifications
+    "billing.run": frozenset({"admin", "billing"}),       # start the nightly steps by hand
+    "users.manage": frozenset({"admin"}),
+}

@@ -1,0 +1,120 @@
+"""API tokens: create (the secret is shown once), revoke, list, and authenticate a bearer secret."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from isp_admin.errors import AppError, Forbidden, Invalid, NotFound
+from isp_admin.extensions import db
+from isp_admin.models import User
+from isp_admin.models.base import utcnow
+from isp_admin.models.users import TOKEN_SCOPES, ApiToken
+from isp_admin.permissions import PERMISSIONS
+from isp_admin.services import audit
+
+SECRET_PREFIX = "ispa_"  # noqa: S105  (a public marker that makes leaked tokens easy to spot, not a secret)
+DISPLAY_PREFIX_LENGTH = 12
+# The permission a token scope stands for: the owner's role must hold it, now and at every request.
+SCOPE_PERMISSIONS = {"read": "view", "write": "customers.edit", "billing": "billing.edit"}
+LAST_USED_GRANULARITY = timedelta(minutes=1)  # at most one write per token per minute, not one per request
+
+
+class TokenRejected(AppError):
+    """The bearer secret does not authenticate (unknown, revoked, expired, or its owner is inactive)."""
+
+    status = 401
+    code = "AUTHENTICATION_REQUIRED"
+
+
+def hash_secret(secret: str) -> str:
+    """Return the stored form of a secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_scopes(scopes) -> list[str]:
+    """Return the scopes from a comma-separated string or a list, in canonical order, or raise Invalid."""
+    names = scopes.split(",") if isinstance(scopes, str) else list(scopes)
+    names = {name.strip() for name in names if name and name.strip()}
+    unknown = names - set(TOKEN_SCOPES)
+    if not names or unknown:
+        raise Invalid("Choose one or more scopes.",
+                      {"scopes": f"Use a subset of {', '.join(TOKEN_SCOPES)}."})
+    return [scope for scope in TOKEN_SCOPES if scope in names]
+
+
+def role_allows_scope(role: str, scope: str) -> bool:
+    """Return whether a user of `role` may hold (and use) a token with `scope`."""
+    return role in PERMISSIONS[SCOPE_PERMISSIONS[scope]]
+
+
+def allowed_scopes(role: str) -> list[str]:
+    """Return the scopes a user of `role` may give a token."""
+    return [scope for scope in TOKEN_SCOPES if role_allows_scope(role, scope)]
+
+
+def create_token(user_id: int, name: str, scopes, expires_at: datetime | None) -> tuple[ApiToken, str]:
+    """Create a token for a user; return it with its secret, which is never stored or shown again."""
+    user = db.session.get(User, user_id)
+    if user is None or not user.active:
+        raise NotFound("No such active user.")
+    name = (name or "").strip()
+    if not name or len(name) > 120 or "\x00" in name:
+        raise Invalid("Please name the token.", {"name": "Required, up to 120 characters."})
+    scope_list = parse_scopes(scopes)
+    beyond = [scope for scope in scope_list if not role_allows_scope(user.role, scope)]
+    if beyond:
+        raise Invalid("Your role does not allow these scopes.",
+                      {"scopes": f"A {user.role} user cannot create a token with {', '.join(beyond)}."})
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user.id, name=name, prefix=secret[:DISPLAY_PREFIX_LENGTH],
+                     token_hash=hash_secret(secret), scopes=",".join(scope_list), expires_at=expires_at)
+    db.session.add(token)
+    db.session.flush()
+    audit.record("token.create", token, after=audit.snapshot(token, exclude=("token_hash", "created_at")))
+    return token, secret
+
+
+def revoke_token(token_id: int, acting_user_id: int | None) -> ApiToken:
+    """Revoke a token; only its owner or an admin may (None: the system, from the shell)."""
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound("No such token.")
+    if acting_user_id is not None and token.user_id != acting_user_id:
+        actor = db.session.get(User, acting_user_id)
+        if actor is None or actor.role != "admin":
+            raise Forbidden("Only the token's owner or an admin can revoke it.")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        db.session.flush()
+        audit.record("token.revoke", token, before={"revoked_at": None},
+                     after={"revoked_at": token.revoked_at.isoformat()})
+    return token
+
+
+def list_tokens(user_id: int) -> list[ApiToken]:
+    """Return a user's tokens, newest first."""
+    return list(db.session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())))
+
+
+def authenticate(secret: str, now: datetime) -> ApiToken:
+    """Return the live token for a bearer secret (with its owner loaded), or raise TokenRejected."""
+    token = db.session.scalar(
+        select(ApiToken).options(joinedload(ApiToken.user)).where(ApiToken.token_hash == hash_secret(secret)))
+    if token is None:
+        raise TokenRejected("The API token is not valid.")
+    if token.revoked_at is not None:
+        raise TokenRejected("The API token has been revoked.")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise TokenRejected(f"The API token expired on {token.expires_at:%Y-%m-%d %H:%M} UTC.")
+    if not token.user.active:
+        raise TokenRejected("The API token's owner is deactivated.")
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_GRANULARITY:
+        token.last_used_at = now
+        db.session.flush()
+    return token
+

@@ -25,8 +25,12 @@ class ScopedApi(Api):
 
 def register_api(app: Flask) -> None:
     """Set up the API on `app`: versioning, the resource blueprints (CSRF-exempt: tokens, not cookies), docs."""
+    from isp_admin.api.billing.views import blp as billing_blp
+    from isp_admin.api.customers.views import blp as customers_blp
     from isp_admin.api.docs import bp as docs_bp
+    from isp_admin.api.http import register_http_rules
     from isp_admin.api.plans.views import blp as plans_blp
+    from isp_admin.api.subscriptions.views import blp as subscriptions_blp
     from isp_admin.extensions import csrf
 
     app.config.setdefault("API_TITLE", "ISP Admin API")
@@ -37,7 +41,8 @@ def register_api(app: Flask) -> None:
     api.spec.components.security_scheme("bearerAuth", BEARER)
     app.extensions["isp_admin.api"] = api
     register_versioning(app)
-    for blueprint in (plans_blp,):
+    register_http_rules(app)
+    for blueprint in (customers_blp, billing_blp, plans_blp, subscriptions_blp):
         csrf.exempt(blueprint)
         api.register_blueprint(blueprint)
     app.register_blueprint(docs_bp)

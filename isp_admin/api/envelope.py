@@ -21,16 +21,19 @@ def envelope(data, message: str = "OK", pagination: dict | None = None) -> dict:
 
 
 def page_links(page: int, page_size: int, total: int) -> dict:
-    """Return the pagination block for a page-numbered list, with links to its neighbours."""
+    """Return the pagination block for a short list paged by number only (the same shape as every list)."""
     pages = max(1, -(-total // page_size))
+    kept = {k: v for k, v in request.args.items() if k != "page"}
 
     def link(number: int) -> str:
-        return url_for(request.endpoint, **(request.view_args or {}), page=number, page_size=page_size)
+        return url_for(request.endpoint, **(request.view_args or {}), **{**kept, "page": number,
+                                                                          "page_size": page_size})
 
     return {
-        "page": page, "page_size": page_size, "total": total, "pages": pages,
+        "page": page, "page_size": page_size, "total": total, "total_capped": False, "pages": pages,
         "next": link(page + 1) if page < pages else None,
         "previous": link(min(page - 1, pages)) if page > 1 else None,
+        "next_cursor": None,
     }
 
 
@@ -44,12 +47,17 @@ class PageQuery(ma.Schema):
 class PaginationSchema(ma.Schema):
     """Where a page sits in the whole list."""
 
-    page = ma.fields.Integer()
+    page = ma.fields.Integer(allow_none=True, metadata={"description": "The page number; null when walking by "
+                                                                       "cursor."})
     page_size = ma.fields.Integer()
-    total = ma.fields.Integer()
-    pages = ma.fields.Integer()
+    total = ma.fields.Integer(metadata={"description": "Matching records (at most 10,000 when total_capped)."})
+    total_capped = ma.fields.Boolean(metadata={"description": "True when more than `total` records match a "
+                                                              "filter: the count stops there."})
+    pages = ma.fields.Integer(allow_none=True, metadata={"description": "null when the total is capped."})
     next = ma.fields.String(allow_none=True, metadata={"description": "Path of the next page, or null."})
     previous = ma.fields.String(allow_none=True, metadata={"description": "Path of the previous page, or null."})
+    next_cursor = ma.fields.String(allow_none=True, metadata={
+        "description": "Path of the next page by cursor: constant cost however deep (null at the end)."})
 
 
 class ErrorDetailSchema(ma.Schema):
@@ -69,12 +77,13 @@ class ErrorEnvelopeSchema(ma.Schema):
     timestamp = ma.fields.String()
 
 
-def envelope_schema(name: str, data_schema: type[ma.Schema], *, many: bool = False) -> type[ma.Schema]:
+def envelope_schema(name: str, data_schema: type[ma.Schema], *, many: bool = False,
+                    nullable: bool = False) -> type[ma.Schema]:
     """Build the documented success envelope around `data_schema` (with pagination for lists)."""
     fields = {
         "success": ma.fields.Boolean(),
         "message": ma.fields.String(),
-        "data": ma.fields.Nested(data_schema, many=many),
+        "data": ma.fields.Nested(data_schema, many=many, allow_none=nullable),
         "timestamp": ma.fields.String(),
     }
     if many:

@@ -11,7 +11,7 @@ import redis
 from flask import current_app
 from rq import Queue, Retry
 
-from isp_admin.errors import BusinessRuleViolation, Invalid
+from isp_admin.errors import AppError, Invalid
 from isp_admin.extensions import db
 from isp_admin.models import JobRun
 from isp_admin.services import job_runs
@@ -34,8 +34,11 @@ RETRY_INTERVALS = [10, 60, 300]
 JOB_TIMEOUT = 3600  # one chunk of a large run may take minutes; RQ's default of 180 s is too short
 
 
-class QueueUnavailable(BusinessRuleViolation):
+class QueueUnavailable(AppError):
     """Background jobs cannot be queued: Redis is not configured or does not answer."""
+
+    status = 503
+    code = "EXTERNAL_SERVICE_ERROR"
 
 
 def queue_name() -> str:

@@ -6,9 +6,10 @@ from isp_admin.models.operations import JobRun, Notification
 from isp_admin.models.payments import CreditAllocation, Payment, PaymentAllocation
 from isp_admin.models.plans import Plan
 from isp_admin.models.subscriptions import Subscription
-from isp_admin.models.users import ApiToken, User
+from isp_admin.models.users import ApiToken, IdempotencyKey, User
 
 __all__ = [
-    "ApiToken", "AuditEvent", "CreditAllocation", "CreditNote", "Customer", "DocumentSequence", "Invoice",
-    "InvoiceLine", "JobRun", "Notification", "Payment", "PaymentAllocation", "Plan", "Subscription", "User",
+    "ApiToken", "AuditEvent", "CreditAllocation", "CreditNote", "Customer", "DocumentSequence", "IdempotencyKey",
+    "Invoice", "InvoiceLine", "JobRun", "Notification", "Payment", "PaymentAllocation", "Plan", "Subscription",
+    "User",
 ]

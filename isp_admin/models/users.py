@@ -1,10 +1,10 @@
-"""Staff users and their API tokens."""
+"""Staff users, their API tokens and the tokens' idempotency keys."""
 from __future__ import annotations
 
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import CheckConstraint, ForeignKey, String, text, true
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from isp_admin.extensions import db
@@ -71,3 +71,33 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     user: Mapped[User] = relationship()
+
+
+IDEMPOTENCY_STATES = ("in_flight", "done")
+
+
+class IdempotencyKey(db.Model):
+    """A client's Idempotency-Key for one API token: the request it named and, once done, the response."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        # One claim per (token, key): a second request with the key can never run the work again.
+        UniqueConstraint("token_id", "key", name="uq_idempotency_keys_token_key"),
+        CheckConstraint(in_list("state", IDEMPOTENCY_STATES), name="state"),
+        CheckConstraint("(state = 'done') = (response_status IS NOT NULL)", name="response_iff_done"),
+        Index("ix_idempotency_keys_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(12))
+    claim: Mapped[str] = mapped_column(String(32))  # who holds an in-flight key; a takeover changes it
+    response_status: Mapped[int | None] = mapped_column()
+    response_body: Mapped[str | None] = mapped_column(Text)
+    response_location: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

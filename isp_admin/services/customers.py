@@ -15,7 +15,10 @@ from isp_admin.services.pagination import Page, keyset_page
 from isp_admin.services.users import normalise_email
 
 EDITABLE = ("name", "email", "phone", "service_address", "billing_address", "tax_id", "notes")
-SORTS = {"name": "name", "account": "account_number", "newest": "id", "oldest": "id", "status": "status"}
+SORTS = {"name": "name", "-name": "name", "account": "account_number", "-account": "account_number",
+         "newest": "id", "oldest": "id", "status": "status"}
+LIST_COLUMNS = ("id", "account_number", "name", "email", "phone", "service_address", "billing_address", "tax_id",
+                "status", "notes", "created_at", "updated_at")
 COUNT_CAP = 10_000
 TOTAL_CACHE_KEY = "customers:total"
 
@@ -84,6 +87,31 @@ def update_customer(customer_id: int, **values) -> Customer:
     return customer
 
 
+def close_customer(customer_id: int) -> Customer:
+    """Close an account that has no live service and owes nothing; customers are closed, never deleted."""
+    from isp_admin.models import Invoice
+    from isp_admin.services.ledger import lock_customer
+
+    customer = lock_customer(customer_id)
+    if customer.status == "closed":
+        raise BusinessRuleViolation("This customer's account is already closed.")
+    live = db.session.scalar(select(func.count()).where(Subscription.customer_id == customer.id,
+                                                        Subscription.status != "cancelled"))
+    if live:
+        raise BusinessRuleViolation(f"Cancel the customer's {live} live subscription(s) before closing the account.")
+    owed = db.session.scalar(select(func.count()).where(Invoice.customer_id == customer.id,
+                                                        Invoice.status.in_(("open", "overdue", "draft"))))
+    if owed:
+        raise BusinessRuleViolation("The customer has open or draft invoices; settle, void or delete them first.")
+    before = customer.status
+    customer.status = "closed"
+    db.session.flush()
+    audit.record("customer.close", customer, before={"status": before}, after={"status": "closed"},
+                 customer_id=customer.id)
+    invalidate_dashboard()
+    return customer
+
+
 def refresh_status(customer: Customer) -> None:
     """Derive an open customer's status from its subscriptions: suspended when none is active."""
     if customer.status == "closed":
@@ -135,8 +163,9 @@ def search_condition(q: str):
 
 def list_customers(*, q: str = "", status: str | None = None, plan_id: int | None = None,
                    sort: str = "name", size: int = 50, after: str | None = None,
-                   before: str | None = None) -> Page:
-    """Return one page of customers with their live subscriptions, in a constant number of queries."""
+                   before: str | None = None, offset: int = 0, created_from=None, created_to=None,
+                   with_services: bool = True) -> Page:
+    """Return one page of customers (with their live subscriptions), in a constant number of queries."""
     c, s, p = Customer.__table__.c, Subscription.__table__.c, Plan.__table__.c
     if sort not in SORTS:
         raise Invalid("Unknown sort order.", {"sort": f"Choose one of {', '.join(SORTS)}."})
@@ -149,13 +178,17 @@ def list_customers(*, q: str = "", status: str | None = None, plan_id: int | Non
         conditions.append(c.status == status)
     if plan_id:
         conditions.append(c.id.in_(select(s.customer_id).where(s.plan_id == plan_id, s.status != "cancelled")))
-    stmt = select(c.id, c.account_number, c.name, c.email, c.phone, c.status, c.created_at).where(*conditions)
+    if created_from is not None:
+        conditions.append(c.created_at >= created_from)
+    if created_to is not None:
+        conditions.append(c.created_at < created_to)
+    stmt = select(*(c[name] for name in LIST_COLUMNS)).where(*conditions)
     sort_key = SORTS[sort]
-    page = keyset_page(db.session, stmt, c[sort_key], c.id, descending=sort == "newest", size=size,
-                       after=after, before=before, sort_key=sort_key)
+    page = keyset_page(db.session, stmt, c[sort_key], c.id, descending=sort in ("newest", "-name", "-account"),
+                       size=size, after=after, before=before, sort_key=sort_key, offset=offset)
     ids = [row["id"] for row in page.rows]
     services: dict[int, list] = {i: [] for i in ids}
-    if ids:
+    if ids and with_services:
         subs = db.session.execute(
             select(s.customer_id, s.status, s.pppoe_username, p.name.label("plan_name"))
             .join(Plan.__table__, p.id == s.plan_id)

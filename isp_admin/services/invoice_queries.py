@@ -9,9 +9,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from flask import current_app
 from sqlalchemy import Date, cast, func, literal, or_, select, union_all
 
-from isp_admin.errors import NotFound
+from isp_admin.errors import Invalid, NotFound
 from isp_admin.extensions import db
 from isp_admin.models import (
     CreditAllocation,
@@ -23,6 +24,8 @@ from isp_admin.models import (
     Payment,
     PaymentAllocation,
 )
+from isp_admin.models.invoices import INVOICE_STATUSES
+from isp_admin.models.payments import PAYMENT_METHODS
 from isp_admin.services.audit import entity_history
 from isp_admin.services.pagination import Page, keyset_page
 
@@ -59,10 +62,24 @@ def _capped_count(stmt, id_col) -> tuple[int, bool]:
     return min(total, COUNT_CAP), total > COUNT_CAP
 
 
-def keyset_by_id(stmt, id_col, size: int, after: str | None, before: str | None) -> Page:
-    """Run one page of `stmt`, newest id first, with a count of its matches capped at COUNT_CAP."""
-    page = keyset_page(db.session, stmt, id_col, id_col, descending=True, size=size, after=after, before=before,
-                       sort_key="id")
+INVOICE_ORDERINGS = ("id", "issue_date", "due_date", "total_cents")
+PAYMENT_ORDERINGS = ("id", "received_on", "amount_cents")
+
+
+def ordering_column(columns, ordering: str, allowed: tuple[str, ...]):
+    """Return (sort column, descending) for an ordering such as "-due_date"; refuse names not in `allowed`."""
+    name = ordering.lstrip("-")
+    if name not in allowed:
+        raise Invalid("Unknown ordering.", {"ordering": f"One of {', '.join(allowed)}, optionally with '-'."})
+    return columns[name], ordering.startswith("-")
+
+
+def keyset_by_id(stmt, id_col, size: int, after: str | None, before: str | None, *, offset: int = 0,
+                 sort_col=None, descending: bool = True) -> Page:
+    """Run one page of `stmt` (newest id first unless `sort_col` says otherwise), with a count capped at COUNT_CAP."""
+    sort_col = id_col if sort_col is None else sort_col
+    page = keyset_page(db.session, stmt, sort_col, id_col, descending=descending, size=size, after=after,
+                       before=before, sort_key=sort_col.name, offset=offset)
     page.total, page.total_capped = _capped_count(stmt, id_col)
     return page
 
@@ -72,8 +89,9 @@ def keyset_by_id(stmt, id_col, size: int, after: str | None, before: str | None)
 def list_invoices(*, status: str | None = None, customer: str | None = None, number: str | None = None,
                   issued_from: date | None = None, issued_to: date | None = None, due_from: date | None = None,
                   due_to: date | None = None, min_total: int | None = None, max_total: int | None = None,
-                  size: int = 50, after: str | None = None, before: str | None = None) -> Page:
-    """Return one page of invoices (newest first) matching the filters, with a capped count: two queries."""
+                  size: int = 50, after: str | None = None, before: str | None = None, offset: int = 0,
+                  ordering: str = "-id") -> Page:
+    """Return one page of invoices (newest first, or by `ordering`) matching the filters, with a capped count."""
     i, c = Invoice.__table__.c, Customer.__table__.c
     conditions = []
     if status:
@@ -92,11 +110,14 @@ def list_invoices(*, status: str | None = None, customer: str | None = None, num
             conditions.append(column >= low)
         if high is not None:
             conditions.append(column <= high)
-    stmt = (select(i.id, i.number, i.status, i.issue_date, i.due_date, i.currency, i.total_cents,
+    stmt = (select(i.id, i.number, i.status, i.issue_date, i.due_date, i.currency, i.subtotal_cents, i.tax_cents,
+                   i.total_cents, i.amount_paid_cents, i.credit_applied_cents,
                    (i.total_cents - i.amount_paid_cents - i.credit_applied_cents).label("balance_cents"),
+                   i.sent_at, i.paid_at, i.voided_at, i.created_at,
                    i.customer_id, c.name.label("customer_name"), c.account_number)
             .join(Customer.__table__, c.id == i.customer_id).where(*conditions))
-    return keyset_by_id(stmt, i.id, size, after, before)
+    sort_col, descending = ordering_column(i, ordering, INVOICE_ORDERINGS)
+    return keyset_by_id(stmt, i.id, size, after, before, offset=offset, sort_col=sort_col, descending=descending)
 
 
 @dataclass
@@ -153,7 +174,8 @@ def open_invoice_choices(customer_id: int) -> list[tuple[int, str, int, date]]:
 
 def list_payments(*, customer: str | None = None, method: str | None = None, status: str | None = None,
                   received_from: date | None = None, received_to: date | None = None, size: int = 50,
-                  after: str | None = None, before: str | None = None) -> Page:
+                  after: str | None = None, before: str | None = None, offset: int = 0, ordering: str = "-id",
+                  min_amount: int | None = None, max_amount: int | None = None) -> Page:
     """Return one page of payments (newest first) matching the filters, with a capped count: two queries."""
     p, c = Payment.__table__.c, Customer.__table__.c
     conditions = []
@@ -167,10 +189,16 @@ def list_payments(*, customer: str | None = None, method: str | None = None, sta
         conditions.append(p.received_on >= received_from)
     if received_to is not None:
         conditions.append(p.received_on <= received_to)
+    if min_amount is not None:
+        conditions.append(p.amount_cents >= min_amount)
+    if max_amount is not None:
+        conditions.append(p.amount_cents <= max_amount)
     stmt = (select(p.id, p.amount_cents, p.currency, p.method, p.reference, p.received_on, p.status,
-                   p.recorded_by, p.customer_id, c.name.label("customer_name"), c.account_number)
+                   p.recorded_by, p.reversed_at, p.reversal_reason, p.created_at,
+                   p.customer_id, c.name.label("customer_name"), c.account_number)
             .join(Customer.__table__, c.id == p.customer_id).where(*conditions))
-    return keyset_by_id(stmt, p.id, size, after, before)
+    sort_col, descending = ordering_column(p, ordering, PAYMENT_ORDERINGS)
+    return keyset_by_id(stmt, p.id, size, after, before, offset=offset, sort_col=sort_col, descending=descending)
 
 
 @dataclass
@@ -300,3 +328,52 @@ def statement(customer_id: int, start: date, end: date, limit: int = STATEMENT_L
         out.append({**row, "running_cents": running})
     return Statement(start, end, int(opening), out, len(rows) > limit)
 
+
+
+# --- stats ------------------------------------------------------------------------------------------------------
+
+def invoice_stats(issued_from: date | None = None, issued_to: date | None = None) -> dict:
+    """Count and sum invoices by status (issued in the range, if given): one grouped query."""
+    i = Invoice.__table__.c
+    conditions = [c for c in (i.issue_date >= issued_from if issued_from else None,
+                              i.issue_date <= issued_to if issued_to else None) if c is not None]
+    rows = db.session.execute(
+        select(i.status, func.count(), func.coalesce(func.sum(i.total_cents), 0),
+               func.coalesce(func.sum(i.total_cents - i.amount_paid_cents - i.credit_applied_cents), 0))
+        .where(*conditions).group_by(i.status)).all()
+    by_status = {status: {"count": 0, "total_cents": 0, "balance_cents": 0} for status in INVOICE_STATUSES}
+    for status, count, total, balance in rows:
+        by_status[status] = {"count": count, "total_cents": int(total), "balance_cents": int(balance)}
+    issued = [s for s in INVOICE_STATUSES if s not in ("draft", "void")]
+    return {
+        "issued_from": issued_from, "issued_to": issued_to, "currency": current_app.config["CURRENCY"],
+        "by_status": by_status,
+        "invoiced_cents": sum(by_status[s]["total_cents"] for s in issued),
+        "outstanding_cents": by_status["open"]["balance_cents"] + by_status["overdue"]["balance_cents"],
+        "overdue_cents": by_status["overdue"]["balance_cents"],
+        "overdue_count": by_status["overdue"]["count"],
+    }
+
+
+def payment_stats(received_from: date | None = None, received_to: date | None = None) -> dict:
+    """Count and sum payments by method and status (received in the range, if given): one grouped query."""
+    p = Payment.__table__.c
+    conditions = [c for c in (p.received_on >= received_from if received_from else None,
+                              p.received_on <= received_to if received_to else None) if c is not None]
+    rows = db.session.execute(
+        select(p.method, p.status, func.count(), func.coalesce(func.sum(p.amount_cents), 0))
+        .where(*conditions).group_by(p.method, p.status)).all()
+    by_method = {method: {"count": 0, "amount_cents": 0} for method in PAYMENT_METHODS}
+    received = reversed_cents = count = reversed_count = 0
+    for method, status, n, amount in rows:
+        if status == "completed":
+            by_method[method]["count"] += n
+            by_method[method]["amount_cents"] += int(amount)
+            received, count = received + int(amount), count + n
+        else:
+            reversed_cents, reversed_count = reversed_cents + int(amount), reversed_count + n
+    return {
+        "received_from": received_from, "received_to": received_to, "currency": current_app.config["CURRENCY"],
+        "count": count, "received_cents": received, "reversed_count": reversed_count,
+        "reversed_cents": reversed_cents, "by_method": by_method,
+    }

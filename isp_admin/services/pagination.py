@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from datetime import date
 
 from sqlalchemy import tuple_
 
@@ -26,6 +27,8 @@ class Page:
 
 def encode_cursor(value, row_id: int) -> str:
     """Encode a (sort value, id) position as an opaque URL-safe string."""
+    if isinstance(value, date):
+        value = value.isoformat()
     return base64.urlsafe_b64encode(json.dumps([value, row_id]).encode()).decode().rstrip("=")
 
 
@@ -41,7 +44,11 @@ def decode_cursor(cursor: str, value_type: type = str) -> tuple:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not _fits(row_id, int) or not _fits(value, value_type):
+        if value_type is date and type(value) is str:
+            value = date.fromisoformat(value)
+        elif not _fits(value, value_type):
+            raise ValueError
+        if not _fits(row_id, int):
             raise ValueError
         return value, row_id
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
@@ -49,8 +56,8 @@ def decode_cursor(cursor: str, value_type: type = str) -> tuple:
 
 
 def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
-                after: str | None = None, before: str | None = None, sort_key: str = "") -> Page:
-    """Run `stmt` for one page after or before a cursor, ordered by (sort_col, id_col)."""
+                after: str | None = None, before: str | None = None, sort_key: str = "", offset: int = 0) -> Page:
+    """Run `stmt` for one page after or before a cursor (or `offset` rows in), ordered by (sort_col, id_col)."""
     backwards = before is not None
     cursor = before if backwards else after
     ascending = descending == backwards  # walking backwards flips the order
@@ -59,7 +66,10 @@ def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
         position = tuple_(sort_col, id_col)
         stmt = stmt.where(position > tuple_(value, row_id) if ascending else position < tuple_(value, row_id))
     order = (sort_col.asc(), id_col.asc()) if ascending else (sort_col.desc(), id_col.desc())
-    rows = list(session.execute(stmt.order_by(*order).limit(size + 1)).mappings())
+    stmt = stmt.order_by(*order).limit(size + 1)
+    if offset and not cursor:
+        stmt = stmt.offset(offset)
+    rows = list(session.execute(stmt).mappings())
     more = len(rows) > size
     rows = rows[:size]
     if backwards:
@@ -67,7 +77,7 @@ def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
     def cursor_of(row):
         return encode_cursor(row[sort_key], row["id"])
     has_next = more if not backwards else True
-    has_prev = (more if backwards else cursor is not None)
+    has_prev = more if backwards else (cursor is not None or offset > 0)
     return Page(
         rows=rows,
         next_cursor=cursor_of(rows[-1]) if rows and has_next else None,

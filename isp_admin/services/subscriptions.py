@@ -200,3 +200,35 @@ def _changed() -> None:
     from isp_admin.services.dashboard import invalidate_dashboard
 
     invalidate_dashboard()
+
+
+SUBSCRIPTION_ORDERINGS = ("id", "start_date", "next_bill_date")
+
+
+def list_subscriptions(*, status: str | None = None, customer_id: int | None = None, plan_id: int | None = None,
+                       search: str | None = None, started_from: date | None = None, started_to: date | None = None,
+                       ordering: str = "-id", size: int = 50, after: str | None = None, before: str | None = None,
+                       offset: int = 0):
+    """Return one page of subscriptions matching the filters, with a capped count: two queries."""
+    from isp_admin.models import Customer, Plan
+    from isp_admin.services.invoice_queries import _escape_like, keyset_by_id, ordering_column
+
+    s, p, c = Subscription.__table__.c, Plan.__table__.c, Customer.__table__.c
+    conditions = []
+    for column, value in ((s.status, status), (s.customer_id, customer_id), (s.plan_id, plan_id)):
+        if value is not None:
+            conditions.append(column == value)
+    if search and search.strip():
+        pattern = f"%{_escape_like(search.strip())}%"
+        conditions.append(s.pppoe_username.ilike(pattern, escape="\\") | s.static_ip.ilike(pattern, escape="\\"))
+    if started_from is not None:
+        conditions.append(s.start_date >= started_from)
+    if started_to is not None:
+        conditions.append(s.start_date <= started_to)
+    stmt = (select(s.id, s.customer_id, c.name.label("customer_name"), s.plan_id, p.name.label("plan_name"),
+                   s.status, s.suspension_reason, s.start_date, s.end_date, s.billing_day, s.next_bill_date,
+                   s.price_override_cents, s.pppoe_username, s.static_ip, s.cpe_mac, s.created_at, s.updated_at)
+            .join(Plan.__table__, p.id == s.plan_id).join(Customer.__table__, c.id == s.customer_id)
+            .where(*conditions))
+    sort_col, descending = ordering_column(s, ordering, SUBSCRIPTION_ORDERINGS)
+    return keyset_by_id(stmt, s.id, size, after, before, offset=offset, sort_col=sort_col, descending=descending)

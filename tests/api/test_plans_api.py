@@ -19,12 +19,12 @@ def test_a_plan_list_comes_in_the_envelope_with_page_links(client):
     assert set(body) == {"success", "message", "data", "pagination", "timestamp"}
     assert body["success"] is True and TIMESTAMP.match(body["timestamp"])
     assert len(body["data"]) == 2
-    assert body["pagination"] == {"page": 1, "page_size": 2, "total": 5, "pages": 3,
-                                  "next": "/api/plans/?page=2&page_size=2", "previous": None}
+    assert body["pagination"] == {"page": 1, "page_size": 2, "total": 5, "total_capped": False, "pages": 3,
+                                  "next": "/api/plans/?page_size=2&page=2", "previous": None, "next_cursor": None}
 
     last = client.get(body["pagination"]["next"].replace("page=2", "page=3"), headers=headers).get_json()
     assert len(last["data"]) == 1
-    assert last["pagination"]["next"] is None and last["pagination"]["previous"] == "/api/plans/?page=2&page_size=2"
+    assert last["pagination"]["next"] is None and last["pagination"]["previous"] == "/api/plans/?page_size=2&page=2"
 
     ids = []
     page = "/api/plans/?page_size=2"
@@ -54,7 +54,7 @@ def test_a_page_past_the_end_is_empty_and_links_back(client):
     PlanFactory.create_batch(3)
     body = client.get("/api/plans/?page=9&page_size=2", headers=bearer()).get_json()
     assert body["data"] == []
-    assert body["pagination"]["next"] is None and body["pagination"]["previous"] == "/api/plans/?page=2&page_size=2"
+    assert body["pagination"]["next"] is None and body["pagination"]["previous"] == "/api/plans/?page_size=2&page=2"
 
 
 def test_the_list_runs_a_constant_number_of_queries(client, query_counter):

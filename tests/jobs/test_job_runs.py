@@ -87,7 +87,7 @@ def test_without_redis_nothing_is_started_and_the_cli_says_why(make_app, redis_u
     with clean_context(make_app(REDIS_URL=url)) as app:
         with pytest.raises(QueueUnavailable) as caught:
             start_run("nightly", DAY, "ann@isp.example")
-        assert caught.value.status == 422
+        assert caught.value.status == 503 and caught.value.code == "EXTERNAL_SERVICE_ERROR"
         assert ("set REDIS_URL" if url is None else "does not answer") in caught.value.message
         assert db.session.scalar(select(func.count()).select_from(JobRun)) == 0
 

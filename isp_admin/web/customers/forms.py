@@ -35,4 +35,5 @@ class CustomerFilterForm(FlaskForm):
     status = SelectField("Status", choices=[("", "Any status")] + [(s, s.title()) for s in CUSTOMER_STATUSES],
                          validators=[Optional()])
     plan = SelectField("Plan", choices=[], validators=[Optional()])
-    sort = SelectField("Sort", choices=[(k, k.title()) for k in SORTS], default="name", validators=[Optional()])
+    sort = SelectField("Sort", choices=[(k, k.title()) for k in SORTS if not k.startswith("-")], default="name",
+                       validators=[Optional()])

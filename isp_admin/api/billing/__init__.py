@@ -1,0 +1,1 @@
+"""The billing resources of the JSON API: invoices, payments, stats, invoice generation."""

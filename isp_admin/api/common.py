@@ -1,0 +1,96 @@
+"""What every API resource shares: its blueprint, list arguments and pagination, and the write transaction."""
+from __future__ import annotations
+
+import marshmallow as ma
+from flask import request, url_for
+from flask_smorest import Blueprint
+
+from isp_admin.api.envelope import envelope
+from isp_admin.api.errors import invalid_arguments
+from isp_admin.services.pagination import Page
+
+MAX_PAGE_SIZE = 200
+CURSOR_ARGS = ("page", "after", "before")
+
+
+def api_blueprint(name: str, import_name: str, url_prefix: str, description: str) -> Blueprint:
+    """Return a resource blueprint whose argument errors answer VALIDATION_ERROR with a message per field."""
+    blp = Blueprint(name, import_name, url_prefix=url_prefix, description=description)
+    blp.register_error_handler(422, invalid_arguments)
+    return blp
+
+
+class ListQuery(ma.Schema):
+    """Page by number (?page=) or walk by cursor (?after= / ?before=, from a previous page's links)."""
+
+    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1, max=100_000))
+    page_size = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=MAX_PAGE_SIZE))
+    after = ma.fields.String(validate=ma.validate.Length(max=200),
+                             metadata={"description": "Cursor: the page after this one (constant cost at any depth)."})
+    before = ma.fields.String(validate=ma.validate.Length(max=200),
+                              metadata={"description": "Cursor: the page before this one."})
+
+    @ma.validates_schema
+    def one_position(self, data, **_kwargs):
+        """Refuse a request that names a cursor in both directions."""
+        if data.get("after") and data.get("before"):
+            raise ma.ValidationError("Give after or before, not both.", "before")
+
+
+def ordering_field(choices: tuple[str, ...], default: str) -> ma.fields.String:
+    """An ?ordering= field: a column name, or '-name' for descending."""
+    allowed = [name for choice in choices for name in (choice, f"-{choice}")]
+    return ma.fields.String(load_default=default, validate=ma.validate.OneOf(allowed),
+                            metadata={"description": f"One of {', '.join(allowed)}."})
+
+
+def page_window(args: dict) -> dict:
+    """Return the keyword arguments a list service takes for this page: size, offset or cursor."""
+    size = args["page_size"]
+    if args.get("after") or args.get("before"):
+        return {"size": size, "after": args.get("after"), "before": args.get("before")}
+    return {"size": size, "offset": (args["page"] - 1) * size}
+
+
+def _link(**position) -> str:
+    kept = {k: v for k, v in request.args.items() if k not in CURSOR_ARGS}
+    return url_for(request.endpoint, **(request.view_args or {}), **kept, **position)
+
+
+def pagination(page: Page, args: dict) -> dict:
+    """Return the pagination block: page, size, total (capped for broad filters), pages and neighbour links."""
+    size, by_cursor = args["page_size"], bool(args.get("after") or args.get("before"))
+    total = page.total if page.total is not None else 0
+    number = None if by_cursor else args["page"]
+    pages = None if page.total_capped else max(1, -(-total // size))
+    if by_cursor:
+        next_link = _link(after=page.next_cursor) if page.next_cursor else None
+        previous = _link(before=page.prev_cursor) if page.prev_cursor else None
+    else:
+        next_link = _link(page=number + 1) if page.next_cursor else None
+        previous = _link(page=min(number - 1, pages or number - 1)) if number > 1 else None
+    return {
+        "page": number, "page_size": size, "total": total, "total_capped": page.total_capped, "pages": pages,
+        "next": next_link, "previous": previous,
+        "next_cursor": _link(after=page.next_cursor) if page.next_cursor else None,
+    }
+
+
+def list_envelope(page: Page, args: dict) -> dict:
+    """Return the success envelope of one list page (the view's response schema dumps the rows)."""
+    return envelope(page.rows, pagination=pagination(page, args))
+
+
+ERROR_RESPONSES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT",
+                   415: "UNSUPPORTED_MEDIA_TYPE", 422: "UNPROCESSABLE_ENTITY", 429: "TOO_MANY_REQUESTS"}
+
+
+def documented(blp: Blueprint, *codes: int):
+    """Document a view's error responses: those every route may give (400, 401, 403, 429) and `codes`."""
+
+    def decorate(view):
+        for code in sorted({400, 401, 403, 429, *codes}):
+            view = blp.alt_response(code, response=ERROR_RESPONSES[code])(view)
+        return view
+
+    return decorate

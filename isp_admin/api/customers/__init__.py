@@ -1,0 +1,1 @@
+"""The customers resource of the JSON API."""

@@ -1,0 +1,1 @@
+"""The subscriptions resource of the JSON API."""

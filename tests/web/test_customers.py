@@ -471,3 +471,24 @@ def test_the_customer_page_runs_the_same_queries_with_one_or_ten_subscriptions(a
     # +3 for the billing panels: the balance card (one statement), recent invoices, recent payments.
     assert counts[(True, one_id)] == counts[(True, many_id)] <= 8, counts
     assert counts[(False, one_id)] == counts[(False, many_id)] <= 7, counts
+
+
+def test_an_account_with_live_service_is_not_closed_and_one_without_is(client, login):
+    login("support")
+    served = CustomerFactory()
+    SubscriptionFactory(customer=served)
+    refused = client.post(f"/customers/{served.id}/close", follow_redirects=True)
+    assert "Cancel the customer" in html.unescape(text_of(refused))
+    db.session.expire_all()
+    assert db.session.get(Customer, served.id).status == "active"
+
+    leaving = CustomerFactory()
+    page = client.post(f"/customers/{leaving.id}/close", follow_redirects=True)
+    assert f"Account {leaving.account_number} closed." in text_of(page)
+    assert "Close account" not in text_of(page) and "Add subscription" not in text_of(page)
+    db.session.expire_all()
+    assert db.session.get(Customer, leaving.id).status == "closed"
+    events = db.session.scalars(select(AuditEvent.action).where(AuditEvent.customer_id == leaving.id)).all()
+    assert events.count("customer.close") == 1
+    again = client.post(f"/customers/{leaving.id}/close", follow_redirects=True)
+    assert "already closed" in text_of(again)

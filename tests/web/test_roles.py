@@ -75,6 +75,7 @@ MATRIX = [
     Route("POST", "/customers/new", EDITORS, CUSTOMER_FIELDS, audit="customer.create"),
     Route("GET", "/customers/<customer>/edit", EDITORS),
     Route("POST", "/customers/<customer>/edit", EDITORS, CUSTOMER_FIELDS, audit="customer.update"),
+    Route("POST", "/customers/<customer>/close", EDITORS),  # it has a live subscription: refused with a flash
     # Subscriptions
     Route("GET", "/customers/<customer>/subscriptions/new", EDITORS),
     Route("POST", "/customers/<customer>/subscriptions/new", EDITORS,

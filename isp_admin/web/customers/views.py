@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
 
 from isp_admin.errors import AppError
 from isp_admin.extensions import db
@@ -82,3 +83,23 @@ def edit(customer_id: int):
             flash("Customer saved.", "success")
             return redirect(url_for("customers.detail", customer_id=customer.id))
     return render_template("customers/form.html", form=form, customer=customer)
+
+
+@bp.post("/<int:customer_id>/close")
+@access("customers.edit")
+def close(customer_id: int):
+    """Close a customer's account: refused while it has live service or owes money."""
+    customer = customer_service.get_customer(customer_id)
+    back = redirect(url_for("customers.detail", customer_id=customer.id))
+    if not FlaskForm().validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+        return back
+    try:
+        customer_service.close_customer(customer.id)
+    except AppError as exc:
+        db.session.rollback()
+        flash(exc.message, "danger")
+        return back
+    db.session.commit()
+    flash(f"Account {customer.account_number} closed.", "success")
+    return back

@@ -4,6 +4,7 @@ from flask import Flask
 
 def register(app: Flask) -> None:
     """Attach every command group to the app."""
+    from isp_admin.cli import backup  # noqa: F401  (adds `flask data backup` and `restore`)
     from isp_admin.cli.billing import billing_cli
     from isp_admin.cli.data import data_cli
     from isp_admin.cli.rq import rq_cli

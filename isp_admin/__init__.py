@@ -23,6 +23,10 @@ def create_app(config: dict | None = None) -> Flask:
         app.config.update(config)
     register_logging(app)
     register_extensions(app)
+    from isp_admin.api import IdConverter
+
+    # Record ids in every path (pages and API) are 1..2^31-1, so a huge id is a 404, never a database error.
+    app.url_map.converters["id"] = IdConverter
     register_blueprints(app)
     register_errorhandlers(app)
     register_template_helpers(app)
@@ -46,8 +50,11 @@ def register_extensions(app: Flask) -> None:
     from isp_admin import models  # noqa: F401  (registers every table on the metadata)
     from isp_admin.database import include_object, register_database_events
     from isp_admin.extensions import cache, csrf, db, limiter, login_manager, migrate, talisman
+    from isp_admin.observability.timing import register_timing
+    from isp_admin.ratelimit import register_retry_after_cleanup
     from isp_admin.web.auth.session import register_user_loader
 
+    register_timing(app)  # first, so its after_request runs last and times every other extension's hooks
     db.init_app(app)
     register_database_events(app)
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"), compare_type=True,
@@ -55,6 +62,7 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     login_manager.init_app(app)
     register_user_loader(login_manager)
+    register_retry_after_cleanup(app)  # before the limiter: its hook must run after the limiter's
     limiter.init_app(app)
     cache.init_app(app)
     production = app.config["PRODUCTION"]

@@ -52,3 +52,39 @@ def exempt_from_default_limit() -> bool:
     """Keep static assets and health probes out of the per-client budget."""
     endpoint = request.endpoint or ""
     return endpoint == "static" or endpoint.startswith(("health.", "bootstrap."))
+
+
+RETRY_AFTER_STATUSES = (409, 429, 503)
+
+
+def register_retry_after_cleanup(app) -> None:
+    """Keep Retry-After for answers that ask the client to wait (429, 503, an in-flight 409).
+
+    Flask-Limiter sets it on every response it counts, where a 200 carrying "Retry-After: 60" only misleads
+    clients. Registered before the limiter, so this hook runs after the limiter has added its headers.
+    """
+
+    @app.after_request
+    def drop_needless_retry_after(response):
+        if response.status_code not in RETRY_AFTER_STATUSES:
+            response.headers.pop("Retry-After", None)
+        return response
+
+
+def rejected_token_allowed() -> bool:
+    """Count a rejected API token against its address's anonymous budget; False once that budget is spent.
+
+    Every unknown token would otherwise get a fresh bucket of its own, so random tokens would dodge the per-address
+    limit on unauthenticated requests.
+    """
+    from limits import parse
+
+    from isp_admin.extensions import limiter
+
+    if not current_app.config.get("RATELIMIT_ENABLED", True):
+        return True
+    try:
+        return limiter.limiter.hit(parse(current_app.config["RATE_LIMIT_ANONYMOUS"]), "api-rejected-token",
+                                   client_ip_key())
+    except Exception:  # noqa: BLE001  (storage trouble must not turn a 401 into a 500; the limiter logs it)
+        return True

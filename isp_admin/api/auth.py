@@ -9,6 +9,7 @@ from isp_admin.errors import error_response
 from isp_admin.extensions import db
 from isp_admin.models.base import utcnow
 from isp_admin.permissions import PERMISSIONS
+from isp_admin.ratelimit import rejected_token_allowed
 from isp_admin.services import tokens as token_service
 from isp_admin.services.audit import Actor, set_actor_provider
 
@@ -46,6 +47,9 @@ def _check_request(scope: str, permission: str):
         token = token_service.authenticate(secret, utcnow())
     except token_service.TokenRejected as exc:
         db.session.rollback()
+        if not rejected_token_allowed():
+            return error_response(429, "RATE_LIMITED", "Too many requests with invalid tokens from this address.",
+                                  headers={"Retry-After": "60"})
         return _unauthenticated(exc.message, error="invalid_token")
     role, scopes = token.user.role, token.scopes.split(",")
     actor = Actor("token", token.id, f"{token.user.email} (token {token.prefix})", request.remote_addr)

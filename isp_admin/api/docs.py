@@ -1,8 +1,9 @@
-"""The OpenAPI document generated from the API views, and Swagger UI served from static/ (no CDN)."""
+"""The OpenAPI document from the API views, a Postman collection made from it, and Swagger UI (local assets)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, render_template
+from flask import Blueprint, current_app, jsonify, render_template, request
 
+from isp_admin.api.postman import postman_collection
 from isp_admin.web.access import PUBLIC, access
 
 bp = Blueprint("api_docs", __name__, url_prefix="/api")
@@ -13,6 +14,14 @@ bp = Blueprint("api_docs", __name__, url_prefix="/api")
 def openapi_json():
     """Return the OpenAPI 3 document."""
     return jsonify(current_app.extensions["isp_admin.api"].spec.to_dict())
+
+
+@bp.get("/postman.json")
+@access(PUBLIC)
+def postman_json():
+    """Return the API as a Postman Collection v2.1 (import it, then set the token variable)."""
+    spec = current_app.extensions["isp_admin.api"].spec.to_dict()
+    return jsonify(postman_collection(spec, request.host_url.rstrip("/")))
 
 
 @bp.get("/docs/")

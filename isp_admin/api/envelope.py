@@ -40,7 +40,8 @@ def page_links(page: int, page_size: int, total: int) -> dict:
 class PageQuery(ma.Schema):
     """?page=&page_size= on every list; other query fields are refused (pass unknown=RAISE to arguments)."""
 
-    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1))
+    # Bounded like ListQuery's: an unbounded page made an OFFSET beyond PostgreSQL's bigint (500).
+    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1, max=100_000))
     page_size = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=200))
 
 

@@ -271,7 +271,7 @@ def admin_requests(app, user_id: int) -> list[tuple[str, str]]:
     assert len(rules) >= 5
     found = []
     for rule in rules:
-        url = rule.rule.replace("<int:user_id>", str(user_id))
+        url = rule.rule.replace("<id:user_id>", str(user_id))
         found += [(method, url) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
     return found
 

@@ -150,3 +150,11 @@ def test_every_response_gets_a_fresh_request_id(client):
     first = client.get("/health/").headers["X-Request-ID"]
     second = client.get("/health/").headers["X-Request-ID"]
     assert first != second
+
+
+@pytest.mark.parametrize("path", ["/customers/99999999999", "/invoices/2147483648", "/payments/0",
+                                  "/plans/99999999999999999999/edit", "/subscriptions/-1"])
+def test_an_id_out_of_range_is_a_404_page_not_a_database_error(client, login, path):
+    login("admin")
+    response = client.get(path)
+    assert response.status_code == 404 and response.mimetype == "text/html"

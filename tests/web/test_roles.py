@@ -155,6 +155,7 @@ MATRIX = [
     Route("POST", "/account/tokens/<staff_token>/revoke", ADMINS, audit="token.revoke"),
     # The JSON API (bearer tokens) and its documentation
     Route("GET", "/api/openapi.json", PUBLIC),
+    Route("GET", "/api/postman.json", PUBLIC),
     Route("GET", "/api/docs/", PUBLIC),
     Route("GET", "/api/plans/", EVERYONE, bearer=True),
     Route("GET", "/api/plans/<plan>/", EVERYONE, bearer=True),

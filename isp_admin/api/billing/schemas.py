@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from isp_admin.api.arguments import NotBlank
 from isp_admin.api.common import ListQuery, ordering_field
 from isp_admin.api.envelope import envelope_schema
 from isp_admin.models.invoices import INVOICE_STATUSES
@@ -91,7 +92,7 @@ class InvoiceDetailSchema(InvoiceSchema):
 class LineInput(ma.Schema):
     """An ad hoc invoice line."""
 
-    description = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=255))
+    description = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=255), NotBlank()])
     quantity = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1, max=10_000))
     unit_price_cents = ma.fields.Integer(required=True, validate=ma.validate.Range(min=0, max=10**10))
     tax_rate_bp = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=10000))
@@ -116,7 +117,7 @@ class InvoiceReplace(ma.Schema):
 class VoidInput(ma.Schema):
     """Why the invoice is void."""
 
-    reason = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=500))
+    reason = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=500), NotBlank()])
 
 
 class PayInput(ma.Schema):
@@ -139,7 +140,7 @@ class PaymentCreate(PayInput):
 class ReverseInput(ma.Schema):
     """Why the payment is reversed (a bounced transfer, a chargeback)."""
 
-    reason = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=500))
+    reason = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=500), NotBlank()])
 
 
 class PaymentSchema(ma.Schema):
@@ -328,7 +329,9 @@ InvoiceOne = envelope_schema("InvoiceOne", InvoiceDetailSchema)
 MaybeInvoice = envelope_schema("GeneratedInvoice", InvoiceDetailSchema, nullable=True)
 PaymentList = envelope_schema("PaymentList", PaymentListItem, many=True)
 PaymentOne = envelope_schema("PaymentOne", PaymentDetailSchema)
-InvoiceStats = envelope_schema("InvoiceStats", InvoiceStatsSchema)
-PaymentStats = envelope_schema("PaymentStats", PaymentStatsSchema)
-JobProgress = envelope_schema("JobProgress", JobProgressSchema)
+# Envelope names differ from the data schemas' component names (apispec drops "Schema": InvoiceStatsSchema is
+# "InvoiceStats"); a clash made `data` refer to the envelope itself in the spec.
+InvoiceStats = envelope_schema("InvoiceStatsOne", InvoiceStatsSchema)
+PaymentStats = envelope_schema("PaymentStatsOne", PaymentStatsSchema)
+JobProgress = envelope_schema("JobProgressOne", JobProgressSchema)
 NotificationOne = envelope_schema("InvoiceDelivery", NotificationSchema)

@@ -49,8 +49,9 @@ def _not_future(day, field: str):
 
 
 def _token_scope() -> str:
-    # Payments made with one token's keys never collide with another's, nor with the staff pages'.
-    return f"api-token:{g.api_token.id}"
+    # Payments made with one token's keys never collide with another's, nor with the staff pages'; `idempotent`
+    # adds the key's generation, so a key reused after it expired may record a new payment.
+    return g.get("idempotency_scope") or f"api-token:{g.api_token.id}"
 
 
 # --- invoices ---------------------------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ def create_invoice(values):
     return envelope(_invoice_data(invoice.id), message), 201, {"Location": f"/api/billing/invoices/{invoice.id}/"}
 
 
-@blp.route("/invoices/<int:invoice_id>/", methods=["GET"])
+@blp.route("/invoices/<id:invoice_id>/", methods=["GET"])
 @api_access("read", "view")
 @blp.response(200, s.InvoiceOne)
 @documented(blp, 404)
@@ -94,7 +95,7 @@ def get_invoice(invoice_id: int):
     return envelope(_invoice_data(invoice_id))
 
 
-@blp.route("/invoices/<int:invoice_id>/", methods=["PUT"])
+@blp.route("/invoices/<id:invoice_id>/", methods=["PUT"])
 @api_access("billing", "billing.edit")
 @transactional
 @blp.arguments(s.InvoiceReplace)
@@ -106,7 +107,7 @@ def replace_invoice(values, invoice_id: int):
     return envelope(_invoice_data(invoice_id), "Draft updated.")
 
 
-@blp.route("/invoices/<int:invoice_id>/", methods=["DELETE"])
+@blp.route("/invoices/<id:invoice_id>/", methods=["DELETE"])
 @api_access("billing", "billing.edit")
 @transactional
 @blp.response(200, s.InvoiceOne)
@@ -118,7 +119,7 @@ def delete_invoice(invoice_id: int):
     return envelope(data, "Draft deleted.")
 
 
-@blp.route("/invoices/<int:invoice_id>/issue/", methods=["POST"])
+@blp.route("/invoices/<id:invoice_id>/issue/", methods=["POST"])
 @api_access("billing", "billing.edit")
 @transactional
 @blp.response(200, s.InvoiceOne)
@@ -129,7 +130,7 @@ def issue_invoice(invoice_id: int):
     return envelope(_invoice_data(invoice_id), "Invoice issued.")
 
 
-@blp.route("/invoices/<int:invoice_id>/void/", methods=["POST"])
+@blp.route("/invoices/<id:invoice_id>/void/", methods=["POST"])
 @api_access("billing", "billing.edit")
 @transactional
 @blp.arguments(s.VoidInput)
@@ -141,7 +142,7 @@ def void_invoice(values, invoice_id: int):
     return envelope(_invoice_data(invoice_id), f"Invoice void; credit note {note.number} issued.")
 
 
-@blp.route("/invoices/<int:invoice_id>/send/", methods=["POST"])
+@blp.route("/invoices/<id:invoice_id>/send/", methods=["POST"])
 @api_access("billing", "billing.edit")
 @transactional
 @blp.response(200, s.NotificationOne, description="Sent (status sent), or kept in the outbox for a retry "
@@ -155,7 +156,7 @@ def send_invoice(invoice_id: int):
     return envelope(notification, message)
 
 
-@blp.route("/invoices/<int:invoice_id>/pay/", methods=["POST"])
+@blp.route("/invoices/<id:invoice_id>/pay/", methods=["POST"])
 @api_access("billing", "billing.edit")
 @idempotent
 @blp.arguments(s.PayInput)
@@ -212,7 +213,7 @@ def record_payment(values):
         "Location": f"/api/billing/payments/{payment.id}/"}
 
 
-@blp.route("/payments/<int:payment_id>/", methods=["GET"])
+@blp.route("/payments/<id:payment_id>/", methods=["GET"])
 @api_access("read", "view")
 @blp.response(200, s.PaymentOne)
 @documented(blp, 404)
@@ -221,7 +222,7 @@ def get_payment(payment_id: int):
     return envelope(_payment_data(payment_id))
 
 
-@blp.route("/payments/<int:payment_id>/reverse/", methods=["POST"])
+@blp.route("/payments/<id:payment_id>/reverse/", methods=["POST"])
 @api_access("billing", "billing.edit")
 @transactional
 @blp.arguments(s.ReverseInput)
@@ -278,7 +279,7 @@ def generate_invoice(values):
 @idempotent
 @blp.arguments(s.BulkGenerateInput)
 @blp.response(202, s.JobProgress)
-@documented(blp, 409, 415, 422)
+@documented(blp, 409, 415, 422, 503)
 def bulk_generate(values):
     """Start a billing run in the background; poll its progress_url. Idempotency-Key honoured.
 
@@ -289,7 +290,7 @@ def bulk_generate(values):
     return envelope(_progress(run.id), "Billing run started."), 202, {"Location": _progress_url(run.id)}
 
 
-@blp.route("/bulk-generate/<int:job_id>/", methods=["GET"])
+@blp.route("/bulk-generate/<id:job_id>/", methods=["GET"])
 @api_access("read", "view")
 @blp.response(200, s.JobProgress)
 @documented(blp, 404)

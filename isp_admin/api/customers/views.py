@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from isp_admin.api.arguments import NotBlank
 from isp_admin.api.auth import api_access
 from isp_admin.api.common import (
     ListQuery,
@@ -21,7 +22,7 @@ blp = api_blueprint("api_customers", __name__, "/api/customers", "Customers: the
 
 # ?ordering= names → the service's sort keys.
 ORDERINGS = {"name": "name", "-name": "-name", "account_number": "account", "-account_number": "-account",
-             "id": "oldest", "-id": "newest", "status": "status"}
+             "id": "oldest", "-id": "newest", "status": "status", "-status": "-status"}
 
 
 class CustomerSchema(ma.Schema):
@@ -48,7 +49,7 @@ def _text(length: int, **kwargs) -> ma.fields.String:
 class CustomerWrite(ma.Schema):
     """The editable fields of a customer (PUT replaces them all: a field left out becomes empty)."""
 
-    name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=200))
+    name = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=200), NotBlank()])
     email = ma.fields.Email(allow_none=True, validate=ma.validate.Length(max=254))
     phone = _text(40)
     service_address = _text(2000)
@@ -60,8 +61,10 @@ class CustomerWrite(ma.Schema):
 class CustomerPatch(CustomerWrite):
     """Any subset of the editable fields."""
 
-    class Meta:
-        partial = True
+    def __init__(self, *args, **kwargs):
+        # marshmallow has no Meta.partial: without this a PATCH would demand every required field.
+        kwargs.setdefault("partial", True)
+        super().__init__(*args, **kwargs)
 
 
 class CustomerListQuery(ListQuery):
@@ -120,7 +123,7 @@ def create_customer(values):
     return envelope(customer, "Customer created."), 201, {"Location": f"/api/customers/{customer.id}/"}
 
 
-@blp.route("/<int:customer_id>/", methods=["GET"])
+@blp.route("/<id:customer_id>/", methods=["GET"])
 @api_access("read", "view")
 @blp.response(200, CustomerOne)
 @documented(blp, 404)
@@ -129,7 +132,7 @@ def get_customer(customer_id: int):
     return envelope(customer_service.get_customer(customer_id))
 
 
-@blp.route("/<int:customer_id>/", methods=["PUT"])
+@blp.route("/<id:customer_id>/", methods=["PUT"])
 @api_access("write", "customers.edit")
 @transactional
 @blp.arguments(CustomerWrite)
@@ -141,7 +144,7 @@ def replace_customer(values, customer_id: int):
     return envelope(customer_service.update_customer(customer_id, **full), "Customer updated.")
 
 
-@blp.route("/<int:customer_id>/", methods=["PATCH"])
+@blp.route("/<id:customer_id>/", methods=["PATCH"])
 @api_access("write", "customers.edit")
 @transactional
 @blp.arguments(CustomerPatch)
@@ -152,7 +155,7 @@ def update_customer(values, customer_id: int):
     return envelope(customer_service.update_customer(customer_id, **values), "Customer updated.")
 
 
-@blp.route("/<int:customer_id>/", methods=["DELETE"])
+@blp.route("/<id:customer_id>/", methods=["DELETE"])
 @api_access("write", "customers.edit")
 @transactional
 @blp.response(200, CustomerOne)

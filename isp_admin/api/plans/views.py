@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from isp_admin.api.arguments import FullMatch, NotBlank
 from isp_admin.api.auth import api_access
 from isp_admin.api.common import api_blueprint, documented
 from isp_admin.api.envelope import PageQuery, envelope, envelope_schema, page_links
@@ -33,14 +34,17 @@ class PlanSchema(ma.Schema):
 class PlanWrite(ma.Schema):
     """A plan's editable fields; prices in integer minor units, tax in basis points."""
 
-    code = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=32),
-                            metadata={"description": "Letters, digits, '-' or '_' (stored upper-case)."})
-    name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=120))
+    code = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=32),
+                                                     FullMatch(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")],
+                            metadata={"description": "A letter or digit, then letters, digits, '-' or '_' "
+                                                     "(stored upper-case)."})
+    name = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=120), NotBlank()])
     download_mbps = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1, max=1_000_000))
     upload_mbps = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1, max=1_000_000))
     data_cap_gb = ma.fields.Integer(allow_none=True, validate=ma.validate.Range(min=1, max=10**6))
-    monthly_price_cents = ma.fields.Integer(required=True, validate=ma.validate.Range(min=0, max=10**10))
-    setup_fee_cents = ma.fields.Integer(validate=ma.validate.Range(min=0, max=10**10))
+    # Prices are PostgreSQL integers: a larger amount failed in the database (500).
+    monthly_price_cents = ma.fields.Integer(required=True, validate=ma.validate.Range(min=0, max=2**31 - 1))
+    setup_fee_cents = ma.fields.Integer(validate=ma.validate.Range(min=0, max=2**31 - 1))
     tax_rate_bp = ma.fields.Integer(validate=ma.validate.Range(min=0, max=10000))
 
 
@@ -49,8 +53,10 @@ class PlanPatch(PlanWrite):
 
     active = ma.fields.Boolean()
 
-    class Meta:
-        partial = True
+    def __init__(self, *args, **kwargs):
+        # marshmallow has no Meta.partial: without this a PATCH would demand every required field.
+        kwargs.setdefault("partial", True)
+        super().__init__(*args, **kwargs)
 
 
 PlanList = envelope_schema("PlanList", PlanSchema, many=True)
@@ -68,7 +74,7 @@ def list_plans(page: int, page_size: int):
     return envelope(plans, pagination=page_links(page, page_size, total))
 
 
-@blp.route("/<int:plan_id>/", methods=["GET"])
+@blp.route("/<id:plan_id>/", methods=["GET"])
 @api_access("read", "view")
 @blp.response(200, PlanOne)
 @documented(blp, 404)
@@ -89,7 +95,7 @@ def create_plan(values):
     return envelope(plan, "Plan created."), 201, {"Location": f"/api/plans/{plan.id}/"}
 
 
-@blp.route("/<int:plan_id>/", methods=["PATCH"])
+@blp.route("/<id:plan_id>/", methods=["PATCH"])
 @api_access("write", "plans.edit")
 @transactional
 @blp.arguments(PlanPatch)
@@ -104,7 +110,7 @@ def update_plan(values, plan_id: int):
     return envelope(plan, "Plan updated.")
 
 
-@blp.route("/<int:plan_id>/", methods=["DELETE"])
+@blp.route("/<id:plan_id>/", methods=["DELETE"])
 @api_access("write", "plans.edit")
 @transactional
 @blp.response(200, PlanOne)

@@ -1,8 +1,11 @@
 """/api/subscriptions/: list, add, read and change subscriptions (plan changes, suspensions, cancellations)."""
 from __future__ import annotations
 
+import ipaddress
+
 import marshmallow as ma
 
+from isp_admin.api.arguments import FullMatch
 from isp_admin.api.auth import api_access
 from isp_admin.api.common import ListQuery, api_blueprint, documented, list_envelope, ordering_field, page_window
 from isp_admin.api.envelope import envelope, envelope_schema
@@ -36,12 +39,26 @@ class SubscriptionSchema(ma.Schema):
     updated_at = ma.fields.AwareDateTime()
 
 
-class NetworkFields(ma.Schema):
-    """Network identifiers; a live subscription's PPPoE login and IP are unique."""
+def _ip_address_or_empty(value: str) -> str:
+    if value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ma.ValidationError("Enter a valid IPv4 or IPv6 address.") from None
+    return value
 
-    pppoe_username = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=64))
-    static_ip = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=45))
-    cpe_mac = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=64))
+
+class NetworkFields(ma.Schema):
+    """Network identifiers; a live subscription's PPPoE login and IP are unique ("" or null: none)."""
+
+    # The same rules as the service's, stated in the schema so that the spec says which values are valid.
+    pppoe_username = ma.fields.String(allow_none=True, validate=FullMatch(r"^[A-Za-z0-9._@-]{0,64}$"),
+                                      metadata={"description": "Letters, digits and . _ @ - (at most 64)."})
+    static_ip = ma.fields.String(allow_none=True, validate=[ma.validate.Length(max=45), _ip_address_or_empty],
+                                 metadata={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}, {"maxLength": 0}],
+                                           "example": "192.0.2.10"})
+    cpe_mac = ma.fields.String(allow_none=True, validate=FullMatch(r"^(([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2})?$"),
+                               metadata={"example": "00:1A:2B:3C:4D:5E"})
 
 
 class SubscriptionCreate(NetworkFields):
@@ -52,7 +69,7 @@ class SubscriptionCreate(NetworkFields):
     start_date = ma.fields.Date(metadata={"description": "Default: today."})
     billing_day = ma.fields.Integer(allow_none=True, validate=ma.validate.Range(min=1, max=31),
                                     metadata={"description": "Default: the start date's day."})
-    price_override_cents = ma.fields.Integer(allow_none=True, validate=ma.validate.Range(min=0, max=10**10))
+    price_override_cents = ma.fields.Integer(allow_none=True, validate=ma.validate.Range(min=0, max=2**31 - 1))
 
 
 class SubscriptionPatch(NetworkFields):
@@ -119,7 +136,7 @@ def add_subscription(values):
     return envelope(sub, "Subscription added."), 201, {"Location": f"/api/subscriptions/{sub.id}/"}
 
 
-@blp.route("/<int:subscription_id>/", methods=["GET"])
+@blp.route("/<id:subscription_id>/", methods=["GET"])
 @api_access("read", "view")
 @blp.response(200, SubscriptionOne)
 @documented(blp, 404)
@@ -128,7 +145,7 @@ def get_subscription(subscription_id: int):
     return envelope(subscription_service.get_subscription(subscription_id))
 
 
-@blp.route("/<int:subscription_id>/", methods=["PATCH"])
+@blp.route("/<id:subscription_id>/", methods=["PATCH"])
 @api_access("write", "subscriptions.edit")
 @transactional
 @blp.arguments(SubscriptionPatch)
@@ -142,7 +159,7 @@ def update_network(values, subscription_id: int):
     return envelope(sub, "Subscription updated.")
 
 
-@blp.route("/<int:subscription_id>/change-plan/", methods=["POST"])
+@blp.route("/<id:subscription_id>/change-plan/", methods=["POST"])
 @api_access("write", "subscriptions.edit")
 @transactional
 @blp.arguments(ChangePlan)
@@ -153,7 +170,7 @@ def change_plan(values, subscription_id: int):
     return envelope(subscription_service.change_plan(subscription_id, values["plan_id"]), "Plan changed.")
 
 
-@blp.route("/<int:subscription_id>/suspend/", methods=["POST"])
+@blp.route("/<id:subscription_id>/suspend/", methods=["POST"])
 @api_access("write", "subscriptions.edit")
 @transactional
 @blp.arguments(Suspend)
@@ -164,7 +181,7 @@ def suspend(values, subscription_id: int):
     return envelope(subscription_service.suspend(subscription_id, values["reason"]), "Subscription suspended.")
 
 
-@blp.route("/<int:subscription_id>/resume/", methods=["POST"])
+@blp.route("/<id:subscription_id>/resume/", methods=["POST"])
 @api_access("write", "subscriptions.edit")
 @transactional
 @blp.response(200, SubscriptionOne)
@@ -174,7 +191,7 @@ def resume(subscription_id: int):
     return envelope(subscription_service.resume(subscription_id), "Subscription resumed.")
 
 
-@blp.route("/<int:subscription_id>/cancel/", methods=["POST"])
+@blp.route("/<id:subscription_id>/cancel/", methods=["POST"])
 @api_access("write", "subscriptions.edit")
 @transactional
 @blp.arguments(Cancel)

@@ -41,7 +41,7 @@ def tokens():
     return _page(form)
 
 
-@bp.post("/tokens/<int:token_id>/revoke")
+@bp.post("/tokens/<id:token_id>/revoke")
 @access("account")
 def revoke(token_id: int):
     """Revoke one of one's tokens."""

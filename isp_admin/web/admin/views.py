@@ -44,7 +44,7 @@ def invite():
     return render_template("admin/invite.html", form=form)
 
 
-@bp.route("/users/<int:user_id>", methods=["GET", "POST"])
+@bp.route("/users/<id:user_id>", methods=["GET", "POST"])
 @access("users.manage")
 def user_detail(user_id: int):
     """Show a staff user and change their role."""
@@ -78,14 +78,14 @@ def _set_active(user_id: int, active: bool, message: str):
     return redirect(url_for("admin.user_detail", user_id=user_id))
 
 
-@bp.post("/users/<int:user_id>/deactivate")
+@bp.post("/users/<id:user_id>/deactivate")
 @access("users.manage")
 def deactivate(user_id: int):
     """Deactivate a user: they are signed out everywhere and cannot sign in."""
     return _set_active(user_id, False, "User deactivated.")
 
 
-@bp.post("/users/<int:user_id>/reactivate")
+@bp.post("/users/<id:user_id>/reactivate")
 @access("users.manage")
 def reactivate(user_id: int):
     """Let a deactivated user sign in again."""

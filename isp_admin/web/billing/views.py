@@ -67,7 +67,7 @@ def jobs():
     return render_template("billing/jobs.html", page=page)
 
 
-@bp.get("/jobs/<int:job_run_id>")
+@bp.get("/jobs/<id:job_run_id>")
 @access("view")
 def job(job_run_id: int):
     """Show one run; its progress updates live while it runs."""
@@ -75,7 +75,7 @@ def job(job_run_id: int):
     return render_template("billing/job.html", run=run, children=children)
 
 
-@bp.get("/jobs/<int:job_run_id>/progress.json")
+@bp.get("/jobs/<id:job_run_id>/progress.json")
 @access("view")
 def progress(job_run_id: int):
     """Return a run's progress as JSON for the page's poller."""
@@ -99,7 +99,7 @@ def notifications():
                            action_form=FlaskForm())
 
 
-@bp.post("/notifications/<int:notification_id>/retry")
+@bp.post("/notifications/<id:notification_id>/retry")
 @access("billing.edit")
 def retry_notification(notification_id: int):
     """Try a failed email again now."""

@@ -52,7 +52,7 @@ def create():
     return render_template("customers/form.html", form=form, customer=None)
 
 
-@bp.get("/<int:customer_id>")
+@bp.get("/<id:customer_id>")
 @access("view")
 def detail(customer_id: int):
     """Show a customer's profile, subscriptions and history."""
@@ -67,7 +67,7 @@ def detail(customer_id: int):
     )
 
 
-@bp.route("/<int:customer_id>/edit", methods=["GET", "POST"])
+@bp.route("/<id:customer_id>/edit", methods=["GET", "POST"])
 @access("customers.edit")
 def edit(customer_id: int):
     """Edit a customer's profile."""
@@ -85,7 +85,7 @@ def edit(customer_id: int):
     return render_template("customers/form.html", form=form, customer=customer)
 
 
-@bp.post("/<int:customer_id>/close")
+@bp.post("/<id:customer_id>/close")
 @access("customers.edit")
 def close(customer_id: int):
     """Close a customer's account: refused while it has live service or owes money."""

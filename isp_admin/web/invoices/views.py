@@ -45,14 +45,14 @@ def _render_detail(invoice_id: int, void_form: VoidForm | None = None, status: i
     ), status
 
 
-@bp.get("/invoices/<int:invoice_id>")
+@bp.get("/invoices/<id:invoice_id>")
 @access("view")
 def detail(invoice_id: int):
     """Show an invoice and how each amount on it was computed."""
     return _render_detail(invoice_id)
 
 
-@bp.get("/invoices/<int:invoice_id>.pdf")
+@bp.get("/invoices/<id:invoice_id>.pdf")
 @access("view")
 def pdf(invoice_id: int):
     """Download the invoice as PDF."""
@@ -70,7 +70,7 @@ def pdf(invoice_id: int):
     return redirect(url_for("invoices.detail", invoice_id=invoice.id))
 
 
-@bp.route("/customers/<int:customer_id>/invoices/new", methods=["GET", "POST"])
+@bp.route("/customers/<id:customer_id>/invoices/new", methods=["GET", "POST"])
 @access("billing.edit")
 def create_draft(customer_id: int):
     """Write an ad hoc draft invoice (up to five lines) for a customer."""
@@ -91,7 +91,7 @@ def create_draft(customer_id: int):
         422 if form.is_submitted() else 200
 
 
-@bp.route("/invoices/<int:invoice_id>/edit", methods=["GET", "POST"])
+@bp.route("/invoices/<id:invoice_id>/edit", methods=["GET", "POST"])
 @access("billing.edit")
 def edit_draft(invoice_id: int):
     """Change a draft's lines; issued invoices are never edited."""
@@ -134,21 +134,21 @@ def _act(invoice_id: int, action, done: str, to_detail: bool = True):
     return redirect(url_for("invoices.detail", invoice_id=invoice_id))
 
 
-@bp.post("/invoices/<int:invoice_id>/delete")
+@bp.post("/invoices/<id:invoice_id>/delete")
 @access("billing.edit")
 def delete_draft(invoice_id: int):
     """Delete a draft (issued invoices are voided, never deleted)."""
     return _act(invoice_id, lambda: invoice_service.delete_draft(invoice_id), "Draft deleted.", to_detail=False)
 
 
-@bp.post("/invoices/<int:invoice_id>/issue")
+@bp.post("/invoices/<id:invoice_id>/issue")
 @access("billing.edit")
 def issue(invoice_id: int):
     """Issue a draft: it gets its number, due date and any credit the customer holds."""
     return _act(invoice_id, lambda: invoice_service.issue(invoice_id, today()), "Invoice issued.")
 
 
-@bp.post("/invoices/<int:invoice_id>/send")
+@bp.post("/invoices/<id:invoice_id>/send")
 @access("billing.edit")
 def send(invoice_id: int):
     """Email the invoice to the customer now."""
@@ -172,7 +172,7 @@ def send(invoice_id: int):
     return back
 
 
-@bp.post("/invoices/<int:invoice_id>/void")
+@bp.post("/invoices/<id:invoice_id>/void")
 @access("billing.edit")
 def void(invoice_id: int):
     """Void an issued invoice with a reason: a credit note cancels it."""
@@ -192,7 +192,7 @@ def void(invoice_id: int):
     return _render_detail(invoice_id, void_form=form, status=422)
 
 
-@bp.post("/customers/<int:customer_id>/generate-invoice")
+@bp.post("/customers/<id:customer_id>/generate-invoice")
 @access("billing.edit")
 def generate_for_customer(customer_id: int):
     """Bill one customer now for everything due up to today."""
@@ -216,7 +216,7 @@ def generate_for_customer(customer_id: int):
     return redirect(url_for("invoices.detail", invoice_id=invoice.id))
 
 
-@bp.get("/customers/<int:customer_id>/statement")
+@bp.get("/customers/<id:customer_id>/statement")
 @access("view")
 def statement(customer_id: int):
     """Show a customer's statement: every invoice, payment, credit note and reversal with a running balance."""

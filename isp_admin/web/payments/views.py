@@ -89,7 +89,7 @@ def _pick_customer():
     return render_template("payments/pick_customer.html", form=form)
 
 
-@bp.get("/<int:payment_id>")
+@bp.get("/<id:payment_id>")
 @access("view")
 def detail(payment_id: int):
     """Show a payment: where its money went, what is left as credit, and its history."""
@@ -101,7 +101,7 @@ def _render_detail(payment_id: int, reverse_form: ReverseForm | None = None, sta
                            reverse_form=reverse_form or ReverseForm(formdata=None)), status
 
 
-@bp.post("/<int:payment_id>/reverse")
+@bp.post("/<id:payment_id>/reverse")
 @access("billing.edit")
 def reverse(payment_id: int):
     """Reverse a payment (a bounced transfer): its invoices reopen."""

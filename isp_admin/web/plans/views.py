@@ -46,7 +46,7 @@ def create():
     return render_template("plans/form.html", form=form, plan=None)
 
 
-@bp.route("/<int:plan_id>/edit", methods=["GET", "POST"])
+@bp.route("/<id:plan_id>/edit", methods=["GET", "POST"])
 @access("plans.edit")
 def edit(plan_id: int):
     """Edit a plan."""
@@ -80,21 +80,21 @@ def _post_action(plan_id: int, action, message: str):
     return redirect(url_for("plans.index"))
 
 
-@bp.post("/<int:plan_id>/retire")
+@bp.post("/<id:plan_id>/retire")
 @access("plans.edit")
 def retire(plan_id: int):
     """Retire a plan: existing subscriptions keep it, new ones cannot choose it."""
     return _post_action(plan_id, lambda i: plan_service.set_plan_active(i, False), "Plan retired.")
 
 
-@bp.post("/<int:plan_id>/reactivate")
+@bp.post("/<id:plan_id>/reactivate")
 @access("plans.edit")
 def reactivate(plan_id: int):
     """Offer a retired plan again."""
     return _post_action(plan_id, lambda i: plan_service.set_plan_active(i, True), "Plan is active again.")
 
 
-@bp.post("/<int:plan_id>/delete")
+@bp.post("/<id:plan_id>/delete")
 @access("plans.edit")
 def delete(plan_id: int):
     """Delete a plan that no subscription ever used."""

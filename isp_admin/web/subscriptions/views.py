@@ -24,7 +24,7 @@ from isp_admin.web.templating import show_form_error
 bp = Blueprint("subscriptions", __name__)
 
 
-@bp.route("/customers/<int:customer_id>/subscriptions/new", methods=["GET", "POST"])
+@bp.route("/customers/<id:customer_id>/subscriptions/new", methods=["GET", "POST"])
 @access("subscriptions.edit")
 def create(customer_id: int):
     """Add a subscription to a customer."""
@@ -45,7 +45,7 @@ def create(customer_id: int):
     return render_template("subscriptions/new.html", form=form, customer=customer)
 
 
-@bp.get("/subscriptions/<int:subscription_id>")
+@bp.get("/subscriptions/<id:subscription_id>")
 @access("view")
 def detail(subscription_id: int):
     """Show one subscription with the forms that change it."""
@@ -85,7 +85,7 @@ def _act(sub_id: int, form, action, form_key: str):
     return _render_detail(sub, **{form_key: form}), 422
 
 
-@bp.post("/subscriptions/<int:subscription_id>/change-plan")
+@bp.post("/subscriptions/<id:subscription_id>/change-plan")
 @access("subscriptions.edit")
 def change_plan(subscription_id: int):
     """Move a subscription to another plan."""
@@ -94,7 +94,7 @@ def change_plan(subscription_id: int):
     return _act(subscription_id, form, lambda i: subscription_service.change_plan(i, form.plan_id.data), "change")
 
 
-@bp.post("/subscriptions/<int:subscription_id>/suspend")
+@bp.post("/subscriptions/<id:subscription_id>/suspend")
 @access("subscriptions.edit")
 def suspend(subscription_id: int):
     """Suspend a subscription by hand."""
@@ -102,14 +102,14 @@ def suspend(subscription_id: int):
     return _act(subscription_id, form, lambda i: subscription_service.suspend(i, form.reason.data), "suspend")
 
 
-@bp.post("/subscriptions/<int:subscription_id>/resume")
+@bp.post("/subscriptions/<id:subscription_id>/resume")
 @access("subscriptions.edit")
 def resume(subscription_id: int):
     """Resume a manual or vacation suspension."""
     return _act(subscription_id, ResumeForm(), subscription_service.resume, "resume")
 
 
-@bp.post("/subscriptions/<int:subscription_id>/cancel")
+@bp.post("/subscriptions/<id:subscription_id>/cancel")
 @access("subscriptions.edit")
 def cancel(subscription_id: int):
     """Cancel a subscription as of a date."""
@@ -117,7 +117,7 @@ def cancel(subscription_id: int):
     return _act(subscription_id, form, lambda i: subscription_service.cancel(i, form.end_date.data), "cancel")
 
 
-@bp.post("/subscriptions/<int:subscription_id>/network")
+@bp.post("/subscriptions/<id:subscription_id>/network")
 @access("subscriptions.edit")
 def network(subscription_id: int):
     """Change the PPPoE login, static IP or CPE MAC."""

@@ -7,7 +7,9 @@
 - a request that fails (any 4xx/5xx) releases its key, so the client may correct it and retry with the same key.
 
 The stored response is written in the same transaction as the work itself: either both commit or neither does,
-so a crash mid-request leaves only an in-flight claim, which a retry may take over after STALE_CLAIM.
+so a crash mid-request leaves only an in-flight claim, which a retry may take over after STALE_CLAIM. Every
+change of a claim is a compare-and-set on (claim, state), so a takeover and the original finishing never both win.
+Keys older than KEY_TTL may be used again; `flask data cleanup-old-data` deletes them.
 """
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ from flask import Response, g, request
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from isp_admin.errors import AppError, error_response
+from isp_admin.errors import AppError, Conflict, error_response
 from isp_admin.extensions import db
 from isp_admin.models import IdempotencyKey
 from isp_admin.models.base import utcnow
+from isp_admin.services.retention import IDEMPOTENCY_KEY_TTL as KEY_TTL
 
 HEADER = "Idempotency-Key"
-KEY_TTL = timedelta(hours=24)
+CLAIM_ATTEMPTS = 3
 STALE_CLAIM = timedelta(minutes=5)  # far longer than any API request may run (gunicorn times out first)
 MAX_KEY_LENGTH = 255
 
@@ -46,27 +49,32 @@ def _bad_key(message: str):
     return error_response(400, "VALIDATION_ERROR", message, {HEADER: message})
 
 
-def _claim(token_id: int, key: str, fingerprint: str) -> tuple[IdempotencyKey | None, str | None]:
+def _claim(token_id: int, key: str, fingerprint: str) -> tuple[IdempotencyKey, str | None]:
     """Claim `key` for this request; return (row, claim) when this request may run, else (existing row, None)."""
-    now, claim = utcnow(), secrets.token_hex(16)
-    row = IdempotencyKey(token_id=token_id, key=key, request_hash=fingerprint, method=request.method,
-                         path=request.path[:255], state="in_flight", claim=claim, created_at=now, claimed_at=now)
-    db.session.add(row)
-    try:
-        db.session.commit()  # the claim must be visible to concurrent retries before any work starts
-        return row, claim
-    except IntegrityError:
-        db.session.rollback()
-    existing = db.session.scalar(select(IdempotencyKey).where(IdempotencyKey.token_id == token_id,
-                                                              IdempotencyKey.key == key))
-    if existing is None:  # released between our insert and this read: claim again
-        return _claim(token_id, key, fingerprint)
-    expired = existing.created_at <= now - KEY_TTL
-    abandoned = existing.state == "in_flight" and existing.claimed_at <= now - STALE_CLAIM
-    if expired or (abandoned and existing.request_hash == fingerprint):
-        # Take over with a compare-and-set on the old claim: of two takers, exactly one wins.
+    for _ in range(CLAIM_ATTEMPTS):
+        now, claim = utcnow(), secrets.token_hex(16)
+        row = IdempotencyKey(token_id=token_id, key=key, request_hash=fingerprint, method=request.method,
+                             path=request.path[:255], state="in_flight", claim=claim, created_at=now,
+                             claimed_at=now)
+        db.session.add(row)
+        try:
+            db.session.commit()  # the claim must be visible to concurrent retries before any work starts
+            return row, claim
+        except IntegrityError:
+            db.session.rollback()
+        existing = db.session.scalar(select(IdempotencyKey).where(IdempotencyKey.token_id == token_id,
+                                                                  IdempotencyKey.key == key))
+        if existing is None:  # released between our insert and this read: claim again
+            continue
+        expired = existing.created_at <= now - KEY_TTL
+        abandoned = existing.state == "in_flight" and existing.claimed_at <= now - STALE_CLAIM
+        if not (expired or (abandoned and existing.request_hash == fingerprint)):
+            return existing, None
+        # Take over with a compare-and-set on the claim *and* its state: of two takers exactly one wins, and a
+        # stale-looking original that stored its response meanwhile (state now done) keeps it.
         taken = db.session.execute(
-            update(IdempotencyKey).where(IdempotencyKey.id == existing.id, IdempotencyKey.claim == existing.claim)
+            update(IdempotencyKey).where(IdempotencyKey.id == existing.id, IdempotencyKey.claim == existing.claim,
+                                         IdempotencyKey.state == existing.state)
             .values(request_hash=fingerprint, method=request.method, path=request.path[:255], state="in_flight",
                     claim=claim, response_status=None, response_body=None, response_location=None,
                     created_at=now, claimed_at=now)).rowcount
@@ -74,7 +82,9 @@ def _claim(token_id: int, key: str, fingerprint: str) -> tuple[IdempotencyKey | 
         if taken:
             return db.session.get(IdempotencyKey, existing.id), claim
         db.session.expire(existing)
-    return existing, None
+        return existing, None
+    # Only a key released and re-claimed by others on every attempt, or a token deleted mid-request, ends here.
+    raise Conflict("This Idempotency-Key is contended; retry in a moment.", {HEADER: "Contended."})
 
 
 def _replay(existing: IdempotencyKey, fingerprint: str):
@@ -112,12 +122,15 @@ def idempotent(view):
         key = key.strip()
         if not key or len(key) > MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
             return _bad_key(f"An {HEADER} is 1 to {MAX_KEY_LENGTH} printable ASCII characters.")
-        fingerprint = request_fingerprint()
-        row, claim = _claim(g.api_token.id, key, fingerprint)
+        fingerprint, token_id = request_fingerprint(), g.api_token.id
+        row, claim = _claim(token_id, key, fingerprint)
         if claim is None:
             return _replay(row, fingerprint)
         row_id = row.id
         g.idempotency_key = key
+        # A key used again after KEY_TTL starts a new generation: services that keep their own copy of the key
+        # (a payment's idempotency_key) scope it by generation, so the reused key may name a new record.
+        g.idempotency_scope = f"api-token:{token_id}:{row.created_at:%Y%m%d%H%M%S%f}"
         try:
             response = view(*args, **kwargs)
         except AppError as exc:
@@ -130,16 +143,24 @@ def idempotent(view):
         if response.status_code >= 400:
             _release(row_id, claim)
             return response
-        stored = db.session.execute(
-            update(IdempotencyKey).where(IdempotencyKey.id == row_id, IdempotencyKey.claim == claim)
-            .values(state="done", response_status=response.status_code,
-                    response_body=response.get_data(as_text=True),
-                    response_location=response.headers.get("Location"))).rowcount
+        try:
+            stored = db.session.execute(
+                update(IdempotencyKey)
+                .where(IdempotencyKey.id == row_id, IdempotencyKey.claim == claim, IdempotencyKey.state == "in_flight")
+                .values(state="done", response_status=response.status_code,
+                        response_body=response.get_data(as_text=True),
+                        response_location=response.headers.get("Location"))).rowcount
+            if stored:
+                db.session.commit()
+        except Exception:
+            # A failed commit (a lost connection, a serialization failure) undid the work: free the key at once
+            # rather than answer 409 to every retry until the claim goes stale.
+            _release(row_id, claim)
+            raise
         if not stored:  # our claim went stale and another request took the key over: its work stands, not ours
             db.session.rollback()
             return error_response(409, "CONFLICT", "This Idempotency-Key was taken over by a later retry.",
-                                  {HEADER: "Taken over."})
-        db.session.commit()
+                                  {HEADER: "Taken over."}, headers={"Retry-After": "1"})
         return response
 
     run.idempotent = True
@@ -174,9 +195,3 @@ def _commit_or_report(view, args, kwargs):
     else:
         db.session.rollback()
     return response
-
-
-def forget_expired(now=None) -> int:
-    """Delete keys older than KEY_TTL; return how many (the retention job calls this)."""
-    cutoff = (now or utcnow()) - KEY_TTL
-    return db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at <= cutoff)).rowcount

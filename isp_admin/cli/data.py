@@ -59,7 +59,10 @@ def demo(count: int) -> None:
               help="Keep this many days of notifications and job runs.")
 @click.option("--dry-run", "preview", is_flag=True, help="Count what would be deleted; delete nothing.")
 def cleanup_old_data(days: int, preview: bool) -> None:
-    """Delete delivered notifications and finished job runs older than DAYS; money records are never touched."""
+    """Delete delivered notifications and finished job runs older than DAYS, and expired API idempotency keys.
+
+    Money records are never touched.
+    """
     from isp_admin.services.retention import cleanup_old_data as cleanup
 
     result = cleanup(days, dry_run=preview)
@@ -70,3 +73,4 @@ def cleanup_old_data(days: int, preview: bool) -> None:
     verb = "Would delete" if preview else "Deleted"
     click.echo(f"{verb} {result.notifications} notifications and {result.job_runs} job runs older than {days} days "
                f"(kept {result.job_runs_kept} old job runs that issued invoices).")
+    click.echo(f"{verb} {result.idempotency_keys} API idempotency keys older than 24 hours.")

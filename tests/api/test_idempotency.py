@@ -1,0 +1,465 @@
+"""Idempotency-Key on the API's money and run POSTs, with Stripe's semantics, proven against PostgreSQL.
+
+The rules one request at a time go through the test client. Concurrency goes through real servers: gunicorn
+(two worker processes of eight threads) for a burst of simultaneous retries, and the in-process threaded werkzeug
+server where the test holds a row lock so that a request stays in flight for exactly as long as it needs.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
+from functools import partial
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from sqlalchemy import Interval, func, literal, select, text, update
+
+from isp_admin.api.idempotency import request_fingerprint
+from isp_admin.devserver import free_port, serve_in_background
+from isp_admin.extensions import db
+from isp_admin.models import Customer, IdempotencyKey, Invoice, JobRun, Payment
+from isp_admin.models.base import utcnow
+from isp_admin.services import tokens as token_service
+from isp_admin.services.clock import today
+from tests.conftest import ROOT, RUN_ID, clean_context
+from tests.factories import CustomerFactory, SubscriptionFactory, UserFactory
+
+KEY = "Idempotency-Key"
+PAYMENTS = "/api/billing/payments/"
+
+
+def billing_token(user=None) -> tuple[dict[str, str], int]:
+    """Return the Authorization header of a fresh read+billing token (for `user`, or a new billing clerk)."""
+    user = user or UserFactory(role="billing")
+    token, secret = token_service.create_token(user.id, "idempotency test", "read,billing", None)
+    db.session.commit()
+    return {"Authorization": f"Bearer {secret}"}, token.id
+
+
+def payment_body(customer_id: int, amount_cents: int = 2500, **more) -> dict:
+    """A cash payment of `amount_cents` from the customer."""
+    return {"customer_id": customer_id, "amount_cents": amount_cents, "method": "cash", **more}
+
+
+def payments_of(customer_id: int) -> list[Payment]:
+    """The customer's payments, oldest first, as committed."""
+    db.session.expire_all()
+    return list(db.session.scalars(select(Payment).where(Payment.customer_id == customer_id).order_by(Payment.id)))
+
+
+def key_rows() -> list[IdempotencyKey]:
+    """Every stored Idempotency-Key, oldest first, as committed."""
+    db.session.expire_all()
+    return list(db.session.scalars(select(IdempotencyKey).order_by(IdempotencyKey.id)))
+
+
+def age_key(key: str, **by: timedelta) -> None:
+    """Move a key's created_at and/or claimed_at into the past, as if time had passed."""
+    values = {column: getattr(IdempotencyKey, column) - literal(delta, Interval()) for column, delta in by.items()}
+    db.session.execute(update(IdempotencyKey).where(IdempotencyKey.key == key).values(values))
+    db.session.commit()
+
+
+# --- one request at a time ----------------------------------------------------------------------------------------
+
+def test_a_retry_gets_the_first_response_byte_for_byte(client):
+    customer = CustomerFactory()
+    headers, _ = billing_token()
+    body = payment_body(customer.id, reference="BANK-1")
+
+    first = client.post(PAYMENTS, json=body, headers={**headers, KEY: "pay-1"})
+    # The same JSON with its keys in another order and other spacing is the same request.
+    again = client.post(PAYMENTS, data=json.dumps(dict(reversed(body.items())), indent=2),
+                        content_type="application/json", headers={**headers, KEY: "pay-1"})
+
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_data() == first.get_data()  # the timestamp included: nothing was run or rendered again
+    assert again.headers["Location"] == first.headers["Location"]
+    assert first.headers["Location"] == f"/api/billing/payments/{first.json['data']['id']}/"
+    assert again.mimetype == "application/json"
+    assert [p.id for p in payments_of(customer.id)] == [first.json["data"]["id"]]
+    assert [(k.key, k.state, k.response_status) for k in key_rows()] == [("pay-1", "done", 201)]
+
+
+def test_the_same_key_for_another_request_is_refused(client):
+    customer = CustomerFactory()
+    headers, _ = billing_token()
+    assert client.post(PAYMENTS, json=payment_body(customer.id), headers={**headers, KEY: "pay-2"}).status_code == 201
+
+    other_amount = client.post(PAYMENTS, json=payment_body(customer.id, 2600), headers={**headers, KEY: "pay-2"})
+    other_path = client.post("/api/billing/invoices/", json={"customer_id": customer.id, "lines": [
+        {"description": "Router", "unit_price_cents": 2500}]}, headers={**headers, KEY: "pay-2"})
+
+    for refused in (other_amount, other_path):
+        assert refused.status_code == 422
+        assert refused.json["error"]["code"] == "VALIDATION_ERROR" and KEY in refused.json["error"]["details"]
+        assert "Idempotent-Replayed" not in refused.headers
+    assert [p.amount_cents for p in payments_of(customer.id)] == [2500]
+    assert db.session.scalar(select(func.count()).select_from(Invoice)) == 0
+
+
+def test_a_key_belongs_to_one_token(client):
+    customer = CustomerFactory()
+    clerk = UserFactory(role="billing")
+    (mine, _), (theirs, _) = billing_token(clerk), billing_token(clerk)
+    body = payment_body(customer.id)
+
+    first = client.post(PAYMENTS, json=body, headers={**mine, KEY: "shared-key"})
+    second = client.post(PAYMENTS, json=body, headers={**theirs, KEY: "shared-key"})
+
+    assert first.status_code == second.status_code == 201
+    assert "Idempotent-Replayed" not in second.headers and second.json["data"]["id"] != first.json["data"]["id"]
+    assert len(payments_of(customer.id)) == 2
+    for headers, original in ((mine, first), (theirs, second)):
+        replay = client.post(PAYMENTS, json=body, headers={**headers, KEY: "shared-key"})
+        assert replay.headers["Idempotent-Replayed"] == "true" and replay.get_data() == original.get_data()
+
+
+def test_a_refused_request_frees_its_key_for_the_corrected_one(client):
+    customer = CustomerFactory()
+    headers, _ = billing_token()
+
+    unknown = client.post(PAYMENTS, json=payment_body(customer.id + 1000), headers={**headers, KEY: "fix-me"})
+    assert unknown.status_code == 404 and unknown.json["error"]["code"] == "NOT_FOUND"
+    assert key_rows() == []
+    invalid = client.post(PAYMENTS, json=payment_body(customer.id, 0), headers={**headers, KEY: "fix-me"})
+    assert invalid.status_code == 422 and "amount_cents" in invalid.json["error"]["details"]
+    assert key_rows() == []
+
+    corrected = client.post(PAYMENTS, json=payment_body(customer.id), headers={**headers, KEY: "fix-me"})
+
+    assert corrected.status_code == 201 and "Idempotent-Replayed" not in corrected.headers
+    assert len(payments_of(customer.id)) == 1
+
+
+@pytest.mark.parametrize("key", ["", "   ", "k" * 256, "caf\u00e9", "tab\there"])
+def test_a_malformed_key_is_refused(client, key):
+    customer = CustomerFactory()
+    headers, _ = billing_token()
+
+    response = client.post(PAYMENTS, json=payment_body(customer.id), headers={**headers, KEY: key})
+
+    assert response.status_code == 400 and response.json["error"]["code"] == "VALIDATION_ERROR"
+    assert KEY in response.json["error"]["details"]
+    assert payments_of(customer.id) == [] and key_rows() == []
+
+
+def test_an_expired_key_names_a_new_request_and_cleanup_deletes_expired_keys(client, runner):
+    customer = CustomerFactory()
+    headers, _ = billing_token()
+    first = client.post(PAYMENTS, json=payment_body(customer.id, 2500), headers={**headers, KEY: "monthly"})
+    age_key("monthly", created_at=timedelta(hours=23, minutes=59), claimed_at=timedelta(hours=23, minutes=59))
+    kept = client.post(PAYMENTS, json=payment_body(customer.id, 2500), headers={**headers, KEY: "monthly"})
+    assert kept.headers["Idempotent-Replayed"] == "true" and kept.get_data() == first.get_data()  # a day's grace
+    assert client.post(PAYMENTS, json=payment_body(customer.id, 3000), headers={**headers, KEY: "monthly"}
+                       ).status_code == 422
+    age_key("monthly", created_at=timedelta(minutes=2), claimed_at=timedelta(minutes=2))  # now 24 h 1 min old
+
+    reused = client.post(PAYMENTS, json=payment_body(customer.id, 3000), headers={**headers, KEY: "monthly"})
+
+    assert first.status_code == reused.status_code == 201 and "Idempotent-Replayed" not in reused.headers
+    assert [p.amount_cents for p in payments_of(customer.id)] == [2500, 3000]
+    replay = client.post(PAYMENTS, json=payment_body(customer.id, 3000), headers={**headers, KEY: "monthly"})
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.get_data() == reused.get_data()
+
+    # A day later "monthly" has expired again; "fresh" is an hour old and must stay.
+    age_key("monthly", created_at=timedelta(hours=25))
+    client.post(PAYMENTS, json=payment_body(customer.id, 100), headers={**headers, KEY: "fresh"})
+    age_key("fresh", created_at=timedelta(hours=1))
+    preview = runner.invoke(args=["data", "cleanup-old-data", "--dry-run"])
+    assert preview.exit_code == 0, preview.output
+    assert "Would delete 1 API idempotency keys older than 24 hours." in preview.output
+    assert len(key_rows()) == 2
+
+    result = runner.invoke(args=["data", "cleanup-old-data"])
+
+    assert result.exit_code == 0, result.output
+    assert "Deleted 1 API idempotency keys older than 24 hours." in result.output
+    assert [k.key for k in key_rows()] == ["fresh"]
+    assert len(payments_of(customer.id)) == 3  # the money stays
+
+
+def test_a_claim_in_flight_answers_409_until_it_goes_stale_then_a_retry_takes_it_over(app, client):
+    customer = CustomerFactory()
+    headers, token_id = billing_token()
+    body = payment_body(customer.id)
+    with app.test_request_context(PAYMENTS, method="POST", json=body):
+        fingerprint = request_fingerprint()
+    # What a request leaves behind when its process dies mid-way: a committed claim and no work (the work and
+    # the stored response commit together).
+    now = utcnow()
+    db.session.add(IdempotencyKey(token_id=token_id, key="crashed", request_hash=fingerprint, method="POST",
+                                  path=PAYMENTS, state="in_flight", claim="a" * 32, created_at=now, claimed_at=now))
+    db.session.commit()
+
+    busy = client.post(PAYMENTS, json=body, headers={**headers, KEY: "crashed"})
+    assert busy.status_code == 409 and busy.json["error"]["code"] == "CONFLICT"
+    assert busy.headers["Retry-After"] == "1"
+
+    age_key("crashed", claimed_at=timedelta(minutes=5, seconds=1))
+    other = client.post(PAYMENTS, json=payment_body(customer.id, 999), headers={**headers, KEY: "crashed"})
+    assert other.status_code == 422  # a stale claim is taken over only by the same request
+    assert payments_of(customer.id) == []
+
+    retry = client.post(PAYMENTS, json=body, headers={**headers, KEY: "crashed"})
+
+    assert retry.status_code == 201 and "Idempotent-Replayed" not in retry.headers
+    assert len(payments_of(customer.id)) == 1
+    [row] = key_rows()
+    assert row.state == "done" and row.claim != "a" * 32
+
+
+def test_the_other_money_and_run_posts_honour_the_key(client):
+    customer = CustomerFactory()
+    first_of_month = today().replace(day=1)
+    SubscriptionFactory(customer=customer, start_date=first_of_month, billing_day=1, next_bill_date=first_of_month)
+    headers, _ = billing_token()
+    draft = {"customer_id": customer.id, "lines": [{"description": "Router", "unit_price_cents": 4000}],
+             "issue": True}
+
+    def twice(path: str, body: dict, key: str):
+        answers = [client.post(path, json=body, headers={**headers, KEY: key}) for _ in range(2)]
+        assert answers[0].status_code == 201 and "Idempotent-Replayed" not in answers[0].headers
+        assert answers[1].headers["Idempotent-Replayed"] == "true" and answers[1].get_data() == answers[0].get_data()
+        return answers[0].json["data"]
+
+    generated = twice("/api/billing/generate-invoice/", {"customer_id": customer.id}, "gen-1")
+    created = twice("/api/billing/invoices/", draft, "inv-1")
+    paid = twice(f"/api/billing/invoices/{created['id']}/pay/", {"method": "card"}, "pay-inv-1")
+
+    assert db.session.scalar(select(func.count()).select_from(Invoice)) == 2
+    assert {generated["id"], created["id"]} == set(db.session.scalars(select(Invoice.id)))
+    assert [(p.id, p.amount_cents) for p in payments_of(customer.id)] == [(paid["id"], 4000)]
+
+
+def test_a_billing_run_started_twice_with_one_key_starts_once(make_app, backends):
+    if not backends["redis_url"]:
+        pytest.skip("a billing run needs Redis")
+    from rq import Queue
+
+    queue = f"test-{RUN_ID}-idem-{uuid.uuid4().hex[:8]}"
+    connection = redis.Redis.from_url(backends["redis_url"])
+    try:
+        with clean_context(make_app(RQ_QUEUE=queue)) as app:
+            client = app.test_client()
+            headers, _ = billing_token()
+            answers = [client.post("/api/billing/bulk-generate/", json={"kind": "generate_monthly_invoices"},
+                                   headers={**headers, KEY: "run-1"}) for _ in range(2)]
+
+            assert [a.status_code for a in answers] == [202, 202]
+            assert answers[1].headers["Idempotent-Replayed"] == "true"
+            assert answers[1].get_data() == answers[0].get_data()
+            assert answers[1].headers["Location"] == answers[0].json["data"]["progress_url"]
+            assert db.session.scalar(select(func.count()).select_from(JobRun)) == 1
+            assert Queue(queue, connection=connection).count == 1
+    finally:
+        Queue(queue, connection=connection).delete(delete_jobs=True)
+        connection.close()
+
+
+# --- real servers, real concurrency -------------------------------------------------------------------------------
+
+def call(base: str, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+    """Send one request on its own connection; return (status, headers, body bytes)."""
+    url = urlsplit(base)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        payload = json.dumps(body).encode() if body is not None else None
+        connection.request(method, path, body=payload, headers={"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def wait_until(condition, what: str, timeout: float = 20.0) -> None:
+    """Poll `condition` (a database fact no event announces) until it holds, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def lock_waiters(holder_pid: int | None = None) -> int:
+    """How many sessions of this run's own database wait for a lock (held by backend `holder_pid`, if given)."""
+    blocked = "AND :pid = ANY(pg_blocking_pids(pid))" if holder_pid else ""
+    with db.engine.connect() as connection:
+        return connection.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                      f"AND wait_event_type = 'Lock' {blocked}"), {"pid": holder_pid})
+
+
+@contextmanager
+def gunicorn(backends, log_path, workers: int = 2, threads: int = 8) -> Iterator[str]:
+    """Run wsgi:app under gunicorn (gthread) on this worker's database; yield its base URL once it answers."""
+    port = free_port()
+    env = {**os.environ, "APP_ENV": "testing", "SECRET_KEY": "test-secret-key-not-for-production",
+           "DATABASE_URL": backends["database_url"], "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+           "RATELIMIT_ENABLED": "false", "CACHE_KEY_PREFIX": f"test:{RUN_ID}:", "LOG_LEVEL": "WARNING",
+           "RATELIMIT_KEY_PREFIX": f"test-rl:{RUN_ID}"}
+    env.pop("REDIS_URL", None)
+    if backends["redis_url"]:
+        env["REDIS_URL"] = backends["redis_url"]
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "gthread",
+             "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def answers() -> bool:
+            if server.poll() is not None:
+                raise AssertionError(f"gunicorn exited: {log_path.read_text()[-2000:]}")
+            try:
+                return call(base, "GET", "/health/")[0] == 200
+            except OSError:
+                return False
+
+        wait_until(answers, "gunicorn to answer", timeout=60)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def send_together(start: threading.Barrier, base: str, body: dict, headers: dict, _sender: int):
+    """Wait until every sender is ready, then POST the payment."""
+    start.wait(timeout=30)
+    return call(base, "POST", PAYMENTS, body, headers)
+
+
+def test_simultaneous_retries_through_gunicorn_make_one_payment_per_key(app, backends, tmp_path):
+    customer = CustomerFactory()
+    headers, _ = billing_token()
+    senders, rounds = 16, 3
+    tally: Counter = Counter()
+
+    with gunicorn(backends, tmp_path / "gunicorn.log") as base:
+        for round_ in range(rounds):
+            body, key = payment_body(customer.id, 1000 + round_), f"burst-{round_}"
+            start = threading.Barrier(senders)
+            with ThreadPoolExecutor(senders) as pool:
+                answers = list(pool.map(partial(send_together, start, base, body, {**headers, KEY: key}),
+                                        range(senders)))
+            late = call(base, "POST", PAYMENTS, body, {**headers, KEY: key})
+
+            statuses = Counter(status for status, _, _ in answers)
+            assert set(statuses) <= {201, 409}, answers  # never a 500, never a 422 for the same request
+            originals = [a for a in answers if a[0] == 201 and "Idempotent-Replayed" not in a[1]]
+            replays = [a for a in answers if a[0] == 201 and a[1].get("Idempotent-Replayed") == "true"]
+            conflicts = [a for a in answers if a[0] == 409]
+            assert len(originals) == 1 and len(originals) + len(replays) + len(conflicts) == senders
+            assert all(body_ == originals[0][2] for _, _, body_ in replays)
+            for _, answer_headers, raw in conflicts:
+                assert json.loads(raw)["error"]["code"] == "CONFLICT" and answer_headers["Retry-After"] == "1"
+            assert late[0] == 201 and late[1]["Idempotent-Replayed"] == "true" and late[2] == originals[0][2]
+            tally.update(original=1, replayed=len(replays), conflict=len(conflicts))
+
+    assert [p.amount_cents for p in payments_of(customer.id)] == [1000 + r for r in range(rounds)]
+    assert [(k.key, k.state) for k in key_rows()] == [(f"burst-{r}", "done") for r in range(rounds)]
+    print(f"\n{senders} simultaneous senders x {rounds} keys through gunicorn: {dict(tally)}")
+
+
+@contextmanager
+def holding_row_lock(statement) -> Iterator:
+    """Hold `SELECT … FOR UPDATE` on a connection of our own until the caller rolls back; yield (it, its pid)."""
+    with db.engine.connect() as connection:
+        pid = connection.scalar(text("SELECT pg_backend_pid()"))
+        connection.execute(statement)
+        yield connection, pid
+
+
+def customer_lock(customer_id: int):
+    """The row lock record_payment takes on the customer (SELECT … FOR UPDATE)."""
+    return select(Customer.id).where(Customer.id == customer_id).with_for_update()
+
+
+def test_a_retry_while_the_first_request_runs_gets_409_then_the_replay(app):
+    customer = CustomerFactory()
+    headers, _ = billing_token()
+    body, sent = payment_body(customer.id), {**headers, KEY: "held"}
+
+    with serve_in_background(app) as base, ThreadPoolExecutor(1) as pool:
+        with holding_row_lock(customer_lock(customer.id)) as (lock, pid):
+            first = pool.submit(call, base, "POST", PAYMENTS, body, sent)
+            wait_until(lambda: lock_waiters(pid) == 1, "the first request to wait for the customer row")
+
+            retry = call(base, "POST", PAYMENTS, body, sent)
+
+            assert retry[0] == 409 and json.loads(retry[2])["error"]["code"] == "CONFLICT"
+            assert retry[1]["Retry-After"] == "1"
+            assert not first.done() and payments_of(customer.id) == []
+            lock.rollback()
+            status, first_headers, first_body = first.result(timeout=30)
+        replay = call(base, "POST", PAYMENTS, body, sent)
+
+    assert status == 201 and "Idempotent-Replayed" not in first_headers
+    assert replay[0] == 201 and replay[1]["Idempotent-Replayed"] == "true" and replay[2] == first_body
+    assert len(payments_of(customer.id)) == 1
+
+
+def test_a_stale_claim_taken_over_while_its_request_still_runs_leaves_one_payment(app):
+    customer = CustomerFactory()
+    headers, _ = billing_token()
+    body, sent = payment_body(customer.id), {**headers, KEY: "slow"}
+
+    with (serve_in_background(app) as base, ThreadPoolExecutor(2) as pool,
+          holding_row_lock(customer_lock(customer.id)) as (lock, pid)):
+        slow = pool.submit(call, base, "POST", PAYMENTS, body, sent)
+        wait_until(lambda: lock_waiters(pid) == 1, "the first request to wait for the customer row")
+        age_key("slow", claimed_at=timedelta(minutes=10))  # as if it had hung for ten minutes
+        takeover = pool.submit(call, base, "POST", PAYMENTS, body, sent)
+        wait_until(lambda: lock_waiters() == 2, "the retry to take the claim over and wait for the customer")
+        lock.rollback()
+        slow_answer, takeover_answer = slow.result(timeout=30), takeover.result(timeout=30)
+
+    # The first request did its work but could not store it (its claim was gone), so it rolled back.
+    assert slow_answer[0] == 409 and json.loads(slow_answer[2])["error"]["code"] == "CONFLICT"
+    assert takeover_answer[0] == 201 and "Idempotent-Replayed" not in takeover_answer[1]
+    [payment] = payments_of(customer.id)
+    assert payment.id == json.loads(takeover_answer[2])["data"]["id"]
+
+
+def test_a_request_that_stores_its_response_before_a_stale_takeover_keeps_it(app):
+    """The takeover is a compare-and-set on claim and state: one that read the claim while still in flight must
+    lose to the original storing its response, or the payment would be recorded twice."""
+    customer = CustomerFactory()
+    headers, _ = billing_token()
+    body, sent = payment_body(customer.id), {**headers, KEY: "race"}
+
+    with (serve_in_background(app) as base, ThreadPoolExecutor(2) as pool,
+          holding_row_lock(customer_lock(customer.id)) as (customer_held, customer_pid)):
+        original = pool.submit(call, base, "POST", PAYMENTS, body, sent)
+        wait_until(lambda: lock_waiters(customer_pid) == 1, "the original to wait for the customer row")
+        age_key("race", claimed_at=timedelta(minutes=10))
+        key_statement = select(IdempotencyKey.id).where(IdempotencyKey.key == "race").with_for_update()
+        with holding_row_lock(key_statement) as (key_held, key_pid):
+            customer_held.rollback()
+            wait_until(lambda: lock_waiters(key_pid) == 1,
+                       "the original to record the payment and wait to store its response")
+            retry = pool.submit(call, base, "POST", PAYMENTS, body, sent)
+            wait_until(lambda: lock_waiters() == 2, "the retry, which saw a stale claim, to wait to take it")
+            key_held.rollback()
+            first, second = original.result(timeout=30), retry.result(timeout=30)
+
+    assert first[0] == 201 and "Idempotent-Replayed" not in first[1]
+    assert second[0] == 201 and second[1]["Idempotent-Replayed"] == "true" and second[2] == first[2]
+    assert len(payments_of(customer.id)) == 1
+

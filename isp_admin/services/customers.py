@@ -16,7 +16,7 @@ from isp_admin.services.users import normalise_email
 
 EDITABLE = ("name", "email", "phone", "service_address", "billing_address", "tax_id", "notes")
 SORTS = {"name": "name", "-name": "name", "account": "account_number", "-account": "account_number",
-         "newest": "id", "oldest": "id", "status": "status"}
+         "newest": "id", "oldest": "id", "status": "status", "-status": "status"}
 LIST_COLUMNS = ("id", "account_number", "name", "email", "phone", "service_address", "billing_address", "tax_id",
                 "status", "notes", "created_at", "updated_at")
 COUNT_CAP = 10_000
@@ -184,7 +184,8 @@ def list_customers(*, q: str = "", status: str | None = None, plan_id: int | Non
         conditions.append(c.created_at < created_to)
     stmt = select(*(c[name] for name in LIST_COLUMNS)).where(*conditions)
     sort_key = SORTS[sort]
-    page = keyset_page(db.session, stmt, c[sort_key], c.id, descending=sort in ("newest", "-name", "-account"),
+    descending = sort in ("newest", "-name", "-account", "-status")
+    page = keyset_page(db.session, stmt, c[sort_key], c.id, descending=descending,
                        size=size, after=after, before=before, sort_key=sort_key, offset=offset)
     ids = [row["id"] for row in page.rows]
     services: dict[int, list] = {i: [] for i in ids}

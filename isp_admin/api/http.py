@@ -42,6 +42,12 @@ def register_http_rules(app: Flask) -> None:
             return error_response(415, "UNSUPPORTED_MEDIA_TYPE",
                                   f"Send the request body as application/json (got {sent[:60]}).",
                                   {"Content-Type": "Must be application/json."})
+        if request.method in BODY_METHODS and is_api_request() and _has_body():
+            try:
+                json.loads(request.get_data(cache=True))
+            except ValueError as exc:  # say where the JSON breaks, rather than a generic "bad request"
+                return error_response(400, "VALIDATION_ERROR", f"The request body is not valid JSON: {exc}.",
+                                      {"body": "Not valid JSON."})
         return None
 
     @app.after_request

@@ -32,7 +32,8 @@ REASONS = {
 # status -> [(code, message, details)]: answers the API really gives (tests/api/test_openapi_docs.py replays most),
 # and every stable code of isp_admin.errors at least once.
 EXAMPLES = {
-    400: [("VALIDATION_ERROR", "The browser (or proxy) sent a request that this server could not understand.", {}),
+    400: [("VALIDATION_ERROR", "The request body is not valid JSON: Expecting property name enclosed in double "
+                               "quotes: line 1 column 2 (char 1).", {"body": "Not valid JSON."}),
           ("VALIDATION_ERROR", f"API version '2' is not supported; this server speaks version {API_VERSION}.",
            {"Accept-Version": f"Supported: {API_VERSION}."}),
           ("VALIDATION_ERROR", "An Idempotency-Key is 1 to 255 printable ASCII characters.",

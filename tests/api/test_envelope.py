@@ -174,3 +174,11 @@ def test_the_docs_page_loads_only_local_assets_under_the_strict_csp(client):
     for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
         with client.get(asset) as served:
             assert served.status_code == 200, asset
+
+
+def test_a_malformed_json_body_says_where_it_breaks(client):
+    headers = {**bearer("support", "read,write"), "Content-Type": "application/json"}
+    response = client.post("/api/customers/", data='{"name": "Ann",}', headers=headers)
+    body = assert_error(response, 400, "VALIDATION_ERROR")
+    assert body["message"].startswith("The request body is not valid JSON: ") and "column" in body["message"]
+    assert body["error"]["details"] == {"body": "Not valid JSON."}

@@ -1,7 +1,6 @@
 """ISP Admin: the application factory."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from flask import Flask
@@ -37,10 +36,11 @@ def create_app(config: dict | None = None) -> Flask:
 
 
 def register_logging(app: Flask) -> None:
-    """Set the log level from LOG_LEVEL."""
-    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Structured logs at LOG_LEVEL: JSON lines (LOG_FORMAT=json) or a console line, secrets redacted."""
+    from isp_admin.observability.logs import configure_logging
+
+    configure_logging(app.config["LOG_LEVEL"], json_lines=app.config["LOG_FORMAT"] == "json")
     app.logger.setLevel(app.config["LOG_LEVEL"])
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def register_extensions(app: Flask) -> None:
@@ -91,6 +91,8 @@ def register_blueprints(app: Flask) -> None:
     """Register every blueprint, in one explicit list (the API's are listed in isp_admin.api)."""
     from isp_admin.api import register_api
     from isp_admin.health.views import bp as health_bp
+    from isp_admin.observability.logs import register_request_logging
+    from isp_admin.observability.metrics import register_metrics
     from isp_admin.observability.request_id import register_request_id
     from isp_admin.web.account.views import bp as account_bp
     from isp_admin.web.admin.views import bp as admin_bp
@@ -106,11 +108,13 @@ def register_blueprints(app: Flask) -> None:
     from isp_admin.web.subscriptions.views import bp as subscriptions_bp
 
     register_request_id(app)
+    register_request_logging(app)  # after the request id: it binds that id to every log line of the request
     install_actor(app)
     for blueprint in (health_bp, auth_bp, dashboard_bp, customers_bp, plans_bp, subscriptions_bp, invoices_bp,
                       payments_bp, billing_bp, reports_bp, admin_bp, account_bp):
         app.register_blueprint(blueprint)
     register_api(app)
+    register_metrics(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -67,6 +67,12 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "TIMEZONE": env.get("TIMEZONE", "UTC"),
         "CURRENCY": env.get("CURRENCY", "USD").upper(),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
+        # JSON lines for machines (production default); a readable console line while developing.
+        "LOG_FORMAT": env.get("LOG_FORMAT", "json" if production else "console").lower(),
+        "SLOW_REQUEST_MS": int(env.get("SLOW_REQUEST_MS", "1000")),
+        # /metrics answers private networks (where Prometheus scrapes from), or anyone sending METRICS_TOKEN.
+        "METRICS_TOKEN": env.get("METRICS_TOKEN") or None,
+        "METRICS_ALLOW_PRIVATE": _bool(env.get("METRICS_ALLOW_PRIVATE"), True),
         "MAIL_URL": env.get("MAIL_URL") or None,
         "MAIL_FROM": env.get("MAIL_FROM", "ISP Admin <no-reply@localhost>"),
         "MAIL_OUTBOX_DIR": str(instance / "outbox"),

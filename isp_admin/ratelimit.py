@@ -51,7 +51,7 @@ def client_ip_key() -> str:
 def exempt_from_default_limit() -> bool:
     """Keep static assets and health probes out of the per-client budget."""
     endpoint = request.endpoint or ""
-    return endpoint == "static" or endpoint.startswith(("health.", "bootstrap."))
+    return endpoint == "static" or endpoint.startswith(("health.", "bootstrap.", "metrics."))
 
 
 RETRY_AFTER_STATUSES = (409, 429, 503)

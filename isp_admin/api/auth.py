@@ -52,6 +52,7 @@ def _check_request(scope: str, permission: str):
                                   headers={"Retry-After": "60"})
         return _unauthenticated(exc.message, error="invalid_token")
     role, scopes = token.user.role, token.scopes.split(",")
+    g.api_identity = {"token_id": token.id, "user_id": token.user_id}  # plain values: the commit expires `token`
     actor = Actor("token", token.id, f"{token.user.email} (token {token.prefix})", request.remote_addr)
     db.session.commit()  # the edge commits last_used_at (written at most once a minute); else a no-op
     if scope not in scopes:

@@ -75,9 +75,13 @@ def get_queue(connection: redis.Redis | None = None) -> Queue:
 
 def enqueue(func, *args, queue: Queue | None = None, depends_on=None, description: str | None = None):
     """Enqueue one job with retries and backoff (10 s, 1 min, 5 min)."""
+    from isp_admin.observability.logs import current_request_id
+
     queue = queue or get_queue()
+    # The job's log lines carry the id of the request (or job) that queued it, so one grep follows a run.
+    meta = {"request_id": current_request_id()} if current_request_id() else None
     return queue.enqueue(func, *args, retry=Retry(max=3, interval=RETRY_INTERVALS), depends_on=depends_on,
-                         description=description, job_timeout=JOB_TIMEOUT, failure_ttl=30 * 86400)
+                         description=description, job_timeout=JOB_TIMEOUT, failure_ttl=30 * 86400, meta=meta)
 
 
 def initial_chunks(kind: str) -> int:

@@ -6,11 +6,16 @@ inherited pool (without closing the parent's sockets) before the job and removes
 """
 from __future__ import annotations
 
+import time
+
+import structlog
 from flask import Flask, has_app_context
 from rq import Worker
 
 from isp_admin.extensions import db
 from isp_admin.services.audit import SYSTEM, acting_as
+
+log = structlog.get_logger("isp_admin.jobs")
 
 
 class AppWorker(Worker):
@@ -30,9 +35,17 @@ class AppWorker(Worker):
         super().main_work_horse(job, queue)
 
     def perform_job(self, job, queue, execution) -> bool:
-        """Run the job as the system actor, and leave no session state behind."""
+        """Run the job as the system actor, logging under its request id, and leave no session state behind."""
+        started = time.perf_counter()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=(job.meta or {}).get("request_id") or f"job-{job.id}",
+                                               job_id=job.id, job=job.func_name)
+        log.info("job started", description=job.description)
         try:
             with acting_as(SYSTEM):
-                return super().perform_job(job, queue, execution)
+                ok = super().perform_job(job, queue, execution)
+            log.info("job finished", ok=ok, duration_ms=round((time.perf_counter() - started) * 1000, 1))
+            return ok
         finally:
             db.session.remove()
+            structlog.contextvars.clear_contextvars()

@@ -11,4 +11,5 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "billing.edit": frozenset({"admin", "billing"}),      # invoices, payments, credit notes, notifications
     "billing.run": frozenset({"admin", "billing"}),       # start the nightly steps by hand
     "users.manage": frozenset({"admin"}),
+    "health.view": frozenset({"admin"}),                  # the detailed health report (or a `health` token)
 }

@@ -36,3 +36,73 @@ def test_ready_names_the_database_when_it_is_down(make_app):
     app = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg://postgres@127.0.0.1:1/none")
     response = app.test_client().get("/health/ready/")
     assert response.status_code == 503 and response.json["failing"] == ["database"]
+
+
+def test_ready_checks_the_database_redis_and_the_schema_and_says_how_long_each_took(app, client, backends):
+    response = client.get("/health/ready/")
+    assert response.status_code == 200 and response.json["failing"] == []
+    checks = response.json["checks"]
+    assert checks["database"]["ok"] is True and checks["database"]["latency_ms"] >= 0
+    assert ("redis" in checks) == bool(backends["redis_url"])
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_ready_names_redis_when_it_does_not_answer(make_app):
+    app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
+    response = app.test_client().get("/health/ready/")
+    assert response.status_code == 503 and response.json["failing"] == ["redis"]
+    assert "Connection" in response.json["checks"]["redis"]["error"] and response.headers["Retry-After"] == "5"
+
+
+def test_ready_refuses_a_schema_behind_the_code(app, client):
+    from sqlalchemy import text
+
+    from isp_admin.health.views import migration_head
+
+    head = migration_head()
+    db.session.execute(text("UPDATE alembic_version SET version_num = '0002_billing'"))
+    db.session.commit()
+    try:
+        response = client.get("/health/ready/")
+        assert response.status_code == 503 and response.json["failing"] == ["database"]
+        assert "flask db upgrade" in response.json["checks"]["database"]["error"]
+    finally:
+        db.session.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head})
+        db.session.commit()
+    assert client.get("/health/ready/").status_code == 200
+
+
+def test_the_detailed_report_is_for_admins_and_health_tokens_only(app, client, login):
+    from tests.api.helpers import bearer
+
+    assert client.get("/health/detailed/").status_code == 401
+    login("billing")
+    assert client.get("/health/detailed/").status_code == 403
+    assert client.get("/health/detailed/", headers=bearer("admin", "read")).status_code == 403  # no health scope
+    assert client.get("/health/detailed/", headers={"Authorization": "Bearer ispa_nope"}).status_code == 401
+    monitor = app.test_client()
+    response = monitor.get("/health/detailed/", headers=bearer("admin", "health"))
+    assert response.status_code == 200
+
+
+def test_the_detailed_report_covers_every_component(app, client, login, backends):
+    from datetime import date
+
+    from isp_admin.services import job_runs
+
+    run = job_runs.start_run("nightly", date(2026, 11, 1), dry_run=False, triggered_by="test")
+    job_runs.fail_run(run.id, "mail server down")
+    db.session.commit()
+    login("admin")
+    body = client.get("/health/detailed/").json
+    assert body["status"] == "ok" and body["checks"]["database"]["ok"] is True
+    assert body["checks"]["database"]["revision"]
+    assert body["last_nightly_run"]["id"] == run.id and body["last_nightly_run"]["status"] == "failed"
+    assert body["last_nightly_run"]["error"] == "mail server down"
+    assert body["database_pool"]["kind"] and body["version"] == "0.1.0" and body["uptime_seconds"] >= 0
+    assert 0 <= body["host"]["memory_used_ratio"] <= 1 and 0 < body["host"]["disk_free_ratio"] <= 1
+    if backends["redis_url"]:
+        background = body["background"]
+        assert background["ok"] is True and set(background["queue"]) == {"name", "queued", "started", "scheduled",
+                                                                          "failed"}
+        assert background["workers"]["count"] >= 0 and "alive" in background["scheduler"]

@@ -64,6 +64,11 @@ def _check_request(scope: str, permission: str):
     return None
 
 
+def check_token(scope: str, permission: str):
+    """Authenticate the request's bearer token for `scope`/`permission`: None when allowed, else the refusal."""
+    return _check_request(scope, permission)
+
+
 def api_access(scope: str, permission: str):
     """Guard an API view: a live bearer token with `scope`, whose owner's role holds `permission`."""
     if permission not in PERMISSIONS or scope not in token_service.SCOPE_PERMISSIONS:

@@ -50,6 +50,25 @@ class AppScheduler(Scheduler):
         self.scheduler_key = prefix
         self.scheduler_lock_key = f"{prefix}:lock"
         self.scheduled_jobs_key = f"{prefix}:scheduled_jobs"
+        self.heartbeat_key = heartbeat_key(name)
+
+    def register_birth(self):
+        """Register as rq-scheduler does, and beat at once so health sees this deployment's scheduler."""
+        super().register_birth()
+        self._beat()
+
+    def heartbeat(self):
+        """Extend rq-scheduler's own key, and this deployment's heartbeat (its instance keys are not per queue)."""
+        super().heartbeat()
+        self._beat()
+
+    def _beat(self) -> None:
+        self.connection.set(self.heartbeat_key, str(time.time()), ex=int(self._interval) + 10)
+
+
+def heartbeat_key(name: str) -> str:
+    """The Redis key that holds when this deployment's scheduler last beat (it expires if the scheduler dies)."""
+    return f"rq:scheduler:{name}:heartbeat"
 
 
 def job_id(name: str) -> str:

@@ -11,7 +11,7 @@ from isp_admin.extensions import db
 from isp_admin.models.base import UTCDateTime, in_list, utcnow
 
 ROLES = ("admin", "billing", "support", "readonly")
-TOKEN_SCOPES = ("read", "write", "billing")
+TOKEN_SCOPES = ("read", "write", "billing", "health")
 
 
 class User(UserMixin, db.Model):

@@ -19,7 +19,7 @@ from isp_admin.services import audit
 SECRET_PREFIX = "ispa_"  # noqa: S105  (a public marker that makes leaked tokens easy to spot, not a secret)
 DISPLAY_PREFIX_LENGTH = 12
 # The permission a token scope stands for: the owner's role must hold it, now and at every request.
-SCOPE_PERMISSIONS = {"read": "view", "write": "customers.edit", "billing": "billing.edit"}
+SCOPE_PERMISSIONS = {"read": "view", "write": "customers.edit", "billing": "billing.edit", "health": "health.view"}
 LAST_USED_GRANULARITY = timedelta(minutes=1)  # at most one write per token per minute, not one per request
 
 

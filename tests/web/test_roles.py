@@ -58,6 +58,7 @@ MATRIX = [
     Route("GET", "/health/", PUBLIC),
     Route("GET", "/health/live/", PUBLIC),
     Route("GET", "/health/ready/", PUBLIC),
+    Route("GET", "/metrics", PUBLIC),  # to private networks (the test client is 127.0.0.1): tests/test_metrics.py
     # One's own account
     Route("GET", "/account/password", EVERYONE),
     Route("POST", "/account/password", EVERYONE,
@@ -290,7 +291,8 @@ def _covered_endpoints(app) -> set[tuple[str, str]]:
 def test_every_view_declares_its_access(app):
     unguarded = [
         rule.endpoint for rule in app.url_map.iter_rules()
-        if rule.endpoint not in ("static", "bootstrap.static")
+        # /health/detailed/ answers 401/403 as JSON (admins by session, or a health-scoped token): tests/test_health.py
+        if rule.endpoint not in ("static", "bootstrap.static", "health.detailed")
         and not hasattr(app.view_functions[rule.endpoint], "access_permission")
     ]
     assert unguarded == []
@@ -301,7 +303,8 @@ def test_the_matrix_covers_every_route_and_method(app):
     missing = [
         (rule.endpoint, method, rule.rule)
         for rule in app.url_map.iter_rules()
-        if rule.endpoint not in ("static", "bootstrap.static")
+        # /health/detailed/ answers 401/403 as JSON (admins by session, or a health-scoped token): tests/test_health.py
+        if rule.endpoint not in ("static", "bootstrap.static", "health.detailed")
         # The API's resources have their own role x endpoint x method matrix (tests/api/test_api_roles.py).
         and not (rule.rule.startswith("/api/") and rule.endpoint.startswith("api_")
                  and not rule.endpoint.startswith("api_docs."))

@@ -49,9 +49,10 @@ def register_extensions(app: Flask) -> None:
 
     from isp_admin import models  # noqa: F401  (registers every table on the metadata)
     from isp_admin.database import include_object, register_database_events
-    from isp_admin.extensions import cache, csrf, db, limiter, login_manager, migrate, talisman
+    from isp_admin.extensions import cache, csrf, db, limiter, login_manager, migrate
     from isp_admin.observability.timing import register_timing
     from isp_admin.ratelimit import register_retry_after_cleanup
+    from isp_admin.security import register_cors, register_security_headers
     from isp_admin.web.auth.session import register_user_loader
 
     register_timing(app)  # first, so its after_request runs last and times every other extension's hooks
@@ -62,28 +63,11 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     login_manager.init_app(app)
     register_user_loader(login_manager)
+    register_cors(app)  # before the limiter: it answers CORS preflights, which must not spend a client's budget
     register_retry_after_cleanup(app)  # before the limiter: its hook must run after the limiter's
     limiter.init_app(app)
     cache.init_app(app)
-    production = app.config["PRODUCTION"]
-    talisman.init_app(
-        app,
-        force_https=production,
-        strict_transport_security=production,
-        strict_transport_security_max_age=31536000,
-        strict_transport_security_include_subdomains=True,
-        session_cookie_secure=production,
-        frame_options="DENY",
-        referrer_policy="strict-origin-when-cross-origin",
-        content_security_policy={
-            "default-src": "'self'",
-            "img-src": "'self' data:",
-            "object-src": "'none'",
-            "base-uri": "'self'",
-            "form-action": "'self'",
-            "frame-ancestors": "'none'",
-        },
-    )
+    register_security_headers(app)  # Talisman (CSP, HSTS, cookie flags), CORP/COOP, no-store when signed in
     Bootstrap5(app)
 
 

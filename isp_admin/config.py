@@ -27,6 +27,26 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def engine_options(database_url: str, env: dict[str, str]) -> dict:
+    """Pool settings: check a connection before use, and give up fast when PostgreSQL is unreachable."""
+    options: dict = {"pool_pre_ping": True}  # a connection dropped by a restart is replaced, not handed out
+    if database_url.startswith("postgresql"):
+        # Without a connect timeout a host that drops packets holds a request (and a worker thread) for
+        # minutes; without a short pool timeout a pool drained by a stuck database queues requests for 30 s.
+        options["connect_args"] = {"connect_timeout": int(env.get("DATABASE_CONNECT_TIMEOUT", "5"))}
+        options["pool_timeout"] = int(env.get("DATABASE_POOL_TIMEOUT", "10"))
+    return options
+
+
+def redis_timeouts(redis_url: str | None, seconds: float) -> dict:
+    """Socket timeouts for the cache's and the limiter's Redis, so a Redis that hangs costs a request ~1 s."""
+    if not redis_url:
+        return {}
+    # A Redis answers in well under a millisecond; without a timeout a hung one (or a cut network) would hold
+    # every request forever, where the cache and the limiter are built to carry on without it.
+    return {"socket_connect_timeout": seconds, "socket_timeout": seconds}
+
+
 def _development_secret(instance_path: Path) -> str:
     """Generate a secret once and keep it in instance/, so sessions survive restarts in development."""
     path = instance_path / "secret_key"
@@ -56,14 +76,16 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         env.get("DATABASE_URL") or f"sqlite:///{instance / 'isp_admin.sqlite3'}"
     )
     redis_url = env.get("REDIS_URL") or None
+    redis_timeout = float(env.get("REDIS_SOCKET_TIMEOUT", "1"))
     return {
         "APP_ENV": app_env,
         "PRODUCTION": production,
         "TESTING": app_env == "testing",
         "SECRET_KEY": secret,
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database_url, env),
         "REDIS_URL": redis_url,
+        "REDIS_SOCKET_TIMEOUT": redis_timeout,  # seconds, for every Redis call a web request makes
         "TIMEZONE": env.get("TIMEZONE", "UTC"),
         "CURRENCY": env.get("CURRENCY", "USD").upper(),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
@@ -73,6 +95,8 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         # /metrics answers private networks (where Prometheus scrapes from), or anyone sending METRICS_TOKEN.
         "METRICS_TOKEN": env.get("METRICS_TOKEN") or None,
         "METRICS_ALLOW_PRIVATE": _bool(env.get("METRICS_ALLOW_PRIVATE"), True),
+        # Whether /health/ready/ fails while Redis is down (pages still render without it; jobs cannot queue).
+        "READY_REQUIRES_REDIS": _bool(env.get("READY_REQUIRES_REDIS"), True),
         "MAIL_URL": env.get("MAIL_URL") or None,
         "MAIL_FROM": env.get("MAIL_FROM", "ISP Admin <no-reply@localhost>"),
         "MAIL_OUTBOX_DIR": str(instance / "outbox"),
@@ -82,6 +106,9 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "MAX_FAILED_LOGINS": int(env.get("MAX_FAILED_LOGINS", "5")),
         "LOCKOUT_MINUTES": int(env.get("LOCKOUT_MINUTES", "15")),
         "PASSWORD_RESET_MAX_AGE": int(env.get("PASSWORD_RESET_MAX_AGE", "3600")),
+        # The __Host- prefix makes browsers refuse the cookie unless it is Secure, Path=/ and host-only, so
+        # neither a subdomain nor plain HTTP can plant or overwrite it; only HTTPS (production) allows it.
+        "SESSION_COOKIE_NAME": "__Host-session" if production else "session",
         "SESSION_COOKIE_SECURE": production,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
@@ -92,9 +119,13 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_REFRESH_EACH_REQUEST": False,
         "WTF_CSRF_ENABLED": _bool(env.get("WTF_CSRF_ENABLED"), True),
+        # CORS for the API only, off unless origins are listed: exact origins, comma-separated (isp_admin.security).
+        "CORS_ALLOWED_ORIGINS": [origin.strip() for origin in env.get("CORS_ALLOWED_ORIGINS", "").split(",")
+                                 if origin.strip()],
         # Rate limits (Flask-Limiter syntax)
         "RATELIMIT_ENABLED": _bool(env.get("RATELIMIT_ENABLED"), True),
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        "RATELIMIT_STORAGE_OPTIONS": redis_timeouts(redis_url, redis_timeout),
         "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
         "RATELIMIT_HEADERS_ENABLED": True,
         "RATELIMIT_KEY_PREFIX": env.get("RATELIMIT_KEY_PREFIX", "isp_admin"),
@@ -105,6 +136,7 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         # Caching
         "CACHE_TYPE": "RedisCache" if redis_url else "SimpleCache",
         "CACHE_REDIS_URL": redis_url,
+        "CACHE_OPTIONS": redis_timeouts(redis_url, redis_timeout) or None,
         "CACHE_KEY_PREFIX": env.get("CACHE_KEY_PREFIX", "isp_admin:"),
         "CACHE_DEFAULT_TIMEOUT": int(env.get("CACHE_DEFAULT_TIMEOUT", "300")),
         # Front end: Bootstrap from the installed package, never a CDN

@@ -1,4 +1,4 @@
-"""Security headers and cookies, in testing and in production, and pages the CSP would not break."""
+"""Security headers, cookies, caching and CORS, in testing and in production, and pages the CSP would not break."""
 from __future__ import annotations
 
 import re
@@ -7,9 +7,12 @@ from html.parser import HTMLParser
 import pytest
 
 from isp_admin import create_app
-from isp_admin.config import load_config
+from isp_admin.config import ConfigError, load_config
 from isp_admin.extensions import db
+from isp_admin.security import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS
 from isp_admin.services.users import make_reset_token
+from tests.api.helpers import bearer
+from tests.conftest import RUN_ID, clean_context
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 from tests.web.billing_world import billing_records
 
@@ -31,18 +34,24 @@ def assert_security_headers(response) -> None:
     assert "unsafe-inline" not in policy
     assert "unsafe-eval" not in policy
     directives = csp_directives(response)
-    assert directives["default-src"] == "'self'"
+    assert directives["default-src"] == "'none'"  # deny by default; each kind of resource is allowed by name
+    assert {directives[name] for name in ("script-src", "style-src", "font-src", "connect-src")} == {"'self'"}
+    assert directives["img-src"] == "'self' data:"
     assert directives["frame-ancestors"] == "'none'"
     assert directives["form-action"] == "'self'"
     assert directives["object-src"] == "'none'"
+    assert directives["base-uri"] == "'none'"
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert response.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert access_control(response) == {}  # CORS is off unless CORS_ALLOWED_ORIGINS lists origins
 
 
-def session_cookie(response) -> str:
+def session_cookie(response, name: str = "session") -> str:
     """Return the Set-Cookie header of the session cookie."""
-    cookies = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
+    cookies = [c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{name}=")]
     assert len(cookies) == 1, response.headers.getlist("Set-Cookie")
     return cookies[0]
 
@@ -131,10 +140,65 @@ def test_production_sends_hsts_and_secure_cookies(production_app):
     assert_security_headers(page)
     hsts = page.headers["Strict-Transport-Security"]
     assert int(re.search(r"max-age=(\d+)", hsts).group(1)) >= ONE_YEAR
-    assert {"secure", "httponly", "samesite=lax"} <= cookie_flags(session_cookie(signed_in))
+    assert {"secure", "httponly", "samesite=lax"} <= cookie_flags(session_cookie(signed_in, "__Host-session"))
     remember = [c for c in signed_in.headers.getlist("Set-Cookie") if c.startswith("remember_token=")]
     assert len(remember) == 1
     assert {"secure", "httponly", "samesite=lax"} <= cookie_flags(remember[0])
+
+
+def test_every_cookie_of_sign_in_and_sign_out_is_hardened_in_production(production_app):
+    client = production_app.test_client()
+    user = UserFactory()
+
+    responses = {"login form": client.get("/login", base_url="https://localhost"),
+                 "sign-in": sign_in(client, user, base_url="https://localhost", remember="y"),
+                 "dashboard": client.get("/", base_url="https://localhost"),
+                 "sign-out": client.post("/logout", base_url="https://localhost")}
+
+    set_cookies = {step: response.headers.getlist("Set-Cookie") for step, response in responses.items()}
+    assert sorted(c.split("=")[0] for c in set_cookies["sign-in"]) == ["__Host-session", "remember_token"]
+    assert sorted(c.split("=")[0] for c in set_cookies["sign-out"]) == ["__Host-session", "remember_token"]
+    for step, cookies in set_cookies.items():
+        for cookie in cookies:
+            name, flags = cookie.split("=")[0], cookie_flags(cookie)
+            if name == "__Host-session":
+                # Browsers drop a __Host- cookie, its deletion included, unless Secure, Path=/ and host-only.
+                assert {"secure", "path=/"} <= flags and not any(f.startswith("domain=") for f in flags), cookie
+            if "max-age=0" in flags:
+                continue  # a deletion (sign-out): it stores nothing, and its flags do not matter to browsers
+            assert {"secure", "httponly", "samesite=lax"} <= flags, (step, cookie)
+    # Sign-out deletes the remember-me cookie; the session cookie stays only to carry the "signed out" message.
+    assert [c for c in set_cookies["sign-out"] if "max-age=0" in cookie_flags(c)] == [
+        c for c in set_cookies["sign-out"] if c.startswith("remember_token=")]
+    assert client.get("/", base_url="https://localhost").status_code == 302  # signed out for real
+
+
+def test_signed_in_pages_are_never_stored_but_static_files_and_public_pages_keep_their_caching(client):
+    anonymous_login = client.get("/login")
+    sign_in(client, UserFactory(role="admin"))
+
+    assert client.get("/").headers["Cache-Control"] == "no-store"
+    assert client.get("/customers/").headers["Cache-Control"] == "no-store"
+    assert client.get("/no/such/page").headers["Cache-Control"] == "no-store"  # even an error page names the user
+    assert client.post("/customers/new", data={"name": ""}).headers["Cache-Control"] == "no-store"
+    with client.get("/static/css/app.css") as static:
+        assert static.headers["Cache-Control"] == "no-cache"  # same for everyone: revalidated, not refetched
+    assert "Cache-Control" not in anonymous_login.headers
+
+
+def test_api_answers_keep_etag_revalidation_and_others_are_never_stored(client):
+    headers = bearer("admin", "read,write")
+    CustomerFactory(name="Ann")
+
+    listing = client.get("/api/customers/", headers=headers)
+    again = client.get("/api/customers/", headers={**headers, "If-None-Match": listing.headers["ETag"]})
+    missing = client.get("/api/customers/999999/", headers=headers)
+    created = client.post("/api/customers/", headers=headers, json={"name": "Bo"})
+
+    assert listing.headers["Cache-Control"] == "private, no-cache" and listing.headers["ETag"]
+    assert again.status_code == 304 and again.headers["Cache-Control"] == "private, no-cache"
+    assert missing.status_code == 404 and missing.headers["Cache-Control"] == "no-store"
+    assert created.status_code == 201 and created.headers["Cache-Control"] == "no-store"
 
 
 class InlineCodeFinder(HTMLParser):
@@ -200,8 +264,8 @@ def test_no_page_needs_inline_script_or_style(app, client, page_args):
     for rule in app.url_map.iter_rules():
         if "GET" not in rule.methods or rule.endpoint in ("static", "bootstrap.static"):
             continue
-        if rule.endpoint.startswith("health.") or rule.rule.endswith((".pdf", ".json", ".csv")):
-            continue  # JSON, PDF or CSV, no HTML
+        if rule.endpoint.startswith(("health.", "metrics.")) or rule.rule.endswith((".pdf", ".json", ".csv")):
+            continue  # JSON, PDF, CSV or Prometheus text, no HTML
         if rule.rule.startswith("/api/") and rule.endpoint != "api_docs.swagger_ui":
             continue  # the JSON API (its HTML docs page is checked like any other)
         url = rule.build({name: page_args[name] for name in rule.arguments})[1]
@@ -217,3 +281,96 @@ def test_no_page_needs_inline_script_or_style(app, client, page_args):
     assert {name: problems for name, problems in found.items() if problems} == {}
     assert len(pages) >= 20
     assert all("</html>" in page for page in pages.values())
+
+
+APP_ORIGIN = "https://app.isp.example"
+PREFLIGHT = {"Origin": APP_ORIGIN, "Access-Control-Request-Method": "POST",
+             "Access-Control-Request-Headers": "authorization, content-type, idempotency-key"}
+
+
+def access_control(response) -> dict[str, str]:
+    """Return the response's Access-Control-* headers."""
+    return {name: value for name, value in response.headers.items() if name.startswith("Access-Control-")}
+
+
+def test_cors_is_off_by_default(client):
+    headers = bearer("readonly")
+
+    read = client.get("/api/customers/", headers={**headers, "Origin": APP_ORIGIN})
+    preflight = client.options("/api/customers/", headers=PREFLIGHT)
+
+    assert read.status_code == 200 and access_control(read) == {}
+    assert access_control(preflight) == {} and "Origin" not in read.headers.get("Vary", "")
+
+
+@pytest.fixture
+def cors_app(make_app, tmp_path):
+    """An app whose API accepts browser calls from APP_ORIGIN, with a tight anonymous rate limit."""
+    with clean_context(make_app(CORS_ALLOWED_ORIGINS=[f"{APP_ORIGIN}:443/", "http://localhost:5173"],
+                                RATELIMIT_ENABLED=True, RATE_LIMIT_ANONYMOUS="3/minute",
+                                RATELIMIT_KEY_PREFIX=f"test-rl:{RUN_ID}:cors:{tmp_path.name}")) as app:
+        yield app
+
+
+def test_an_allowed_origin_gets_a_preflight_grant_without_spending_the_rate_limit(cors_app):
+    client = cors_app.test_client()
+
+    preflights = [client.options("/api/customers/", headers=PREFLIGHT) for _ in range(5)]
+
+    assert [response.status_code for response in preflights] == [204] * 5  # the anonymous limit is 3/minute
+    assert access_control(preflights[0]) == {
+        "Access-Control-Allow-Origin": APP_ORIGIN,
+        "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE",
+        "Access-Control-Allow-Headers": ", ".join(CORS_ALLOW_HEADERS),
+        "Access-Control-Max-Age": "600",
+    }
+    assert "Origin" in preflights[0].headers["Vary"]
+
+
+def test_an_allowed_origin_reads_api_answers_and_their_headers_but_never_with_credentials(cors_app):
+    client = cors_app.test_client()
+    headers = {**bearer("admin", "read,write"), "Origin": APP_ORIGIN}
+
+    read = client.get("/api/customers/", headers=headers)
+    created = client.post("/api/customers/", headers={**headers, "Idempotency-Key": "cors-1"}, json={"name": "Ann"})
+    refused = client.get("/api/customers/", headers={"Origin": APP_ORIGIN})
+    local = client.get("/api/plans/", headers={**headers, "Origin": "http://localhost:5173"})
+
+    for response in (read, created, refused, local):
+        assert response.headers["Access-Control-Allow-Origin"] == response.request.headers["Origin"]
+        assert response.headers["Access-Control-Expose-Headers"] == ", ".join(CORS_EXPOSE_HEADERS)
+        assert "Access-Control-Allow-Credentials" not in response.headers  # tokens, never cookies
+        assert "Origin" in response.headers["Vary"]
+    assert (read.status_code, created.status_code, refused.status_code) == (200, 201, 401)
+    # The headers a browser client needs are the ones exposed, and the answers do carry them.
+    assert {"X-API-Version", "X-Request-ID", "ETag"} <= set(CORS_EXPOSE_HEADERS) & set(read.headers.keys())
+    assert {"Location", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(
+        CORS_EXPOSE_HEADERS) & set(created.headers.keys())
+
+
+def test_other_origins_and_pages_get_no_cors_grant(cors_app):
+    client = cors_app.test_client()
+    evil = {"Origin": "https://evil.example", "Access-Control-Request-Method": "DELETE"}
+
+    preflight = client.options("/api/customers/", headers=evil)
+    read = client.get("/api/customers/", headers={**bearer("admin"), "Origin": "https://evil.example"})
+    subdomain = client.get("/api/customers/", headers={**bearer("admin"), "Origin": "https://x.app.isp.example"})
+    page = client.get("/login", headers={"Origin": APP_ORIGIN})
+    page_preflight = client.options("/login", headers=PREFLIGHT)
+
+    for response in (preflight, read, subdomain, page, page_preflight):
+        assert access_control(response) == {}, response.request.path
+    assert read.status_code == 200 and "Origin" in read.headers["Vary"]  # caches must not reuse it for APP_ORIGIN
+
+
+@pytest.mark.parametrize("origin", ["*", "https://app.isp.example/api", "app.isp.example", "ftp://files.example",
+                                    "https://*.isp.example", "null", "https://app.isp.example:http"])
+def test_cors_origins_must_be_exact(make_app, origin):
+    with pytest.raises(ConfigError, match="CORS_ALLOWED_ORIGINS"):
+        make_app(CORS_ALLOWED_ORIGINS=[origin])
+
+
+def test_cors_origins_are_read_from_the_environment(tmp_path):
+    env = {"CORS_ALLOWED_ORIGINS": " https://a.example , http://localhost:5173,,"}
+    assert load_config(tmp_path, env)["CORS_ALLOWED_ORIGINS"] == ["https://a.example", "http://localhost:5173"]
+    assert load_config(tmp_path, {})["CORS_ALLOWED_ORIGINS"] == []

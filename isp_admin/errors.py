@@ -1,15 +1,23 @@
-"""Domain exceptions, and the one place that maps them (and HTTP errors) to HTML pages or JSON."""
+"""Domain exceptions, and the one place that maps them (and HTTP errors, and a lost database) to HTML or JSON."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 
+import psycopg
 from flask import Flask, g, jsonify, make_response, render_template, request
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from isp_admin.extensions import db
 
 log = logging.getLogger(__name__)
+DATABASE_RETRY_AFTER = 5  # seconds: pool_pre_ping reconnects on the first request after the database is back
+DATABASE_UNAVAILABLE = "The service cannot reach its database right now. Please try again in a moment."
+BUSY = "The service is too busy to answer right now. Please try again in a moment."
 
 
 class AppError(Exception):
@@ -148,3 +156,86 @@ def register_error_handlers(app: Flask) -> None:
         db.session.rollback()
         log.exception("unhandled error (request id %s)", getattr(g, "request_id", "-"))
         return error_response(500, "INTERNAL_ERROR", "The server could not complete the request.")
+
+    outage = DatabaseOutage()
+    with app.app_context():
+        # Any connection handed out (pool_pre_ping checked it) after an outage is the sign the database is back.
+        event.listen(db.engine, "engine_connect", lambda *_: outage.ended())
+
+    @app.errorhandler(sa_exc.OperationalError)
+    @app.errorhandler(sa_exc.InterfaceError)
+    @app.errorhandler(sa_exc.TimeoutError)
+    @app.errorhandler(psycopg.OperationalError)
+    def handle_database_unavailable(exc: Exception):
+        if not database_unreachable(exc):
+            return handle_unexpected(exc)  # a deadlock or a timed-out statement is a bug to trace, not an outage
+        with contextlib.suppress(Exception):  # the connection is gone; the pool discards it on its own
+            db.session.rollback()
+        if isinstance(exc, sa_exc.TimeoutError):
+            outage.pool_exhausted(exc)
+            message = BUSY
+        else:
+            outage.began(exc)
+            message = DATABASE_UNAVAILABLE
+        # The page's navigation would load the signed-in user from the database that just failed.
+        g._login_user = app.login_manager.anonymous_user()
+        return error_response(503, "SERVICE_UNAVAILABLE", message, headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+
+
+def database_unreachable(exc: Exception) -> bool:
+    """Whether `exc` means the database cannot be reached (down, restarting, pool drained), not a bad query."""
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return True
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    original = getattr(exc, "orig", exc)
+    if not isinstance(original, psycopg.OperationalError | psycopg.InterfaceError):
+        return False
+    # No SQLSTATE: the connection failed or dropped. Class 08 is a connection exception; 57P01-57P03 are the
+    # server shutting down, crashing or still starting.
+    state = getattr(original, "sqlstate", None)
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+class DatabaseOutage:
+    """Log an outage once when it begins (again each minute while it lasts) and once when it ends."""
+
+    REPEAT_SECONDS = 60.0
+
+    def __init__(self):
+        self.since: float | None = None
+        self.last_logged = 0.0
+        self.last_pool_warning = -self.REPEAT_SECONDS
+        self.failures = 0
+
+    def began(self, exc: Exception) -> None:
+        """Count a request refused for want of the database; log the first, then one a minute."""
+        now = time.monotonic()
+        self.failures += 1
+        if self.since is None:
+            self.since, self.last_logged = now, now
+            log.error("database unreachable; answering 503 until it is back: %s", _reason(exc))
+        elif now - self.last_logged >= self.REPEAT_SECONDS:
+            self.last_logged = now
+            log.error("database still unreachable after %.0f s (%d requests refused): %s", now - self.since,
+                      self.failures, _reason(exc))
+
+    def pool_exhausted(self, exc: Exception) -> None:
+        """Log, at most once a minute, a request refused because every pooled connection stayed busy."""
+        now = time.monotonic()
+        if now - self.last_pool_warning >= self.REPEAT_SECONDS:
+            self.last_pool_warning = now
+            log.error("database connection pool exhausted; answering 503: %s", _reason(exc))
+
+    def ended(self) -> None:
+        """Log the end of an outage, if there was one."""
+        if self.since is not None:
+            log.warning("database reachable again after %.1f s (%d requests refused)",
+                        time.monotonic() - self.since, self.failures)
+            self.since, self.failures = None, 0
+
+
+def _reason(exc: Exception) -> str:
+    # The driver's first line says why (refused, timed out, terminated); SQLAlchemy's wrapping adds the SQL text.
+    original = getattr(exc, "orig", None) or exc
+    return f"{type(original).__name__}: {str(original).strip().splitlines()[0][:200] if str(original) else ''}"

@@ -5,6 +5,7 @@ queue name (RQ_QUEUE, default "isp_admin"), so two deployments or two test runs 
 """
 from __future__ import annotations
 
+import logging
 from datetime import date
 
 import redis
@@ -16,6 +17,7 @@ from isp_admin.extensions import db
 from isp_admin.models import JobRun
 from isp_admin.services import job_runs
 
+log = logging.getLogger(__name__)
 # The coordinating job of each kind of run (the UI, the CLI and the scheduler start these).
 KINDS = {
     "nightly": "isp_admin.jobs.tasks.run_nightly",
@@ -51,13 +53,20 @@ def redis_connection() -> redis.Redis:
     url = current_app.config.get("REDIS_URL")
     if not url:
         raise QueueUnavailable("Background jobs need Redis: set REDIS_URL.")
-    connection = redis.Redis.from_url(url, socket_connect_timeout=3)
+    timeout = current_app.config.get("REDIS_SOCKET_TIMEOUT", 1)
+    # The probe has a read timeout too, so a Redis that hangs refuses the job in a second rather than never. The
+    # connection handed back has none: a worker's blocking dequeue waits far longer (RQ sets its own).
+    probe = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
-        connection.ping()
+        probe.ping()
     except redis.RedisError as exc:
+        # The caller answers 503 or flashes; the operator needs the line in the log as well.
+        log.warning("job queue unreachable; nothing queued: %s", exc)
         raise QueueUnavailable(f"Redis at {_safe(url)} does not answer ({exc.__class__.__name__}); "
                                "no job was queued.") from None
-    return connection
+    finally:
+        probe.close()
+    return redis.Redis.from_url(url, socket_connect_timeout=timeout)
 
 
 def _safe(url: str) -> str:

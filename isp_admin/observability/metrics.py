@@ -28,9 +28,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from isp_admin.errors import error_response
-from isp_admin.extensions import cache, db
+from isp_admin.extensions import cache, db, talisman
 from isp_admin.observability.timing import current_timing
 from isp_admin.web.access import PUBLIC, access
 
@@ -87,10 +88,20 @@ class ScrapeCollector:
         self.app = app
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        """Yield the business, job and host gauges."""
+        """Yield the host gauges, then the business and job gauges (left out while the database is unreachable)."""
+        memory, disk = host_figures(self.app.instance_path)
+        yield GaugeMetricFamily("isp_admin_memory_used_ratio", "Share of the host's (or container's) memory in "
+                                                               "use.", value=memory)
+        yield GaugeMetricFamily("isp_admin_disk_free_ratio", "Share of the instance volume that is free.",
+                                value=disk)
         figures = cache.get(BUSINESS_CACHE_KEY)
         if figures is None:
-            figures = business_figures()
+            try:
+                figures = business_figures()
+            except SQLAlchemyError:
+                # PostgreSQL is down: a failed scrape would hide the outage's own 503s from Prometheus.
+                db.session.rollback()
+                return
             cache.set(BUSINESS_CACHE_KEY, figures, timeout=BUSINESS_TTL)
         for name, help_text, value in (
             ("isp_admin_open_invoices", "Issued invoices not yet paid (open or overdue).", figures["open"]),
@@ -117,11 +128,6 @@ class ScrapeCollector:
             finished.add_metric([kind], at)
         yield last
         yield finished
-        memory, disk = host_figures(self.app.instance_path)
-        yield GaugeMetricFamily("isp_admin_memory_used_ratio", "Share of the host's (or container's) memory in "
-                                                               "use.", value=memory)
-        yield GaugeMetricFamily("isp_admin_disk_free_ratio", "Share of the instance volume that is free.",
-                                value=disk)
 
 
 def business_figures() -> dict:
@@ -205,6 +211,8 @@ def _scraper_allowed() -> bool:
 
 @bp.get("/metrics")
 @access(PUBLIC)
+# Prometheus scrapes the container over plain HTTP; a redirect to HTTPS (production) would fail every scrape.
+@talisman(force_https=False)
 def metrics():
     """Serve the metrics in Prometheus' text format (to private networks, or with METRICS_TOKEN)."""
     if not _scraper_allowed():

@@ -1,0 +1,1 @@
+"""Operations tests: degradation and recovery with real processes (redis-server, PostgreSQL, gunicorn, RQ)."""

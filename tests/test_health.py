@@ -106,3 +106,27 @@ def test_the_detailed_report_covers_every_component(app, client, login, backends
         assert background["ok"] is True and set(background["queue"]) == {"name", "queued", "started", "scheduled",
                                                                           "failed"}
         assert background["workers"]["count"] >= 0 and "alive" in background["scheduler"]
+
+
+def test_ready_can_report_redis_as_degraded_without_failing(make_app):
+    app = make_app(REDIS_URL="redis://127.0.0.1:1/0", READY_REQUIRES_REDIS=False)
+    response = app.test_client().get("/health/ready/")
+    assert response.status_code == 200
+    assert (response.json["status"], response.json["failing"], response.json["degraded"]) == ("degraded", [],
+                                                                                              ["redis"])
+
+
+def test_a_schema_ahead_of_the_code_stays_ready_during_a_rolling_upgrade(app, client):
+    from sqlalchemy import text
+
+    from isp_admin.health.views import migration_head
+
+    head = migration_head()
+    db.session.execute(text("UPDATE alembic_version SET version_num = '0099_from_a_newer_release'"))
+    db.session.commit()
+    try:
+        response = client.get("/health/ready/")
+        assert response.status_code == 200 and response.json["failing"] == []
+    finally:
+        db.session.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head})
+        db.session.commit()

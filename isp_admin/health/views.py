@@ -41,6 +41,17 @@ def migration_head() -> str | None:
     return ScriptDirectory.from_config(config).get_current_head()
 
 
+@lru_cache(maxsize=1)
+def known_revisions() -> frozenset[str]:
+    """Every migration revision the code ships."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(current_app.root_path).parent / "migrations"))
+    return frozenset(script.revision for script in ScriptDirectory.from_config(config).walk_revisions())
+
+
 def _timed(check) -> dict:
     started = time.perf_counter()
     try:
@@ -61,10 +72,12 @@ def _database() -> dict:
     finally:
         db.session.rollback()  # end the probe's transaction; a failed one must not poison the session
     head = migration_head()
-    if revision != head:
+    if revision != head and (revision is None or revision in known_revisions()):
         return {"ok": False, "revision": revision, "head": head,
                 "error": f"schema at {revision or 'nothing'}, code expects {head}: run `flask db upgrade`"}
-    return {"revision": revision}
+    # A revision this code does not know comes from a newer release whose migration ran first (a rolling
+    # upgrade): the old pods keep serving until they are replaced, rather than all going unready at once.
+    return {"revision": revision, **({"ahead_of_code": True} if revision != head else {})}
 
 
 def _redis_client() -> redis.Redis | None:
@@ -110,10 +123,19 @@ def live():
 @access(PUBLIC)
 @_plain_http
 def ready():
-    """Report whether this instance can serve (database, Redis if configured, schema at head); 503 names what fails."""
+    """Report whether this instance can serve (database, Redis if configured, schema at head); 503 names what fails.
+
+    With READY_REQUIRES_REDIS off, a Redis outage is reported (under "degraded") without failing readiness: pages
+    still render without Redis, so an orchestrator need not pull every web instance at once.
+    """
     checks = _checks()
     failing = sorted(name for name, check in checks.items() if not check["ok"])
-    body = {"status": "unavailable" if failing else "ok", "failing": failing,
+    degraded = []
+    if "redis" in failing and not current_app.config.get("READY_REQUIRES_REDIS", True):
+        failing.remove("redis")
+        degraded.append("redis")
+    body = {"status": "unavailable" if failing else ("degraded" if degraded else "ok"), "failing": failing,
+            "degraded": degraded,
             "checks": {name: {k: v for k, v in check.items() if k in ("ok", "latency_ms", "error")}
                        for name, check in checks.items()}}
     response = jsonify(body)

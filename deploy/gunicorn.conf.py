@@ -1,0 +1,94 @@
+"""Gunicorn settings for ISP Admin (`gunicorn -c deploy/gunicorn.conf.py wsgi:app`); every value can come from env.
+
+Threads rather than many processes: a worker's memory is mostly the app itself (~60-70 MB), and requests spend
+their time waiting on PostgreSQL, which threads overlap well. Prometheus metrics from all workers are merged
+through PROMETHEUS_MULTIPROC_DIR (a private temporary directory when unset), emptied of metric files when the
+master starts and rid of a worker's live gauges when that worker exits. Gunicorn's own lines (boot, signals, a
+worker killed or timed out) go through the app's structured logging, so the log stays one JSON line per record.
+"""
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from gunicorn.glogging import Logger
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# gthread: how many connections (active and keep-alive) one worker holds at once.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+# SIGTERM: stop accepting, let in-flight requests finish for up to this long, then exit.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+# Recycle workers now and then so a slow leak can never grow without bound. Each recycled worker leaves its
+# counter and histogram files behind (its counts must survive it), so every scrape reads a little more until the
+# next restart; 0 turns recycling off.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "500"))
+# The heartbeat file is touched constantly; on a disk-backed /tmp (a container's overlay) that can stall a worker
+# into a false timeout, so use shared memory when the host has it.
+_SHM = "/dev/shm"  # noqa: S108  (gunicorn's own heartbeat files, made with mkstemp; no fixed names)
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or (_SHM if os.path.isdir(_SHM) else None)
+# The app logs one structured line per request itself; gunicorn's access log would say it twice.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# Trust X-Forwarded-Proto (https) only from these proxies; the app's ProxyFix (PROXY_FIX_X_FOR) handles the rest.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+proc_name = "isp-admin"
+
+# Set before any worker imports prometheus_client (workers are forked from this process and inherit it); without
+# it every worker would count alone and each scrape would report whichever worker happened to answer.
+# The marker survives a reload (HUP re-reads this file), so the master that made the directory still removes it.
+_OWNED = "ISP_ADMIN_OWN_METRICS_DIR"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[_OWNED] = tempfile.mkdtemp(prefix="isp-admin-metrics-")
+
+
+class AppLogger(Logger):
+    """Gunicorn's logger, with its own records rendered by the app's structlog setup (LOG_FORMAT, redaction)."""
+
+    def setup(self, cfg):
+        """Set gunicorn's handlers up, then hand gunicorn.error over to the app's root handler."""
+        super().setup(cfg)
+        from isp_admin.observability.logs import configure_logging
+
+        production = os.environ.get("APP_ENV", "development") == "production"
+        log_format = os.environ.get("LOG_FORMAT", "json" if production else "console").lower()
+        configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper(), json_lines=log_format == "json")
+        for handler in list(self.error_log.handlers):
+            self.error_log.removeHandler(handler)
+        self.error_log.propagate = True
+
+
+logger_class = AppLogger
+
+
+def _metrics_dir() -> Path:
+    return Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def on_starting(server):
+    """Start with no metric files: those of a previous master's workers would be counted again."""
+    path = _metrics_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    # Only the metric files, never the directory: it may be a mount point, or (misconfigured) somewhere shared.
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges (pool use) so they stop counting toward the sum; its counters stay."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, str(_metrics_dir()))
+
+
+def on_exit(server):
+    """Remove the metrics directory if this master made it."""
+    if os.environ.get(_OWNED) == os.environ["PROMETHEUS_MULTIPROC_DIR"]:
+        shutil.rmtree(_metrics_dir(), ignore_errors=True)

@@ -25,7 +25,7 @@ def _fail(exc: AppError) -> click.ClickException:
 @tokens_cli.command("create")
 @click.option("--email", required=True, help="The owner's sign-in email.")
 @click.option("--name", required=True, help="What the token is for.")
-@click.option("--scopes", default="read", show_default=True, help="Comma-separated: read, write, billing.")
+@click.option("--scopes", default="read", show_default=True, help="Comma-separated: read, write, billing, health.")
 @click.option("--expires-days", type=click.IntRange(min=1), default=90, show_default=True)
 def create_token(email: str, name: str, scopes: str, expires_days: int) -> None:
     """Create a token and print its secret once."""

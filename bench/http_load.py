@@ -1,0 +1,441 @@
+"""HTTP load benchmark: the API and staff pages under wrk, measured against a bare route of the same server.
+
+Usage: .venv/bin/python bench/http_load.py [--customers 100000] [--duration 30] [--connections 16]
+       [--peak-seconds 60] [--small] [--results bench/RESULTS.md]
+
+1. Creates a throwaway PostgreSQL database next to BENCH_DATABASE_URL and a throwaway Redis on a free port,
+   migrates, loads customers and subscriptions with `flask data generate-test-data`, then two months of invoices
+   and payments with the demo's `bill_history` (two real billing runs, ~80% paid, the rest overdue); creates an
+   admin with `flask users create` and a read token with `flask tokens create`, and signs in once for a cookie.
+2. Starts gunicorn with deploy/gunicorn.conf.py, APP_ENV=production (as deployed: HTTPS-only cookies, security
+   headers, JSON logs), PROXY_FIX_X_FOR=1 with every request sent as `X-Forwarded-Proto: https` the way a TLS
+   proxy would; rate limits off (one client would hit them), LOG_LEVEL=WARNING, worker recycling off so the RSS
+   after the run is what the workers grew to.
+3. Drives wrk (bench/wrk/load.lua) at each target for --duration seconds: random pages, sizes, orderings, filters,
+   search terms and cursor walks, per request. Reports req/s, p50/p95/p99, errors (non-2xx/3xx, socket errors,
+   timeouts), SQL queries per request (every response's Server-Timing), worker RSS and the ratio to /health/.
+4. A --peak-seconds run at 1,000 connections on the API list (skipped with --small).
+5. Appends a dated section to the results file: every figure beside its goal (issue 6).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import requests
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.billing_run import commit_id, database, drop  # noqa: E402  (after the path insert above)
+
+LUA = ROOT / "bench" / "wrk" / "load.lua"
+TARGETS = ("health", "api_customers", "etag_304", "api_invoices", "staff_list", "staff_search", "customer_detail",
+           "dashboard")
+LABELS = {"health": "/health/ (yardstick)", "api_customers": "API customers list (pages + cursor walks)",
+          "etag_304": "API conditional GET (ETag → 304)", "api_invoices": "API invoices (status + due range)",
+          "staff_list": "staff customer list", "staff_search": "staff customer search",
+          "customer_detail": "staff customer detail", "dashboard": "dashboard"}
+LIST_TARGETS = ("api_customers", "api_invoices", "staff_list", "staff_search")
+ADMIN_EMAIL = "bench-admin@example.com"
+HTTPS = {"X-Forwarded-Proto": "https"}
+BILL_HISTORY = """
+import json
+from isp_admin import create_app
+from isp_admin.extensions import db
+from isp_admin.services.audit import SYSTEM, acting_as
+from isp_admin.services.clock import today
+from isp_admin.services.demo import bill_history
+app = create_app()
+with app.app_context(), acting_as(SYSTEM):
+    counts = bill_history(today())
+    db.session.commit()
+print(json.dumps(counts))
+"""
+
+
+def ensure_wrk() -> str:
+    """Return the wrk binary, installing Debian's package when it is missing (needs root)."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+        subprocess.run(sudo + command, check=False, capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    found = shutil.which("wrk")
+    if not found:
+        raise RuntimeError("wrk is not installed and apt-get could not install it (apt-get install wrk)")
+    return found
+
+
+def raise_open_files(wanted: int = 8192) -> int:
+    """Raise this process's open-file limit (inherited by gunicorn and wrk) for the 1,000-connection run."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    """Return a TCP port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
+    """Start a private Redis (no persistence) so the run never touches a shared one; return it and its URL."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    stop(proc)
+    raise RuntimeError("redis-server did not start")
+
+
+def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
+    """Stop a process this script started, killing it if it does not exit in time."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def flask(env: dict, *args: str, stdin: str | None = None) -> str:
+    """Run a `flask` command against the benchmark database and return its output."""
+    done = subprocess.run([sys.executable, "-m", "flask", *args], cwd=ROOT, env=env, input=stdin, text=True,
+                          capture_output=True)
+    if done.returncode:
+        raise RuntimeError(f"flask {' '.join(args[:2])} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def seed(env: dict, customers: int, password: str) -> dict:
+    """Migrate, load data, create the admin and a read token; return the token and the load times."""
+    flask(env, "db", "upgrade")
+    started = time.perf_counter()
+    flask(env, "data", "generate-test-data", "--customers", str(customers), "--seed", "1")
+    generated = time.perf_counter()
+    history = subprocess.run([sys.executable, "-c", BILL_HISTORY], cwd=ROOT, env=env, text=True,
+                             capture_output=True)
+    if history.returncode:
+        raise RuntimeError(f"bill_history failed:\n{history.stderr}")
+    billed = time.perf_counter()
+    # The password goes in on stdin (prompt and confirmation), never on a command line others can read.
+    flask(env, "users", "create", "--email", ADMIN_EMAIL, "--role", "admin", "--name", "Bench Admin",
+          stdin=f"{password}\n{password}\n")
+    token = flask(env, "tokens", "create", "--email", ADMIN_EMAIL, "--name", "http-bench",
+                  "--scopes", "read").strip().splitlines()[-1]
+    return {"token": token, "generate_s": generated - started, "history_s": billed - generated,
+            "history": json.loads(history.stdout.strip().splitlines()[-1])}
+
+
+def start_gunicorn(env: dict, port: int, log: Path) -> subprocess.Popen:
+    """Start gunicorn with the deploy config, bound to 127.0.0.1:port."""
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+                                cwd=ROOT, env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_ready(base: str, server: subprocess.Popen, log: Path, seconds: float = 60) -> None:
+    """Wait until /health/ready/ answers 200."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"gunicorn exited:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{base}/health/ready/", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"gunicorn was not ready in {seconds}s:\n{log.read_text()[-3000:]}")
+
+
+def sign_in(base: str, password: str) -> str:
+    """Sign the admin in through the login form; return the Cookie header value of the session."""
+    host = base.split("//", 1)[1]
+    page = requests.get(f"{base}/login", headers=HTTPS, timeout=10)
+    cookie = _session_cookie(page)
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text)
+    if not (cookie and csrf):
+        raise RuntimeError(f"the login page gave no session or CSRF token (status {page.status_code})")
+    # Flask-WTF checks the Referer on HTTPS requests (same host), as a browser would send it.
+    answer = requests.post(f"{base}/login", data={"email": ADMIN_EMAIL, "password": password,
+                                                  "csrf_token": csrf.group(1)},
+                           headers={**HTTPS, "Cookie": cookie, "Referer": f"https://{host}/login"},
+                           allow_redirects=False, timeout=10)
+    signed_in = _session_cookie(answer)
+    if answer.status_code != 302 or not signed_in:
+        raise RuntimeError(f"sign-in failed (status {answer.status_code})")
+    check = requests.get(f"{base}/customers/", headers={**HTTPS, "Cookie": signed_in}, allow_redirects=False,
+                         timeout=30)
+    if check.status_code != 200:
+        raise RuntimeError(f"the session cookie does not open the customer list (status {check.status_code})")
+    return signed_in
+
+
+def _session_cookie(response: requests.Response) -> str | None:
+    # Read Set-Cookie by hand: the cookie is Secure, and requests would not send it back over plain HTTP.
+    match = re.search(r"((?:__Host-)?session=[^;]+)", response.headers.get("Set-Cookie", ""))
+    return match.group(1) if match else None
+
+
+def prepare(base: str, url: str, token: str, cookie: str, customers: int, rng: random.Random) -> dict:
+    """Sample what the Lua script picks from: ids, search terms, the due-date range and ETags of some pages."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        ids = [row[0] for row in conn.execute(text("SELECT id FROM customers ORDER BY random() LIMIT 2000"))]
+        names = conn.execute(text("SELECT name, account_number, email FROM customers ORDER BY random() LIMIT 400"))
+        first, last = conn.execute(text("SELECT min(due_date), max(due_date) FROM invoices")).one()
+        total = conn.execute(text("SELECT count(*) FROM customers")).scalar()
+    engine.dispose()
+    terms: list[str] = []
+    for name, account, email in names:
+        word = rng.choice(name.split())
+        terms += [word[: rng.randint(3, max(3, len(word)))], account[-rng.randint(4, 6):]]
+        if email:
+            terms.append(email.split("@")[0][:6])
+    first = first or date.today()
+    span = max(0, ((last or first) - first).days)
+    etags = []
+    for page in rng.sample(range(1, max(2, total // 50) + 1), min(20, max(1, total // 50))):
+        path = f"/api/customers/?page={page}"
+        answer = requests.get(base + path, headers={**HTTPS, "Authorization": f"Bearer {token}"},
+                              allow_redirects=False, timeout=30)
+        if answer.status_code == 200 and answer.headers.get("ETag"):
+            etags.append({"path": path, "etag": answer.headers["ETag"]})
+    if not etags:
+        raise RuntimeError("the API list gave no ETag")
+    return {"token": token, "cookie": cookie, "customers": total, "ids": ids,
+            "terms": [t.replace(" ", "+") for t in terms if t.strip()],
+            "invoice_statuses": ["open", "overdue", "paid"], "due_span": span,
+            "due_dates": [(first + timedelta(days=d)).isoformat() for d in range(span + 1)], "etags": etags}
+
+
+def lua_literal(value) -> str:
+    """Render a JSON-like value as a Lua literal."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"[{json.dumps(k)}] = {lua_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "{" + ", ".join(lua_literal(v) for v in value) + "}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def run_wrk(wrk: str, base: str, target: str, data_file: Path, seconds: int, connections: int,
+            timeout: str) -> dict:
+    """Run wrk at one target; return its figures (latencies in ms)."""
+    threads = max(1, min(2, connections))
+    command = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", timeout,
+               "-s", str(LUA), base]
+    env = {**os.environ, "BENCH_TARGET": target, "BENCH_DATA": str(data_file)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_RESULT ")), None)
+    if done.returncode or line is None:
+        raise RuntimeError(f"wrk failed at {target}:\n{done.stdout}\n{done.stderr}")
+    raw = json.loads(line.removeprefix("BENCH_RESULT "))
+    statuses = {int(k): v for k, v in raw["statuses"].items()}
+    socket_errors = raw["connect"] + raw["read"] + raw["write"]
+    duration = raw["duration_us"] / 1e6
+    return {
+        "target": target, "seconds": round(duration, 2), "connections": connections, "requests": raw["requests"],
+        "rps": raw["requests"] / duration if duration else 0.0,
+        "p50_ms": raw["p50_us"] / 1000, "p95_ms": raw["p95_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": (raw["max_us"] or 0) / 1000,
+        "non_2xx_3xx": raw["status"], "socket_errors": socket_errors, "timeouts": raw["timeout"],
+        "errors": raw["status"] + socket_errors + raw["timeout"], "statuses": statuses,
+        "queries_mean": raw["queries_sum"] / raw["queries_counted"] if raw["queries_counted"] else None,
+        "queries_max": raw["queries_max"] if raw["queries_counted"] else None,
+        "queries_counted": raw["queries_counted"],
+    }
+
+
+def worker_rss(master: int) -> list[float]:
+    """Return the resident memory (MB) of each gunicorn worker of `master`."""
+    out = subprocess.run(["ps", "-o", "rss=", "--ppid", str(master)], capture_output=True, text=True).stdout
+    return [int(x) / 1024 for x in out.split()]
+
+
+def server_env(url: str, redis_url: str) -> dict:
+    """The environment of the flask commands and of gunicorn."""
+    env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "FLASK_APP": "wsgi.py",
+           "APP_ENV": "production", "SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "WARNING",
+           "GUNICORN_LOG_LEVEL": "warning", "RATELIMIT_ENABLED": "false", "PROXY_FIX_X_FOR": "1",
+           "RQ_QUEUE": f"http_bench_{os.getpid()}", "GUNICORN_MAX_REQUESTS": "0"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the config makes (and removes) a private one
+    return env
+
+
+def main(argv=None) -> dict:
+    """Run the benchmark and report its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--duration", type=int, default=30, help="seconds per target")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--peak-seconds", type=int, default=60, help="the 1,000-connection run; 0 skips it")
+    parser.add_argument("--peak-connections", type=int, default=1000)
+    parser.add_argument("--timeout", default="2s", help="wrk's per-request timeout (its default)")
+    parser.add_argument("--small", action="store_true",
+                        help="CI size: 300 customers, 2 s per target, 4 connections, no peak run")
+    parser.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"), help="'' to write nothing")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    args = parser.parse_args(argv)
+    if args.small:
+        args.customers, args.duration, args.connections, args.peak_seconds = 300, 2, 4, 0
+
+    wrk = ensure_wrk()
+    open_files = raise_open_files()
+    rng = random.Random(1)
+    name = f"isp_bench_http_{os.getpid()}"
+    workdir = Path(tempfile.mkdtemp(prefix="isp-http-bench-"))
+    password = secrets.token_urlsafe(18)
+    url = database(name)
+    redis_proc = server = None
+    try:
+        redis_proc, redis_url = start_redis(workdir)
+        env = server_env(url, redis_url)
+        loaded = seed(env, args.customers, password)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = workdir / "gunicorn.log"
+        server = start_gunicorn(env, port, log)
+        wait_ready(base, server, log)
+        cookie = sign_in(base, password)
+        data = prepare(base, url, loaded["token"], cookie, args.customers, rng)
+        data_file = workdir / "data.lua"
+        data_file.write_text("return " + lua_literal(data) + "\n")
+        results = {}
+        for target in TARGETS:
+            results[target] = run_wrk(wrk, base, target, data_file, args.duration, args.connections, args.timeout)
+            print(_line(results[target]), flush=True)
+        rss = worker_rss(server.pid)
+        peak = None
+        if args.peak_seconds:
+            peak = run_wrk(wrk, base, "api_customers", data_file, args.peak_seconds, args.peak_connections,
+                           args.timeout)
+            print("peak " + _line(peak), flush=True)
+        rss_after_peak = worker_rss(server.pid) if peak else None
+    finally:
+        stop(server)
+        stop(redis_proc)
+        if not args.keep:
+            drop(name)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    yardstick = results["health"]["rps"]
+    for figures in results.values():
+        figures["ratio"] = figures["rps"] / yardstick if yardstick else 0.0
+    report = {
+        "date": date.today().isoformat(), "commit": commit_id(), "cores": os.cpu_count(),
+        "machine": platform.machine(), "customers": data["customers"], "duration": args.duration,
+        "connections": args.connections, "open_files": open_files, "timeout": args.timeout,
+        "generate_s": loaded["generate_s"], "history_s": loaded["history_s"], "history": loaded["history"],
+        "targets": results, "worker_rss_mb": rss, "peak": peak, "worker_rss_after_peak_mb": rss_after_peak,
+    }
+    report["goals"] = goals(report)
+    print(json.dumps({k: v for k, v in report.items() if k != "targets"}, indent=2, default=str))
+    if args.results:
+        write_section(Path(args.results), report)
+    return report
+
+
+def _line(f: dict) -> str:
+    queries = f"{f['queries_mean']:.1f} (max {f['queries_max']})" if f["queries_counted"] else "—"
+    return (f"{f['target']:<16} {f['rps']:8.1f} req/s  p50 {f['p50_ms']:7.1f}  p95 {f['p95_ms']:7.1f}  "
+            f"p99 {f['p99_ms']:7.1f} ms  errors {f['errors']}  queries {queries}  statuses {f['statuses']}")
+
+
+def goals(r: dict) -> list[dict]:
+    """Return every goal of issue 6 beside what was measured: figure, measured, goal, met (None: not measured)."""
+    t, rows = r["targets"], []
+
+    def row(figure: str, measured, goal: str, met) -> None:
+        rows.append({"figure": figure, "measured": measured, "goal": goal, "met": met})
+
+    api = t["api_customers"]
+    row("API customers list req/s", f"{api['rps']:,.0f}", "≥ 800", api["rps"] >= 800)
+    row("API customers list p95", f"{api['p95_ms']:.1f} ms", "≤ 30 ms", api["p95_ms"] <= 30)
+    etag = t["etag_304"]
+    row("ETag 304 req/s ÷ yardstick", f"{etag['ratio']:.0%} ({etag['rps']:,.0f} req/s, "
+        f"{etag['statuses'].get(304, 0) / max(etag['requests'], 1):.0%} were 304)", "≥ 60%", etag["ratio"] >= 0.6)
+    for key in ("staff_list", "staff_search"):
+        row(f"{LABELS[key]} req/s", f"{t[key]['rps']:,.0f}", "≥ 400", t[key]["rps"] >= 400)
+        row(f"{LABELS[key]} p95", f"{t[key]['p95_ms']:.1f} ms", "≤ 60 ms", t[key]["p95_ms"] <= 60)
+    for key in LIST_TARGETS:
+        most = t[key]["queries_max"]
+        row(f"SQL queries per request, {LABELS[key]}", f"max {most}, mean {t[key]['queries_mean'] or 0:.2f} "
+            f"({t[key]['queries_counted']:,} responses)", "≤ 3", None if most is None else most <= 3)
+    most_rss = max(r["worker_rss_mb"] + (r["worker_rss_after_peak_mb"] or []), default=0.0)
+    row("RSS per web worker after the run", f"max {most_rss:.0f} MB ({len(r['worker_rss_mb'])} workers)",
+        "≤ 80 MB", most_rss <= 80)
+    peak = r["peak"]
+    if peak:
+        row(f"peak: {peak['connections']:,} connections × {peak['seconds']:.0f} s, errors",
+            f"{peak['non_2xx_3xx'] + peak['socket_errors']} (non-2xx/3xx {peak['non_2xx_3xx']}, "
+            f"socket {peak['socket_errors']})", "0",
+            peak["errors"] - peak["timeouts"] == 0)
+        row("peak: timeouts", f"{peak['timeouts']} (wrk --timeout {r['timeout']})", "0", peak["timeouts"] == 0)
+        row("peak: p95", f"{peak['p95_ms']:.0f} ms ({peak['rps']:,.0f} req/s)", "reported", True)
+    else:
+        row("peak: 1,000 connections × 60 s", "not run", "0 errors, 0 timeouts", None)
+    return rows
+
+
+def write_section(path: Path, r: dict) -> None:
+    """Append a dated section with the per-target table and the goals table to the results file."""
+    mark = {True: "met", False: "**missed**", None: "not measured"}
+    lines = [f"\n## HTTP load (bench/http_load.py), {r['date']}, commit {r['commit']}, {r['cores']} cores "
+             f"({r['machine']})\n",
+             f"{r['customers']:,} customers with subscriptions, invoices and payments (two billing runs: "
+             f"{r['history'].get('invoices', 0):,} invoices, {r['history'].get('payments', 0):,} payments); "
+             f"gunicorn with deploy/gunicorn.conf.py, APP_ENV=production behind `X-Forwarded-Proto: https`; "
+             f"wrk {r['connections']} connections, {r['duration']} s per target; app, PostgreSQL, Redis and wrk "
+             f"on the same {r['cores']} cores (a shared machine: other work may have run alongside).\n",
+             "| target | req/s | p50 ms | p95 ms | p99 ms | errors | SQL/request (mean, max) | ÷ yardstick |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, f in r["targets"].items():
+        queries = f"{f['queries_mean']:.2f}, {f['queries_max']}" if f["queries_counted"] else "—"
+        lines.append(f"| {LABELS[key]} | {f['rps']:,.0f} | {f['p50_ms']:.1f} | {f['p95_ms']:.1f} | "
+                     f"{f['p99_ms']:.1f} | {f['errors']} | {queries} | {f['ratio']:.0%} |")
+    rss = ", ".join(f"{x:.0f}" for x in r["worker_rss_mb"])
+    lines += ["", f"Worker RSS after the runs: {rss} MB.", "", "| figure | measured | goal | |", "|---|---|---|---|"]
+    lines += [f"| {g['figure']} | {g['measured']} | {g['goal']} | {mark[g['met']]} |" for g in r["goals"]]
+    text_ = path.read_text() if path.exists() else "# Benchmark results\n"
+    path.write_text(text_ + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

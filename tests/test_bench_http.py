@@ -1,0 +1,57 @@
+"""The HTTP load benchmark keeps working: a small run reports every figure (speed is measured by bench/, not here)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import _postgres_available
+
+pytestmark = [
+    pytest.mark.skipif(not _postgres_available(), reason="the benchmark needs PostgreSQL"),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="the benchmark starts its own Redis"),
+]
+
+FIGURES = ("rps", "p50_ms", "p95_ms", "p99_ms", "ratio")
+
+
+def test_http_benchmark_runs_at_small_n_and_reports_every_figure(tmp_path):
+    from bench import http_load
+
+    try:
+        http_load.ensure_wrk()
+    except RuntimeError:
+        pytest.skip("wrk is not installed and could not be installed (CI installs it with apt-get)")
+    results = tmp_path / "RESULTS.md"
+    report = http_load.main(["--small", "--results", str(results)])
+
+    assert report["customers"] == 300 and report["cores"] >= 1 and report["commit"]
+    assert report["history"]["invoices"] > 0 and report["history"]["payments"] > 0, "invoices and payments loaded"
+    targets = report["targets"]
+    assert set(targets) == set(http_load.TARGETS)
+    for name, figures in targets.items():
+        assert figures["requests"] > 0, name
+        for key in FIGURES:
+            assert isinstance(figures[key], float) and figures[key] >= 0, (name, key)
+        assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"], name
+        for key in ("errors", "non_2xx_3xx", "socket_errors", "timeouts"):
+            assert isinstance(figures[key], int), (name, key)
+        # Every response carries Server-Timing, so the query count is known for all of them.
+        assert figures["queries_counted"] == sum(figures["statuses"].values()), name
+        assert isinstance(figures["queries_max"], int) and isinstance(figures["queries_mean"], float), name
+    assert targets["health"]["ratio"] == 1.0 and targets["health"]["queries_max"] == 0
+
+    # The harness itself works: the token, the session cookie, the cursor links and the ETags are all valid.
+    assert targets["etag_304"]["statuses"].get(304) == targets["etag_304"]["requests"], "every conditional GET hit"
+    for name in ("api_customers", "api_invoices", "staff_list", "staff_search", "customer_detail", "dashboard"):
+        assert set(targets[name]["statuses"]) == {200}, (name, targets[name]["statuses"])
+
+    assert len(report["worker_rss_mb"]) == 2 and all(isinstance(x, float) and x > 0 for x in report["worker_rss_mb"])
+    assert report["peak"] is None, "--small skips the 1,000-connection run"
+    goals = {g["figure"]: g for g in report["goals"]}
+    assert len(goals) == 13 and all(g["met"] in (True, False) for g in report["goals"] if "peak" not in g["figure"])
+
+    section = results.read_text()
+    assert "## HTTP load (bench/http_load.py)" in section and "| figure | measured | goal | |" in section
+    for label in http_load.LABELS.values():
+        assert f"| {label} |" in section, label

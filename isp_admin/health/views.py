@@ -30,26 +30,25 @@ PROBE_TIMEOUT = 2  # seconds: a probe that hangs is worse than one that says "do
 
 
 @lru_cache(maxsize=1)
-def migration_head() -> str | None:
-    """The newest migration revision the code ships (read once per process)."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    directory = Path(current_app.root_path).parent / "migrations"
-    config = Config()
-    config.set_main_option("script_location", str(directory))
-    return ScriptDirectory.from_config(config).get_current_head()
-
-
-@lru_cache(maxsize=1)
-def known_revisions() -> frozenset[str]:
-    """Every migration revision the code ships."""
+def _scripts():
+    """The code's migration scripts (read once per process)."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(Path(current_app.root_path).parent / "migrations"))
-    return frozenset(script.revision for script in ScriptDirectory.from_config(config).walk_revisions())
+    return ScriptDirectory.from_config(config)
+
+
+def migration_head() -> str | None:
+    """The newest migration revision the code ships."""
+    return _scripts().get_current_head()
+
+
+@lru_cache(maxsize=1)
+def known_revisions() -> frozenset[str]:
+    """Every migration revision the code ships."""
+    return frozenset(script.revision for script in _scripts().walk_revisions())
 
 
 def _timed(check) -> dict:

@@ -1,7 +1,7 @@
-"""Engine-level settings: SQLite foreign keys, and a per-request SQL statement counter."""
+"""Engine-level settings (SQLite foreign keys) and small SQL helpers shared by the services."""
 from __future__ import annotations
 
-from flask import Flask, g, has_request_context
+from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -15,18 +15,17 @@ def _enable_sqlite_foreign_keys(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _count_statement(*_args, **_kwargs) -> None:
-    if has_request_context():
-        g.sql_queries = g.get("sql_queries", 0) + 1
+def escape_like(text: str) -> str:
+    """Escape LIKE wildcards in user text (patterns use escape="\\")."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def register_database_events(app: Flask) -> None:
-    """Attach the connect and execute hooks to the app's engine."""
+    """Attach the connect hook to the app's engine (per-request SQL timing lives in observability.timing)."""
     with app.app_context():
         engine: Engine = db.engine
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _enable_sqlite_foreign_keys)
-    event.listen(engine, "before_cursor_execute", _count_statement)
 
 
 def dialect_name() -> str:

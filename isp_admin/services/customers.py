@@ -6,6 +6,7 @@ import secrets
 from sqlalchemy import func, or_, select, union
 from sqlalchemy.exc import IntegrityError
 
+from isp_admin.database import escape_like
 from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
 from isp_admin.extensions import cache, db
 from isp_admin.models import AuditEvent, Customer, Plan, Subscription
@@ -142,13 +143,10 @@ def _total_customers() -> int:
     return total
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
 
 def search_condition(q: str):
     """Return a condition matching name, account, email, phone, PPPoE login or IP containing `q`."""
-    needle = _escape_like(q.strip().lower())
+    needle = escape_like(q.strip().lower())
     pattern = f"%{needle}%"
     c, s = Customer.__table__.c, Subscription.__table__.c
     # A UNION of two indexable scans instead of one OR across a join: each side uses its own trigram

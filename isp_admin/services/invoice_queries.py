@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from flask import current_app
 from sqlalchemy import Date, cast, func, literal, or_, select, union_all
 
+from isp_admin.database import escape_like
 from isp_admin.errors import Invalid, NotFound
 from isp_admin.extensions import db
 from isp_admin.models import (
@@ -34,9 +35,6 @@ BALANCE = Invoice.total_cents - Invoice.amount_paid_cents - Invoice.credit_appli
 STATEMENT_LIMIT = 500
 FULL_NUMBER = re.compile(r"[A-Z]{2,4}-\d{4}-\d{6}")
 
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def customer_matches(column, text: str):
@@ -103,7 +101,7 @@ def list_invoices(*, status: str | None = None, customer: str | None = None, num
         if FULL_NUMBER.fullmatch(number.upper()):
             conditions.append(i.number == number.upper())  # the unique index answers a whole number at once
         else:
-            conditions.append(i.number.ilike(f"%{_escape_like(number)}%", escape="\\"))
+            conditions.append(i.number.ilike(f"%{escape_like(number)}%", escape="\\"))
     for column, low, high in ((i.issue_date, issued_from, issued_to), (i.due_date, due_from, due_to),
                               (i.total_cents, min_total, max_total)):
         if low is not None:

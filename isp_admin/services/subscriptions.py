@@ -210,8 +210,9 @@ def list_subscriptions(*, status: str | None = None, customer_id: int | None = N
                        ordering: str = "-id", size: int = 50, after: str | None = None, before: str | None = None,
                        offset: int = 0):
     """Return one page of subscriptions matching the filters, with a capped count: two queries."""
+    from isp_admin.database import escape_like
     from isp_admin.models import Customer, Plan
-    from isp_admin.services.invoice_queries import _escape_like, keyset_by_id, ordering_column
+    from isp_admin.services.invoice_queries import keyset_by_id, ordering_column
 
     s, p, c = Subscription.__table__.c, Plan.__table__.c, Customer.__table__.c
     conditions = []
@@ -219,7 +220,7 @@ def list_subscriptions(*, status: str | None = None, customer_id: int | None = N
         if value is not None:
             conditions.append(column == value)
     if search and search.strip():
-        pattern = f"%{_escape_like(search.strip())}%"
+        pattern = f"%{escape_like(search.strip())}%"
         conditions.append(s.pppoe_username.ilike(pattern, escape="\\") | s.static_ip.ilike(pattern, escape="\\"))
     if started_from is not None:
         conditions.append(s.start_date >= started_from)

@@ -54,7 +54,8 @@ def _check_request(scope: str, permission: str):
     role, scopes = token.user.role, token.scopes.split(",")
     g.api_identity = {"token_id": token.id, "user_id": token.user_id}  # plain values: the commit expires `token`
     actor = Actor("token", token.id, f"{token.user.email} (token {token.prefix})", request.remote_addr)
-    db.session.commit()  # the edge commits last_used_at (written at most once a minute); else a no-op
+    if db.session.info.pop("token_last_used_written", False):
+        db.session.commit()  # last_used_at (written at most once a minute) survives a failing view
     if scope not in scopes:
         return _denied(f"This token lacks the {scope} scope.")
     if role not in PERMISSIONS[permission] or not token_service.role_allows_scope(role, scope):

@@ -1,15 +1,18 @@
 """What every API resource shares: its blueprint, list arguments and pagination, and the write transaction."""
 from __future__ import annotations
 
+import hashlib
 from http import HTTPStatus
 
 import marshmallow as ma
-from flask import request, url_for
+from flask import Response, current_app, request, url_for
 from flask_smorest import Blueprint
 
 from isp_admin.api.arguments import ApiArgumentsParser
-from isp_admin.api.envelope import envelope
+from isp_admin.api.envelope import envelope, timestamp
 from isp_admin.api.errors import invalid_arguments
+from isp_admin.api.versioning import API_VERSION
+from isp_admin.services import versions
 from isp_admin.services.pagination import Page
 
 MAX_PAGE_SIZE = 200
@@ -98,3 +101,43 @@ def documented(blp: Blueprint, *codes: int):
         return view
 
     return decorate
+
+
+def version_etag(*tables: str) -> str | None:
+    """Return the ETag of this GET from the data versions of `tables` and the exact query, or None (SQLite).
+
+    The tag changes whenever one of the tables changes, so an unchanged list answers 304 without running its
+    page query; the body itself is never hashed.
+    """
+    known = versions.current()
+    if known is None or any(t not in known for t in tables):
+        return None
+    state = "|".join([API_VERSION, request.path, request.query_string.decode("latin-1"),
+                      *(f"{t}={known[t]}" for t in tables)])
+    return hashlib.sha256(state.encode()).hexdigest()[:32]
+
+
+def _conditional_headers(response: Response, tag: str) -> Response:
+    response.set_etag(tag)
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.vary.add("Authorization")
+    return response
+
+
+def not_modified(tag: str | None) -> Response | None:
+    """Return 304 Not Modified when the request's If-None-Match holds `tag`, else None."""
+    if tag is None or not request.if_none_match.contains(tag):
+        return None
+    return _conditional_headers(Response(status=304), tag)
+
+
+def json_rows_response(rows: list[str], page: Page, args: dict, tag: str | None) -> Response:
+    """Return a list's success envelope around JSON row texts made by the database, with its ETag."""
+    def dumps(value) -> str:
+        return current_app.json.dumps(value, separators=(",", ":"))  # compact, as jsonify answers outside debug
+
+    # The keys in the order Flask's provider sorts them, so the envelope reads as every other list's.
+    body = (f'{{"data":[{",".join(rows)}],"message":"OK","pagination":{dumps(pagination(page, args))},'
+            f'"success":true,"timestamp":{dumps(timestamp())}}}')
+    response = Response(body, status=200, mimetype="application/json")
+    return _conditional_headers(response, tag) if tag else response

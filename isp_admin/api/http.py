@@ -54,6 +54,8 @@ def register_http_rules(app: Flask) -> None:
     def conditional_get(response):
         if (request.method == "GET" and response.status_code == 200 and response.mimetype == "application/json"
                 and is_api_request() and request.endpoint != "api_docs.openapi_json"):
+            if response.get_etag()[0]:  # tagged by the view from data versions (api.common.version_etag)
+                return response
             tag = body_etag(response.get_data())
             if tag:
                 response.set_etag(tag)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, CheckConstraint, Date, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Date, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from isp_admin.extensions import db
@@ -63,3 +63,16 @@ class JobRun(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     triggered_by: Mapped[str] = mapped_column(String(254))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id", ondelete="SET NULL"))
+
+
+class ChangeVersion(db.Model):
+    """A table's data version: PostgreSQL bumps it in every transaction that changes the table (migration 0004).
+
+    Caches of counts, page anchors and list ETags are keyed by these numbers, so a cached figure is used only while
+    its table is exactly as it was computed from (isp_admin.services.versions).
+    """
+
+    __tablename__ = "change_versions"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import func, or_, select, union
+from sqlalchemy import func, or_, select, text, union
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 
 from isp_admin.database import escape_like
 from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
 from isp_admin.extensions import cache, db
 from isp_admin.models import AuditEvent, Customer, Plan, Subscription
-from isp_admin.services import audit
+from isp_admin.services import audit, versions
 from isp_admin.services.dashboard import invalidate_dashboard
 from isp_admin.services.pagination import Page, keyset_page
 from isp_admin.services.users import normalise_email
@@ -159,14 +160,8 @@ def search_condition(q: str):
     return c.id.in_(matching)
 
 
-def list_customers(*, q: str = "", status: str | None = None, plan_id: int | None = None,
-                   sort: str = "name", size: int = 50, after: str | None = None,
-                   before: str | None = None, offset: int = 0, created_from=None, created_to=None,
-                   with_services: bool = True) -> Page:
-    """Return one page of customers (with their live subscriptions), in a constant number of queries."""
-    c, s, p = Customer.__table__.c, Subscription.__table__.c, Plan.__table__.c
-    if sort not in SORTS:
-        raise Invalid("Unknown sort order.", {"sort": f"Choose one of {', '.join(SORTS)}."})
+def _conditions(q: str, status: str | None, plan_id: int | None, created_from, created_to) -> list:
+    c, s = Customer.__table__.c, Subscription.__table__.c
     if q and "\x00" in q:
         raise Invalid("The search is not valid.", {"q": "Contains a NUL character."})
     conditions = []
@@ -180,14 +175,66 @@ def list_customers(*, q: str = "", status: str | None = None, plan_id: int | Non
         conditions.append(c.created_at >= created_from)
     if created_to is not None:
         conditions.append(c.created_at < created_to)
-    stmt = select(*(c[name] for name in LIST_COLUMNS)).where(*conditions)
+    return conditions
+
+
+def _services_column():
+    """A column with each listed customer's live subscriptions as JSON (PostgreSQL), instead of a second query."""
+    s, p = Subscription.__table__.c, Plan.__table__.c
+    item = func.json_build_object("status", s.status, "pppoe_username", s.pppoe_username, "plan_name", p.name)
+    return (select(func.coalesce(func.json_agg(aggregate_order_by(item, s.id)), text("'[]'::json")))
+            .select_from(Subscription.__table__.join(Plan.__table__, p.id == s.plan_id))
+            .where(s.customer_id == Customer.__table__.c.id, s.status != "cancelled")
+            .scalar_subquery().label("services"))
+
+
+def _count_expression(conditions: list):
+    c = Customer.__table__.c
+    if not conditions:
+        return select(func.count()).select_from(Customer.__table__).scalar_subquery()
+    # A filtered count stops at the cap: "10,000+" is honest and never scans the whole table.
+    capped = select(c.id).where(*conditions).limit(COUNT_CAP + 1).subquery()
+    return select(func.count()).select_from(capped).scalar_subquery()
+
+
+def _set_total(page: Page, total: int, filtered: bool) -> None:
+    if filtered:
+        page.total, page.total_capped = min(total, COUNT_CAP), total > COUNT_CAP
+    else:
+        page.total = total
+
+
+def _signature(q, status, plan_id, created_from, created_to) -> tuple:
+    return ((q or "").strip().lower(), status, plan_id, created_from, created_to)
+
+
+def list_customers(*, q: str = "", status: str | None = None, plan_id: int | None = None,
+                   sort: str = "name", size: int = 50, after: str | None = None,
+                   before: str | None = None, offset: int = 0, created_from=None, created_to=None,
+                   with_services: bool = True, with_plan_choices: bool = False) -> Page:
+    """Return one page of customers (with their live subscriptions), in a constant number of queries.
+
+    On PostgreSQL the subscriptions come in the page query, and the count (with the plan choices, when asked
+    for) is one more query only when the data changed since it was last counted: two queries at most.
+    """
+    c, s, p = Customer.__table__.c, Subscription.__table__.c, Plan.__table__.c
+    if sort not in SORTS:
+        raise Invalid("Unknown sort order.", {"sort": f"Choose one of {', '.join(SORTS)}."})
+    conditions = _conditions(q, status, plan_id, created_from, created_to)
+    fast = versions.enabled()
+    columns = [c[name] for name in LIST_COLUMNS]
+    if with_services and fast:
+        columns.append(_services_column())
+    stmt = select(*columns).where(*conditions)
     sort_key = SORTS[sort]
     descending = sort in ("newest", "-name", "-account", "-status")
     page = keyset_page(db.session, stmt, c[sort_key], c.id, descending=descending,
                        size=size, after=after, before=before, sort_key=sort_key, offset=offset)
     ids = [row["id"] for row in page.rows]
     services: dict[int, list] = {i: [] for i in ids}
-    if ids and with_services:
+    if with_services and fast:
+        services = {row["id"]: row["services"] for row in page.rows}
+    elif ids and with_services:
         subs = db.session.execute(
             select(s.customer_id, s.status, s.pppoe_username, p.name.label("plan_name"))
             .join(Plan.__table__, p.id == s.plan_id)
@@ -196,13 +243,100 @@ def list_customers(*, q: str = "", status: str | None = None, plan_id: int | Non
         for sub in subs:
             services[sub["customer_id"]].append(sub)
     page.extra["services"] = services
-    if conditions:
-        # A filtered count stops at the cap: "10,000+" is honest and never scans the whole table.
+    signature = _signature(q, status, plan_id, created_from, created_to)
+    if fast:
+        key = versions.key("customers", "subscriptions", "plans")
+        wanted = ("total", "plans") if with_plan_choices else ("total",)
+        cached = versions.cache.get_or_compute(
+            key and ("customers.list", signature, wanted, *key), lambda: _furniture(conditions, wanted))
+        _set_total(page, cached["total"], bool(conditions))
+        if with_plan_choices:
+            page.extra["plan_choices"] = cached["plans"]
+    elif conditions:
         capped = stmt.with_only_columns(c.id).limit(COUNT_CAP + 1).subquery()
-        total = db.session.scalar(select(func.count()).select_from(capped))
-        page.total, page.total_capped = min(total, COUNT_CAP), total > COUNT_CAP
+        _set_total(page, db.session.scalar(select(func.count()).select_from(capped)), True)
     else:
         page.total = _total_customers()
+    return page
+
+
+def _furniture(conditions: list, wanted: tuple) -> dict:
+    """Count the list (and read the plan choices) in one statement: what a page shows besides its rows."""
+    p = Plan.__table__.c
+    columns = [_count_expression(conditions).label("total")]
+    if "plans" in wanted:
+        choices = (select(func.coalesce(func.json_agg(aggregate_order_by(
+            func.json_build_array(p.id, p.name.op("||")(" (").op("||")(p.code).op("||")(")")), p.name)),
+            text("'[]'::json"))).scalar_subquery())
+        columns.append(choices.label("plans"))
+    row = db.session.execute(select(*columns)).one()
+    found = {"total": row.total}
+    if "plans" in wanted:
+        found["plans"] = [(plan_id, label) for plan_id, label in row.plans]
+    return found
+
+
+# Page anchors: every step-th (sort value, id) of an unfiltered or status-filtered ordering, so page N starts from
+# the nearest anchor and skips fewer than `step` rows, rather than OFFSET-ing through everything before it.
+ANCHORS_PER_LIST = 500
+MIN_ANCHOR_STEP = 100
+
+
+def _anchors(status: str | None, sort_key: str, descending: bool) -> dict:
+    c = Customer.__table__.c
+    sort_col = c[sort_key]
+    where = [c.status == status] if status else []
+    order = (sort_col.desc(), c.id.desc()) if descending else (sort_col.asc(), c.id.asc())
+    # The count apart from the ranking: a count(*) OVER () would hold every row in memory and sort them, where
+    # row_number() alone walks the (sort, id) index in order.
+    counted = select(func.count().label("total")).select_from(Customer.__table__).where(*where).cte("counted")
+    ranked = (select(sort_col.label("v"), c.id.label("id"), (func.row_number().over(order_by=order) - 1).label("rn"))
+              .where(*where).subquery())
+    step = func.greatest(MIN_ANCHOR_STEP, counted.c.total // ANCHORS_PER_LIST)
+    row = db.session.execute(
+        select(func.max(counted.c.total).label("total"), func.max(step).label("step"),
+               func.json_agg(aggregate_order_by(func.json_build_array(ranked.c.v, ranked.c.id), ranked.c.rn))
+               .label("anchors"))
+        .select_from(ranked.join(counted, text("true")))
+        .where(ranked.c.rn % step == 0)).one()
+    return {"total": row.total or 0, "step": row.step or MIN_ANCHOR_STEP, "anchors": row.anchors or []}
+
+
+def list_customers_json(row_json, *, q: str = "", status: str | None = None, plan_id: int | None = None,
+                        sort: str = "name", size: int = 50, after: str | None = None, before: str | None = None,
+                        offset: int = 0, created_from=None, created_to=None) -> Page:
+    """Return one page of customers as JSON texts made by PostgreSQL (`row_json`), for the API (PostgreSQL only).
+
+    Unfiltered or status-filtered lists jump to any page from a cached anchor: the cost of page 2,000 is that of
+    page 1. Queries: the page, plus the count (and anchors) when the customers changed since last counted.
+    """
+    c = Customer.__table__.c
+    if sort not in SORTS:
+        raise Invalid("Unknown sort order.", {"sort": f"Choose one of {', '.join(SORTS)}."})
+    conditions = _conditions(q, status, plan_id, created_from, created_to)
+    sort_key = SORTS[sort]
+    descending = sort in ("newest", "-name", "-account", "-status")
+    anchorable = not (q.strip() or plan_id or created_from or created_to)
+    start, skip = None, offset
+    key = versions.key("customers")
+    if anchorable:
+        stats = versions.cache.get_or_compute(key and ("customers.anchors", status, sort_key, descending, *key),
+                                              lambda: _anchors(status, sort_key, descending))
+        total = stats["total"]
+        index = offset // stats["step"]
+        if not (after or before) and 0 < index < len(stats["anchors"]):
+            value, row_id = stats["anchors"][index]
+            start, skip = (value, row_id), offset - index * stats["step"]
+    else:
+        signature = _signature(q, status, plan_id, created_from, created_to)
+        total = versions.cache.get_or_compute(
+            key and ("customers.count", signature, *key),
+            lambda: db.session.scalar(select(_count_expression(conditions))))
+    columns = [c.id, row_json.label("json")] + ([c[sort_key]] if sort_key != "id" else [])
+    stmt = select(*columns).where(*conditions)
+    page = keyset_page(db.session, stmt, c[sort_key], c.id, descending=descending, size=size, after=after,
+                       before=before, sort_key=sort_key, offset=skip, start_at=start, skipped=offset)
+    _set_total(page, total, bool(conditions))
     return page
 
 

@@ -56,8 +56,13 @@ def decode_cursor(cursor: str, value_type: type = str) -> tuple:
 
 
 def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
-                after: str | None = None, before: str | None = None, sort_key: str = "", offset: int = 0) -> Page:
-    """Run `stmt` for one page after or before a cursor (or `offset` rows in), ordered by (sort_col, id_col)."""
+                after: str | None = None, before: str | None = None, sort_key: str = "", offset: int = 0,
+                start_at: tuple | None = None, skipped: int | None = None) -> Page:
+    """Run `stmt` for one page after or before a cursor (or `offset` rows in), ordered by (sort_col, id_col).
+
+    `start_at` (a (sort value, id) page anchor) starts the page at that row, `offset` rows further on; `skipped`
+    is then how many rows precede the page in the whole list.
+    """
     backwards = before is not None
     cursor = before if backwards else after
     ascending = descending == backwards  # walking backwards flips the order
@@ -65,6 +70,9 @@ def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
         value, row_id = decode_cursor(cursor, sort_col.type.python_type)
         position = tuple_(sort_col, id_col)
         stmt = stmt.where(position > tuple_(value, row_id) if ascending else position < tuple_(value, row_id))
+    elif start_at is not None:
+        position, anchor = tuple_(sort_col, id_col), tuple_(*start_at)
+        stmt = stmt.where(position >= anchor if ascending else position <= anchor)
     order = (sort_col.asc(), id_col.asc()) if ascending else (sort_col.desc(), id_col.desc())
     stmt = stmt.order_by(*order).limit(size + 1)
     if offset and not cursor:
@@ -77,7 +85,7 @@ def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
     def cursor_of(row):
         return encode_cursor(row[sort_key], row["id"])
     has_next = more if not backwards else True
-    has_prev = more if backwards else (cursor is not None or offset > 0)
+    has_prev = more if backwards else (cursor is not None or (offset if skipped is None else skipped) > 0)
     return Page(
         rows=rows,
         next_cursor=cursor_of(rows[-1]) if rows and has_next else None,

@@ -58,7 +58,7 @@ def _token_scope() -> str:
 
 @blp.route("/invoices/", methods=["GET"])
 @api_access("read", "view")
-@blp.arguments(s.InvoiceListQuery, location="query", as_kwargs=False)
+@blp.arguments(s.InvoiceListQuery(), location="query", as_kwargs=False)
 @blp.response(200, s.InvoiceList)
 @documented(blp)
 def list_invoices(args):
@@ -180,7 +180,7 @@ def pay_invoice(values, invoice_id: int):
 
 @blp.route("/payments/", methods=["GET"])
 @api_access("read", "view")
-@blp.arguments(s.PaymentListQuery, location="query", as_kwargs=False)
+@blp.arguments(s.PaymentListQuery(), location="query", as_kwargs=False)
 @blp.response(200, s.PaymentList)
 @documented(blp)
 def list_payments(args):

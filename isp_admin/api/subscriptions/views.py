@@ -113,7 +113,7 @@ SubscriptionOne = envelope_schema("SubscriptionOne", SubscriptionSchema)
 
 @blp.route("/", methods=["GET"])
 @api_access("read", "view")
-@blp.arguments(SubscriptionListQuery, location="query", as_kwargs=False)
+@blp.arguments(SubscriptionListQuery(), location="query", as_kwargs=False)
 @blp.response(200, SubscriptionList)
 @documented(blp)
 def list_subscriptions(args):

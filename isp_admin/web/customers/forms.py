@@ -1,7 +1,7 @@
 """Customer forms: profile editing and the list's filters."""
 from flask_wtf import FlaskForm
 from wtforms import EmailField, SelectField, StringField, SubmitField, TextAreaField
-from wtforms.validators import DataRequired, Email, Length, Optional
+from wtforms.validators import DataRequired, Email, Length, Optional, Regexp
 
 from isp_admin.models.customers import CUSTOMER_STATUSES
 from isp_admin.services.customers import SORTS
@@ -34,6 +34,10 @@ class CustomerFilterForm(FlaskForm):
     q = StringField("Search", validators=[Optional(), Length(max=100)])
     status = SelectField("Status", choices=[("", "Any status")] + [(s, s.title()) for s in CUSTOMER_STATUSES],
                          validators=[Optional()])
-    plan = SelectField("Plan", choices=[], validators=[Optional()])
+    # Choices are filled after the list query (they come with its count); the value is checked as a plan id here,
+    # and an id of no plan simply matches no customer.
+    plan = SelectField("Plan", choices=[], validators=[Optional(), Regexp(r"^[1-9][0-9]{0,9}$",
+                                                                          message="Not a plan.")],
+                       validate_choice=False)
     sort = SelectField("Sort", choices=[(k, k.title()) for k in SORTS if not k.startswith("-")], default="name",
                        validators=[Optional()])

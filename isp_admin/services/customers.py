@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import func, or_, select, text, union
+from sqlalchemy import any_, func, or_, select, text, union
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 
@@ -150,12 +150,18 @@ def search_condition(q: str):
     needle = escape_like(q.strip().lower())
     pattern = f"%{needle}%"
     c, s = Customer.__table__.c, Subscription.__table__.c
-    # A UNION of two indexable scans instead of one OR across a join: each side uses its own trigram
-    # index on PostgreSQL (customers.search_text is already lower-cased, so plain LIKE suffices).
+    services = or_(s.pppoe_username.ilike(pattern, escape="\\"), s.static_ip.ilike(pattern, escape="\\"))
+    if versions.enabled():
+        # PostgreSQL: the few customers found by PPPoE login or IP are collected once (an init plan, on the
+        # trigram indexes), so the planner sees one filter on customers: it walks the name index for a common
+        # term (the first page is near) or ORs two bitmap scans for a rare one. An IN (UNION …) forced a hash
+        # join over the whole table: 70–130 ms at 100,000 customers where this takes 0.2–40 ms.
+        matched = func.array(select(s.customer_id).where(services).scalar_subquery())
+        return or_(c.search_text.like(pattern, escape="\\"), c.id == any_(matched))
+    # SQLite: a UNION of the two sides (customers.search_text is already lower-cased, so plain LIKE suffices).
     matching = union(
         select(c.id).where(c.search_text.like(pattern, escape="\\")),
-        select(s.customer_id).where(or_(s.pppoe_username.ilike(pattern, escape="\\"),
-                                        s.static_ip.ilike(pattern, escape="\\"))),
+        select(s.customer_id).where(services),
     )
     return c.id.in_(matching)
 

@@ -126,7 +126,8 @@ def _conditional_headers(response: Response, tag: str) -> Response:
 
 def not_modified(tag: str | None) -> Response | None:
     """Return 304 Not Modified when the request's If-None-Match holds `tag`, else None."""
-    if tag is None or not request.if_none_match.contains(tag):
+    # Weak comparison, as RFC 9110 asks of If-None-Match: a compressing proxy hands clients W/ tags.
+    if tag is None or not request.if_none_match.contains_weak(tag):
         return None
     return _conditional_headers(Response(status=304), tag)
 

@@ -28,7 +28,8 @@ class UTCDateTime(TypeDecorator):
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return value
+        # A server or role whose TimeZone is not UTC returns other offsets; the API's times are always +00:00.
+        return value.astimezone(UTC) if value is not None else None
 
 
 def in_list(column: str, values) -> str:

@@ -235,11 +235,11 @@ def list_customers(*, q: str = "", status: str | None = None, plan_id: int | Non
     sort_key = SORTS[sort]
     descending = sort in ("newest", "-name", "-account", "-status")
     page = keyset_page(db.session, stmt, c[sort_key], c.id, descending=descending,
-                       size=size, after=after, before=before, sort_key=sort_key, offset=offset)
-    ids = [row["id"] for row in page.rows]
+                       size=size, after=after, before=before, sort_key=sort_key, offset=offset, as_rows=True)
+    ids = [row.id for row in page.rows]
     services: dict[int, list] = {i: [] for i in ids}
     if with_services and fast:
-        services = {row["id"]: row["services"] for row in page.rows}
+        services = {row.id: row.services for row in page.rows}
     elif ids and with_services:
         subs = db.session.execute(
             select(s.customer_id, s.status, s.pppoe_username, p.name.label("plan_name"))
@@ -324,8 +324,8 @@ def list_customers_json(row_json, *, q: str = "", status: str | None = None, pla
     descending = sort in ("newest", "-name", "-account", "-status")
     anchorable = not (q.strip() or plan_id or created_from or created_to)
     start, skip = None, offset
-    key = versions.key("customers")
     if anchorable:
+        key = versions.key("customers")
         stats = versions.cache.get_or_compute(key and ("customers.anchors", status, sort_key, descending, *key),
                                               lambda: _anchors(status, sort_key, descending))
         total = stats["total"]
@@ -334,6 +334,7 @@ def list_customers_json(row_json, *, q: str = "", status: str | None = None, pla
             value, row_id = stats["anchors"][index]
             start, skip = (value, row_id), offset - index * stats["step"]
     else:
+        key = versions.key("customers", "subscriptions")  # a plan filter or a search reads subscriptions too
         signature = _signature(q, status, plan_id, created_from, created_to)
         total = versions.cache.get_or_compute(
             key and ("customers.count", signature, *key),

@@ -57,11 +57,12 @@ def decode_cursor(cursor: str, value_type: type = str) -> tuple:
 
 def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
                 after: str | None = None, before: str | None = None, sort_key: str = "", offset: int = 0,
-                start_at: tuple | None = None, skipped: int | None = None) -> Page:
+                start_at: tuple | None = None, skipped: int | None = None, as_rows: bool = False) -> Page:
     """Run `stmt` for one page after or before a cursor (or `offset` rows in), ordered by (sort_col, id_col).
 
     `start_at` (a (sort value, id) page anchor) starts the page at that row, `offset` rows further on; `skipped`
-    is then how many rows precede the page in the whole list.
+    is then how many rows precede the page in the whole list. `as_rows` gives Row objects (attribute access, the
+    cheap kind for a template) instead of mappings.
     """
     backwards = before is not None
     cursor = before if backwards else after
@@ -77,13 +78,15 @@ def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
     stmt = stmt.order_by(*order).limit(size + 1)
     if offset and not cursor:
         stmt = stmt.offset(offset)
-    rows = list(session.execute(stmt).mappings())
+    result = session.execute(stmt)
+    rows = list(result if as_rows else result.mappings())
     more = len(rows) > size
     rows = rows[:size]
     if backwards:
         rows.reverse()
     def cursor_of(row):
-        return encode_cursor(row[sort_key], row["id"])
+        values = row._mapping if as_rows else row
+        return encode_cursor(values[sort_key], values["id"])
     has_next = more if not backwards else True
     has_prev = more if backwards else (cursor is not None or (offset if skipped is None else skipped) > 0)
     return Page(

@@ -118,7 +118,9 @@ def _day_bounds(args: dict) -> dict:
 def list_customers(args):
     """List customers: search, filter by status, plan or creation date, order, page by number or cursor."""
     if versions.enabled():  # PostgreSQL writes the rows' JSON and keeps the versions the ETag is made from
-        tag = version_etag("customers")
+        # A plan filter or a search (PPPoE login, IP) reads subscriptions too: their changes must change the tag.
+        tag = version_etag(*(("customers", "subscriptions") if args.get("plan_id") or args.get("search")
+                             else ("customers",)))
         unchanged = not_modified(tag)
         if unchanged is not None:
             return unchanged

@@ -21,3 +21,28 @@ def test_billing_benchmark_runs_at_small_n_and_reports_every_figure(tmp_path, ca
     row = results.read_text().splitlines()[-1]
     assert row.startswith("| ") and "| 300 |" in row
     assert "subscriptions in" in capsys.readouterr().out
+
+
+def test_billing_fanned_out_over_real_workers_bills_every_due_subscription_once_and_reports_every_figure(
+        tmp_path, capsys):
+    from bench import billing_run
+
+    results = tmp_path / "RESULTS.md"
+    figures = billing_run.main(["--customers", "300", "--chunk", "50", "--workers", "1,2", "--results",
+                                str(results)])
+    assert figures["due"] > 250 and figures["load_s"] > 0
+    assert [run["workers"] for run in figures["runs"]] == [1, 2]
+    for run in figures["runs"]:
+        # The harness checks this itself and raises; asserted again so a harness that stops checking fails here.
+        assert run["status"] == "succeeded"
+        assert run["subscriptions"] == figures["due"] and run["due_after_run"] == 0
+        assert run["invoices"] > 200 and run["chunks"] >= 6
+        for key in ("seconds", "wall_s", "subs_per_s", "speed_up"):
+            assert run[key] > 0, (run["workers"], key)
+    assert figures["runs"][0]["speed_up"] == 1.0
+    table = results.read_text().split(billing_run.FAN_OUT_TITLE)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| 20")]
+    assert len(rows) == 2 and all("| 300 | 50 |" in row for row in rows)
+    assert [row.split(" | ")[5] for row in rows] == ["1", "2"]
+    out = capsys.readouterr().out
+    assert "billing run on 1 worker(s)" in out and "billing run on 2 worker(s)" in out

@@ -4,19 +4,19 @@ from __future__ import annotations
 from functools import cache
 
 import marshmallow as ma
+from flask import g, request
 
 from isp_admin.api.arguments import NotBlank
 from isp_admin.api.auth import api_access
 from isp_admin.api.common import (
     ListQuery,
+    answers_not_modified,
     api_blueprint,
     documented,
     json_rows_response,
     list_envelope,
-    not_modified,
     ordering_field,
     page_window,
-    version_etag,
 )
 from isp_admin.api.envelope import envelope, envelope_schema
 from isp_admin.api.idempotency import transactional
@@ -110,24 +110,25 @@ def _day_bounds(args: dict) -> dict:
     return bounds
 
 
+def _list_tables() -> tuple[str, ...]:
+    # A plan filter or a search (PPPoE login, IP) reads subscriptions too: their changes must change the tag.
+    return ("customers", "subscriptions") if request.args.get("plan_id") or request.args.get("search") \
+        else ("customers",)
+
+
 @blp.route("/", methods=["GET"])
 @api_access("read", "view")
+@answers_not_modified(_list_tables)
 @blp.arguments(CustomerListQuery(), location="query", as_kwargs=False)
 @blp.response(200, CustomerList)
 @documented(blp)
 def list_customers(args):
     """List customers: search, filter by status, plan or creation date, order, page by number or cursor."""
     if versions.enabled():  # PostgreSQL writes the rows' JSON and keeps the versions the ETag is made from
-        # A plan filter or a search (PPPoE login, IP) reads subscriptions too: their changes must change the tag.
-        tag = version_etag(*(("customers", "subscriptions") if args.get("plan_id") or args.get("search")
-                             else ("customers",)))
-        unchanged = not_modified(tag)
-        if unchanged is not None:
-            return unchanged
         page = customer_service.list_customers_json(
             _row_json(), q=args.get("search") or "", status=args.get("status"), plan_id=args.get("plan_id"),
             sort=ORDERINGS[args["ordering"]], **_day_bounds(args), **page_window(args))
-        return json_rows_response([row["json"] for row in page.rows], page, args, tag)
+        return json_rows_response([row["json"] for row in page.rows], page, args, g.get("version_etag"))
     page = customer_service.list_customers(
         q=args.get("search") or "", status=args.get("status"), plan_id=args.get("plan_id"),
         sort=ORDERINGS[args["ordering"]], with_services=False, **_day_bounds(args), **page_window(args))

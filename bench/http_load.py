@@ -4,9 +4,9 @@ Usage: .venv/bin/python bench/http_load.py [--customers 100000] [--duration 30] 
        [--peak-seconds 60] [--small] [--results bench/RESULTS.md]
 
 1. Creates a throwaway PostgreSQL database next to BENCH_DATABASE_URL and a throwaway Redis on a free port,
-   migrates, loads customers and subscriptions with `flask data generate-test-data`, then two months of invoices
-   and payments with the demo's `bill_history` (two real billing runs, ~80% paid, the rest overdue); creates an
-   admin with `flask users create` and a read token with `flask tokens create`, and signs in once for a cookie.
+   migrates, loads customers, subscriptions and two months of invoices and payments with
+   `flask data generate-test-data --history-months 2` (two real billing runs, ~80% paid, the rest overdue);
+   creates an admin with `flask users create` and a read token with `flask tokens create`, and signs in once.
 2. Starts gunicorn with deploy/gunicorn.conf.py, APP_ENV=production (as deployed: HTTPS-only cookies, security
    headers, JSON logs), PROXY_FIX_X_FOR=1 with every request sent as `X-Forwarded-Proto: https` the way a TLS
    proxy would; rate limits off (one client would hit them), LOG_LEVEL=WARNING, worker recycling off so the RSS
@@ -43,7 +43,8 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.billing_run import commit_id, database, drop  # noqa: E402  (after the path insert above)
+from bench import profile  # noqa: E402  (after the path insert above)
+from bench.billing_run import commit_id, database, drop  # noqa: E402
 
 LUA = ROOT / "bench" / "wrk" / "load.lua"
 TARGETS = ("health", "api_customers", "etag_304", "api_invoices", "staff_list", "staff_search", "customer_detail",
@@ -55,19 +56,6 @@ LABELS = {"health": "/health/ (yardstick)", "api_customers": "API customers list
 LIST_TARGETS = ("api_customers", "api_invoices", "staff_list", "staff_search")
 ADMIN_EMAIL = "bench-admin@example.com"
 HTTPS = {"X-Forwarded-Proto": "https"}
-BILL_HISTORY = """
-import json
-from isp_admin import create_app
-from isp_admin.extensions import db
-from isp_admin.services.audit import SYSTEM, acting_as
-from isp_admin.services.clock import today
-from isp_admin.services.demo import bill_history
-app = create_app()
-with app.app_context(), acting_as(SYSTEM):
-    counts = bill_history(today())
-    db.session.commit()
-print(json.dumps(counts))
-"""
 
 
 def ensure_wrk() -> str:
@@ -142,20 +130,29 @@ def seed(env: dict, customers: int, password: str) -> dict:
     """Migrate, load data, create the admin and a read token; return the token and the load times."""
     flask(env, "db", "upgrade")
     started = time.perf_counter()
-    flask(env, "data", "generate-test-data", "--customers", str(customers), "--seed", "1")
-    generated = time.perf_counter()
-    history = subprocess.run([sys.executable, "-c", BILL_HISTORY], cwd=ROOT, env=env, text=True,
-                             capture_output=True)
-    if history.returncode:
-        raise RuntimeError(f"bill_history failed:\n{history.stderr}")
-    billed = time.perf_counter()
+    out = flask(env, "data", "generate-test-data", "--customers", str(customers), "--seed", "1",
+                "--history-months", "2")
+    loaded = time.perf_counter()
+    counts = re.search(r"(\d+) invoices and (\d+) payments .*billing history in ([\d.]+)s", out)
+    if not counts:
+        raise RuntimeError(f"generate-test-data did not report its invoices and payments:\n{out}")
+    vacuum(env["DATABASE_URL"])
     # The password goes in on stdin (prompt and confirmation), never on a command line others can read.
     flask(env, "users", "create", "--email", ADMIN_EMAIL, "--role", "admin", "--name", "Bench Admin",
           stdin=f"{password}\n{password}\n")
     token = flask(env, "tokens", "create", "--email", ADMIN_EMAIL, "--name", "http-bench",
                   "--scopes", "read").strip().splitlines()[-1]
-    return {"token": token, "generate_s": generated - started, "history_s": billed - generated,
-            "history": json.loads(history.stdout.strip().splitlines()[-1])}
+    history_s = float(counts[3])
+    return {"token": token, "generate_s": loaded - started - history_s, "history_s": history_s,
+            "history": {"invoices": int(counts[1]), "payments": int(counts[2])}}
+
+
+def vacuum(url: str) -> None:
+    """VACUUM ANALYZE the fresh data, as autovacuum would soon after a bulk load (the run measures a settled table)."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    engine.dispose()
 
 
 def start_gunicorn(env: dict, port: int, log: Path) -> subprocess.Popen:
@@ -283,6 +280,12 @@ def run_wrk(wrk: str, base: str, target: str, data_file: Path, seconds: int, con
     }
 
 
+def worker_pids(master: int) -> list[int]:
+    """Return the pids of gunicorn `master`'s workers."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
 def worker_rss(master: int) -> list[float]:
     """Return the resident memory (MB) of each gunicorn worker of `master`."""
     out = subprocess.run(["ps", "-o", "rss=", "--ppid", str(master)], capture_output=True, text=True).stdout
@@ -312,6 +315,8 @@ def main(argv=None) -> dict:
                         help="CI size: 300 customers, 2 s per target, 4 connections, no peak run")
     parser.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"), help="'' to write nothing")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the workers with py-spy during each target; where the time goes, per layer")
     args = parser.parse_args(argv)
     if args.small:
         args.customers, args.duration, args.connections, args.peak_seconds = 300, 2, 4, 0
@@ -339,7 +344,14 @@ def main(argv=None) -> dict:
         data_file.write_text("return " + lua_literal(data) + "\n")
         results = {}
         for target in TARGETS:
+            samplers = None
+            if args.profile:  # py-spy samples both workers through the run (from outside, never pausing them)
+                samplers = profile.record(worker_pids(server.pid), max(1, args.duration - 1),
+                                          workdir / f"profile-{target}")
             results[target] = run_wrk(wrk, base, target, data_file, args.duration, args.connections, args.timeout)
+            if samplers:
+                profile.finish(samplers, timeout=60)
+                results[target]["profile"] = profile.summarize(workdir / f"profile-{target}")
             print(_line(results[target]), flush=True)
         rss = worker_rss(server.pid)
         peak = None
@@ -433,6 +445,12 @@ def write_section(path: Path, r: dict) -> None:
     rss = ", ".join(f"{x:.0f}" for x in r["worker_rss_mb"])
     lines += ["", f"Worker RSS after the runs: {rss} MB.", "", "| figure | measured | goal | |", "|---|---|---|---|"]
     lines += [f"| {g['figure']} | {g['measured']} | {g['goal']} | {mark[g['met']]} |" for g in r["goals"]]
+    profiled = [(key, f["profile"]) for key, f in r["targets"].items() if f.get("profile")]
+    if profiled:
+        lines += ["", "Where the time goes (py-spy, both workers sampled through each target's run; a sample counts",
+                  "for the layer of its innermost frame, so time waiting on PostgreSQL shows as the driver):", ""]
+        for key, summary in profiled:
+            lines += profile.markdown(LABELS[key], summary)
     text_ = path.read_text() if path.exists() else "# Benchmark results\n"
     path.write_text(text_ + "\n".join(lines) + "\n")
 

@@ -23,7 +23,7 @@ def test_http_benchmark_runs_at_small_n_and_reports_every_figure(tmp_path):
     except RuntimeError:
         pytest.skip("wrk is not installed and could not be installed (CI installs it with apt-get)")
     results = tmp_path / "RESULTS.md"
-    report = http_load.main(["--small", "--results", str(results)])
+    report = http_load.main(["--small", "--profile", "--results", str(results)])
 
     assert report["customers"] == 300 and report["cores"] >= 1 and report["commit"]
     assert report["history"]["invoices"] > 0 and report["history"]["payments"] > 0, "invoices and payments loaded"
@@ -51,7 +51,14 @@ def test_http_benchmark_runs_at_small_n_and_reports_every_figure(tmp_path):
     goals = {g["figure"]: g for g in report["goals"]}
     assert len(goals) == 13 and all(g["met"] in (True, False) for g in report["goals"] if "peak" not in g["figure"])
 
+    # py-spy sampled the workers under every target: shares per layer that add up, and the busiest functions.
+    for name, figures in targets.items():
+        sampled = figures["profile"]
+        assert sampled["samples"] > 0, name
+        assert abs(sum(sampled["layers"].values()) - 1) < 1e-6 and sampled["functions"], name
+
     section = results.read_text()
     assert "## HTTP load (bench/http_load.py)" in section and "| figure | measured | goal | |" in section
+    assert "Where the time goes" in section and "| layer | share |" in section
     for label in http_load.LABELS.values():
         assert f"| {label} |" in section, label

@@ -13,7 +13,7 @@ from isp_admin.services import users as user_service
 from isp_admin.services.audit import SYSTEM, acting_as
 from isp_admin.services.clock import today
 from isp_admin.services.demo import bill_history
-from isp_admin.services.test_data import generate
+from isp_admin.services.test_data import MAX_HISTORY_MONTHS, generate
 
 data_cli = AppGroup("data", help="Test data and demo set-up.")
 
@@ -21,13 +21,21 @@ data_cli = AppGroup("data", help="Test data and demo set-up.")
 @data_cli.command("generate-test-data")
 @click.option("--customers", "count", type=click.IntRange(1, 5_000_000), default=1000, show_default=True)
 @click.option("--seed", type=int, default=None, help="Random seed, for repeatable data.")
-def generate_test_data(count: int, seed: int | None) -> None:
-    """Load COUNT realistic customers with plans and subscriptions, in bulk."""
+@click.option("--history-months", "months", type=click.IntRange(0, MAX_HISTORY_MONTHS), default=0,
+              show_default=True, help="Past months to bill with the real billing run, ~80% of invoices paid.")
+def generate_test_data(count: int, seed: int | None, months: int) -> None:
+    """Load COUNT realistic customers with plans and subscriptions, and a billing history, in bulk."""
     with click.progressbar(length=count, label="Customers") as bar:
-        result = generate(count, seed=seed, progress=bar.update)
+        result = generate(count, seed=seed, progress=bar.update, history_months=months)
     db.session.commit()
-    click.echo(f"Loaded {result.customers} customers and {result.subscriptions} subscriptions "
-               f"in {result.seconds:.1f}s ({result.customers / max(result.seconds, 1e-9):,.0f} customers/s).")
+    rate = f"{result.customers / max(result.seconds, 1e-9):,.0f} customers/s"
+    if not months:
+        click.echo(f"Loaded {result.customers} customers and {result.subscriptions} subscriptions "
+                   f"in {result.seconds:.1f}s ({rate}).")
+        return
+    click.echo(f"Loaded {result.customers} customers, {result.subscriptions} subscriptions, {result.invoices} "
+               f"invoices and {result.payments} payments in {result.seconds:.1f}s ({rate}; {months} months of "
+               f"billing history in {result.history_seconds:.1f}s).")
 
 
 @data_cli.command("demo")

@@ -57,12 +57,15 @@ def decode_cursor(cursor: str, value_type: type = str) -> tuple:
 
 def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
                 after: str | None = None, before: str | None = None, sort_key: str = "", offset: int = 0,
-                start_at: tuple | None = None, skipped: int | None = None, as_rows: bool = False) -> Page:
+                start_at: tuple | None = None, skipped: int | None = None, as_rows: bool = False,
+                outer=None) -> Page:
     """Run `stmt` for one page after or before a cursor (or `offset` rows in), ordered by (sort_col, id_col).
 
     `start_at` (a (sort value, id) page anchor) starts the page at that row, `offset` rows further on; `skipped`
     is then how many rows precede the page in the whole list. `as_rows` gives Row objects (attribute access, the
-    cheap kind for a template) instead of mappings.
+    cheap kind for a template) instead of mappings. `outer(page, ascending)` wraps the ordered, limited statement
+    (as a subquery) in the one actually run, which must keep the order and the sort and id columns: rows skipped
+    by OFFSET are then never projected (a page's JSON is built for its own rows only).
     """
     backwards = before is not None
     cursor = before if backwards else after
@@ -78,7 +81,7 @@ def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
     stmt = stmt.order_by(*order).limit(size + 1)
     if offset and not cursor:
         stmt = stmt.offset(offset)
-    result = session.execute(stmt)
+    result = session.execute(outer(stmt.subquery("page"), ascending) if outer is not None else stmt)
     rows = list(result if as_rows else result.mappings())
     more = len(rows) > size
     rows = rows[:size]

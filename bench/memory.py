@@ -12,6 +12,9 @@ Usage: .venv/bin/python bench/memory.py [--customers 2000] [--requests 400] [--r
    deploy/gunicorn.conf.py. RSS, PSS and USS (/proc/PID/smaps_rollup) of the master and each worker once ready,
    then after each round of requests over the API lists and staff pages (token and signed-in session, several
    at a time so each worker's threads all serve), so growth during the run shows round by round.
+
+The server's environment is this one's (as in bench/http_load.py), so a variant is measured by setting it:
+e.g. GUNICORN_THREADS=4, or MALLOC_ARENA_MAX=64 for glibc's own arena limit instead of the config's cap.
 """
 from __future__ import annotations
 
@@ -33,14 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # Modules a web worker should not load at start: each is needed by some paths only (see tests/test_memory.py).
-WATCHED = ("alembic", "flask_migrate", "mako", "cryptography", "rq", "rq_scheduler", "weasyprint", "rich",
+WATCHED = ("alembic", "flask_migrate", "mako", "cryptography.hazmat", "rq", "rq_scheduler", "weasyprint", "rich",
            "pygments", "faker", "factory", "yaml", "apispec", "sqlite3")
-
-
-def rss_mb() -> float:
-    """This process's resident set size, in MB."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def probe_env() -> dict:
@@ -135,15 +132,11 @@ def memory_of(pid: int) -> dict:
             "uss": fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0)}
 
 
-def workers_of(master: int) -> list[int]:
-    """The pids of the gunicorn workers of `master`."""
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
-    return sorted(int(x) for x in out.split())
-
-
 def snapshot(master: int) -> dict:
     """The memory of the master and of each worker now."""
-    return {"master": memory_of(master), "workers": [memory_of(pid) for pid in workers_of(master)]}
+    from bench.http_load import worker_pids
+
+    return {"master": memory_of(master), "workers": [memory_of(pid) for pid in sorted(worker_pids(master))]}
 
 
 def sample(url: str, rng: random.Random) -> dict:

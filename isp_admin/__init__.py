@@ -1,8 +1,6 @@
 """ISP Admin: the application factory."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -48,8 +46,8 @@ def register_extensions(app: Flask) -> None:
     from flask_bootstrap import Bootstrap5
 
     from isp_admin import models  # noqa: F401  (registers every table on the metadata)
-    from isp_admin.database import include_object, register_database_events
-    from isp_admin.extensions import cache, csrf, db, limiter, login_manager, migrate
+    from isp_admin.database import register_database_events, register_migrations
+    from isp_admin.extensions import cache, csrf, db, limiter, login_manager
     from isp_admin.observability.timing import register_timing
     from isp_admin.ratelimit import register_retry_after_cleanup
     from isp_admin.security import register_cors, register_security_headers
@@ -58,8 +56,7 @@ def register_extensions(app: Flask) -> None:
     register_timing(app)  # first, so its after_request runs last and times every other extension's hooks
     db.init_app(app)
     register_database_events(app)
-    migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"), compare_type=True,
-                     render_as_batch=True, include_object=include_object)
+    register_migrations(app)
     csrf.init_app(app)
     login_manager.init_app(app)
     register_user_loader(login_manager)

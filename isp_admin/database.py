@@ -1,5 +1,8 @@
-"""Engine-level settings (SQLite foreign keys) and small SQL helpers shared by the services."""
+"""Engine-level settings (SQLite foreign keys), small SQL helpers shared by the services, and Flask-Migrate's set-up."""
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import event
@@ -41,3 +44,73 @@ POSTGRES_ONLY_INDEX_PREFIX = "trgm_"
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
     """Tell Alembic autogenerate which schema objects the models own."""
     return not (type_ == "index" and name and name.startswith(POSTGRES_ONLY_INDEX_PREFIX))
+
+
+class DeferredMigrate:
+    """Flask-Migrate's entry in app.extensions, set up in its place on first use (`flask db`, a test's upgrade()).
+
+    Alembic and Mako cost every web worker ~6 MB and no request needs them: readiness reads the migration
+    scripts with read_migrations below.
+    """
+
+    def __init__(self, app: Flask, **options):
+        self._app = app
+        self._options = options
+
+    def __getattr__(self, name: str):
+        # Reached only for the real extension's attributes (migrate, db, directory, configure_args, metadata);
+        # never for private names, so a half-built stand-in (copy, pickle) cannot recurse.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from flask_migrate import Migrate
+
+        Migrate().init_app(self._app, db, **self._options)  # replaces this entry (and adds the real `flask db`)
+        return getattr(self._app.extensions["migrate"], name)
+
+
+def migrations_directory(app: Flask) -> Path:
+    """The Alembic scripts the code ships."""
+    return Path(app.root_path).parent / "migrations"
+
+
+def register_migrations(app: Flask) -> None:
+    """Put Flask-Migrate's configuration in place, to be loaded when something migrates."""
+    app.extensions["migrate"] = DeferredMigrate(app, directory=str(migrations_directory(app)), compare_type=True,
+                                                render_as_batch=True, include_object=include_object)
+
+
+def read_migrations(directory: Path) -> tuple[str | None, frozenset[str]]:
+    """Return the head revision of the Alembic scripts in `directory` and every revision they define.
+
+    Read as Alembic reads them (each script's `revision` and `down_revision`; the head is the revision no other
+    script revises; several heads are an error), without importing Alembic.
+    """
+    revises: dict[str, tuple[str, ...]] = {}
+    for path in sorted((directory / "versions").glob("*.py")):
+        if path.name.startswith((".#", "__init__")):  # what Alembic skips: editor lock files, a package marker
+            continue
+        names = _assigned(path, ("revision", "down_revision"))
+        if not isinstance(names.get("revision"), str):
+            raise RuntimeError(f"migration {path.name} declares no revision")
+        down = names.get("down_revision")
+        revises[names["revision"]] = tuple(down) if isinstance(down, list | tuple) else ((down,) if down else ())
+    revised = {down for downs in revises.values() for down in downs}
+    heads = sorted(set(revises) - revised)
+    if len(heads) > 1:
+        raise RuntimeError(f"the migrations have several heads ({', '.join(heads)}): merge them")
+    return (heads[0] if heads else None), frozenset(revises)
+
+
+def _assigned(path: Path, names: tuple[str, ...]) -> dict:
+    """The literal values a Python file assigns to `names` at its top level (plain or annotated)."""
+    found = {}
+    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target = node.target
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in names:
+            found[target.id] = ast.literal_eval(node.value)
+    return found

@@ -1,7 +1,6 @@
 """Bare extension instances; each is initialised in create_app (never at import time)."""
 from flask_limiter import Limit, Limiter
 from flask_login import LoginManager
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFProtect
@@ -21,7 +20,6 @@ NAMING_CONVENTION = {
 }
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
-migrate = Migrate()
 login_manager = LoginManager()
 limiter = Limiter(
     key_func=rate_limit_key,

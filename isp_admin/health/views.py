@@ -12,13 +12,13 @@ import time
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import metadata
-from pathlib import Path
 
 import redis
 from flask import Blueprint, current_app, jsonify
 from flask_login import current_user
 from sqlalchemy import select, text
 
+from isp_admin.database import migrations_directory, read_migrations
 from isp_admin.extensions import db, talisman
 from isp_admin.web.access import PUBLIC, access
 
@@ -30,25 +30,19 @@ PROBE_TIMEOUT = 2  # seconds: a probe that hangs is worse than one that says "do
 
 
 @lru_cache(maxsize=1)
-def _scripts():
-    """The code's migration scripts (read once per process)."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", str(Path(current_app.root_path).parent / "migrations"))
-    return ScriptDirectory.from_config(config)
+def _scripts() -> tuple[str | None, frozenset[str]]:
+    """The code's migration head and every revision it ships (read once per process, without Alembic)."""
+    return read_migrations(migrations_directory(current_app))
 
 
 def migration_head() -> str | None:
     """The newest migration revision the code ships."""
-    return _scripts().get_current_head()
+    return _scripts()[0]
 
 
-@lru_cache(maxsize=1)
 def known_revisions() -> frozenset[str]:
     """Every migration revision the code ships."""
-    return frozenset(script.revision for script in _scripts().walk_revisions())
+    return _scripts()[1]
 
 
 def _timed(check) -> dict:

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import logging
 from datetime import date
+from typing import TYPE_CHECKING
 
 import redis
 from flask import current_app
-from rq import Queue, Retry
 
 from isp_admin.errors import AppError, Invalid
 from isp_admin.extensions import db
 from isp_admin.models import JobRun
 from isp_admin.services import job_runs
+
+if TYPE_CHECKING:
+    from rq import Queue
 
 log = logging.getLogger(__name__)
 # The coordinating job of each kind of run (the UI, the CLI and the scheduler start these).
@@ -79,11 +82,15 @@ def _safe(url: str) -> str:
 
 def get_queue(connection: redis.Redis | None = None) -> Queue:
     """Return the app's RQ queue (raises QueueUnavailable when Redis is missing)."""
+    from rq import Queue  # here, not at the top: a web worker that never queues a job need not load RQ
+
     return Queue(queue_name(), connection=connection or redis_connection(), default_timeout=JOB_TIMEOUT)
 
 
 def enqueue(func, *args, queue: Queue | None = None, depends_on=None, description: str | None = None):
     """Enqueue one job with retries and backoff (10 s, 1 min, 5 min)."""
+    from rq import Retry
+
     from isp_admin.observability.logs import current_request_id
 
     queue = queue or get_queue()

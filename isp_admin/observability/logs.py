@@ -11,11 +11,33 @@ import logging
 import re
 import sys
 
-import structlog
 from flask import Flask, g, request, request_finished
 from sqlalchemy import inspect as sa_inspect
 
 from isp_admin.observability.timing import current_timing
+
+
+def _import_structlog_without_rich():
+    """Import structlog with Rich hidden, unless something already loaded Rich.
+
+    structlog imports Rich (and through it Pygments: ~90 modules, ~5 MB per process) whenever Rich is installed,
+    for pretty tracebacks; it is installed for Flask-Limiter's CLI. Our chain turns exceptions into plain text
+    (format_exc_info) before either renderer runs, so Rich would never draw anything here. A None entry in
+    sys.modules makes `import rich` fail for the moment, and structlog takes its no-Rich path.
+    """
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        import structlog
+
+        return structlog
+    sys.modules["rich"] = None
+    try:
+        import structlog
+    finally:
+        del sys.modules["rich"]
+    return structlog
+
+
+structlog = _import_structlog_without_rich()
 
 SENSITIVE_KEY = re.compile(r"pass(word)?|secret|token|authori[sz]ation|cookie|session|card|cvv|cvc|iban|pan\b|"
                            r"api[_-]?key|signature", re.IGNORECASE)

@@ -14,20 +14,21 @@ import gzip
 import json
 import os
 import shutil
-import sqlite3
 import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from sqlalchemy import func, inspect, select, table, text
 from sqlalchemy.engine import make_url
 
 from isp_admin.extensions import db
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 MAGIC = b"ISPADMIN-BACKUP-1\n"
 SALT_BYTES = 16
@@ -53,6 +54,10 @@ class BackupInfo:
 
 
 def _fernet(passphrase: str, salt: bytes) -> Fernet:
+    # Imported here: cryptography's bindings cost every web worker ~8 MB, and only backup and restore use them.
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
     if not passphrase or len(passphrase) < MIN_KEY_LENGTH:
         raise BackupError(f"Set {KEY_ENV} to a secret of at least {MIN_KEY_LENGTH} characters.")
     key = Scrypt(salt=salt, length=32, n=2**15, r=8, p=1).derive(passphrase.encode())
@@ -98,6 +103,8 @@ def _dump(engine: str, url, workdir: Path) -> Path:
         if result.returncode:
             raise BackupError(f"pg_dump failed: {result.stderr.strip()[:500]}")
     else:
+        import sqlite3  # only an SQLite deployment needs it (SQLAlchemy's dialect loads it there anyway)
+
         copy = workdir / "copy.sqlite3"
         source = sqlite3.connect(url.database)
         dest = sqlite3.connect(copy)
@@ -143,6 +150,8 @@ def backup(out_dir: Path, passphrase: str) -> BackupInfo:
 
 
 def _frames(path: Path, passphrase: str):
+    from cryptography.fernet import InvalidToken
+
     with open(path, "rb") as source:
         if source.read(len(MAGIC)) != MAGIC:
             raise BackupError(f"{path} is not an ISP Admin backup.")
@@ -197,6 +206,8 @@ def restore(path: Path, passphrase: str) -> dict:
             if result.returncode:
                 raise BackupError(f"pg_restore failed (nothing was changed): {result.stderr.strip()[:500]}")
         else:
+            import sqlite3
+
             restored = Path(tmp) / "restored.sqlite3"
             with gzip.open(dump, "rb") as packed, open(restored, "wb") as raw:
                 shutil.copyfileobj(packed, raw, CHUNK)

@@ -43,7 +43,7 @@ def record(pids: list[int], seconds: int, out_dir: Path, rate: int = 250) -> lis
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
     out_dir.mkdir(parents=True, exist_ok=True)
     return [subprocess.Popen([binary, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", str(rate),
-                              "--format", "raw", "--nonblocking", "--output", str(out_dir / f"{pid}.txt")],
+                              "--format", "raw", "--nonblocking", "--gil", "--output", str(out_dir / f"{pid}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for pid in pids]
 
 

@@ -33,6 +33,11 @@ def _value(field: ma.fields.Field, column: str) -> str:
 
 def row_json(schema: type[ma.Schema], columns: ColumnCollection) -> ColumnElement:
     """Return a SQL expression giving one row as the compact JSON text `schema` would dump (keys sorted)."""
+    return literal_column(row_json_sql(schema, columns), String)
+
+
+def row_json_sql(schema: type[ma.Schema], columns: ColumnCollection) -> str:
+    """Return the SQL text of row_json (for statements written as text)."""
     fields = schema().dump_fields
     parts = []
     for index, name in enumerate(sorted(fields, key=lambda n: fields[n].data_key or n)):
@@ -43,4 +48,4 @@ def row_json(schema: type[ma.Schema], columns: ColumnCollection) -> ColumnElemen
         column = columns[field.attribute or name]
         parts.append("'" + ("{" if index == 0 else ",") + f'"{key}":\' || '
                      + _value(field, f"{column.table.name}.{column.name}"))
-    return literal_column("(" + " || ".join(parts) + " || '}')", String)
+    return "(" + " || ".join(parts) + " || '}')"

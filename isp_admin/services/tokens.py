@@ -101,6 +101,11 @@ def list_tokens(user_id: int) -> list[ApiToken]:
         select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())))
 
 
+_TOKEN_SQL = ("SELECT t.id, t.user_id, t.prefix, t.scopes, t.revoked_at, t.expires_at, t.last_used_at, u.email, "  # noqa: S608
+              f"u.role, u.active, {versions.column_sql()} AS data_versions "
+              "FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = %(token_hash)s")
+
+
 @dataclass(frozen=True)
 class TokenOwner:
     """What a request needs of a token's owner."""
@@ -129,14 +134,16 @@ def authenticate(secret: str, now: datetime) -> AuthenticatedToken:
     ETags key on), no ORM identity map; last_used_at is written at most once a minute.
     """
     t, u = ApiToken.__table__.c, User.__table__.c
-    columns = [t.id, t.user_id, t.prefix, t.scopes, t.revoked_at, t.expires_at, t.last_used_at,
-               u.email, u.role, u.active]
     if versions.enabled():
-        columns.append(versions.column())
-    row = db.session.execute(select(*columns).join_from(ApiToken.__table__, User.__table__, u.id == t.user_id)
-                             .where(t.token_hash == hash_secret(secret))).first()
-    if versions.enabled():
+        # PostgreSQL: the statement as text, run by the driver. Building and cache-keying the select cost twice
+        # what the round trip does (~0.5 ms against ~0.2 ms of CPU), on every API request.
+        row = db.session.connection().exec_driver_sql(_TOKEN_SQL, {"token_hash": hash_secret(secret)}).first()
         versions.remember(row.data_versions if row else None)
+    else:
+        row = db.session.execute(
+            select(t.id, t.user_id, t.prefix, t.scopes, t.revoked_at, t.expires_at, t.last_used_at, u.email, u.role,
+                   u.active).join_from(ApiToken.__table__, User.__table__, u.id == t.user_id)
+            .where(t.token_hash == hash_secret(secret))).first()
     if row is None:
         raise TokenRejected("The API token is not valid.")
     if row.revoked_at is not None:

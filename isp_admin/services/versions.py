@@ -23,6 +23,11 @@ TRACKED = ("customers", "subscriptions", "plans")
 _SQL = ("(SELECT string_agg(name || '=' || version || '.' || xmin::text, ',') FROM change_versions)")
 
 
+def column_sql() -> str:
+    """Return the SQL text that reads every version as one string (for statements written as text)."""
+    return _SQL
+
+
 def column():
     """Return a column expression that reads every version as one string, to add to the request's first query."""
     return literal_column(_SQL).label("data_versions")

@@ -20,7 +20,7 @@ from isp_admin.api.common import (
 )
 from isp_admin.api.envelope import envelope, envelope_schema
 from isp_admin.api.idempotency import transactional
-from isp_admin.api.sqljson import row_json
+from isp_admin.api.sqljson import row_json_sql
 from isp_admin.models.customers import CUSTOMER_STATUSES, Customer
 from isp_admin.services import customers as customer_service
 from isp_admin.services import versions
@@ -92,8 +92,8 @@ class CustomerListQuery(ListQuery):
 
 
 @cache
-def _row_json():
-    return row_json(CustomerSchema, Customer.__table__.c)
+def _row_json() -> str:
+    return row_json_sql(CustomerSchema, Customer.__table__.c)
 
 
 CustomerList = envelope_schema("CustomerList", CustomerSchema, many=True)

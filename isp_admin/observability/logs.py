@@ -147,15 +147,20 @@ def register_request_logging(app: Flask) -> None:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=g.get("request_id"))
 
+    request_logger = logging.getLogger("isp_admin.request")
+
     def log_request(_sender, response, **_extra):
         # request_finished fires after every after_request hook, so the figures are the request's final ones.
         timing = current_timing()
         duration = round(timing.app_ms(), 1) if timing else None
+        slow = duration is not None and duration > slow_ms
+        if not slow and not request_logger.isEnabledFor(logging.INFO):
+            return  # LOG_LEVEL=WARNING: no line to write, so no fields to gather and redact
         fields = {"method": request.method, "path": request.path, "status": response.status_code,
                   "duration_ms": duration, "queries": timing.queries if timing else None,
                   "db_ms": round(timing.db_ms(), 1) if timing else None, "endpoint": request.endpoint,
                   "remote_addr": request.remote_addr, **_who()}
-        if duration is not None and duration > slow_ms:
+        if slow:
             access_log.warning("slow request", slow_ms=slow_ms, **fields)
         elif request.endpoint not in ("health.health", "health.live", "static"):
             access_log.info("request", **fields)

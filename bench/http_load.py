@@ -387,7 +387,8 @@ def main(argv=None) -> dict:
 def _line(f: dict) -> str:
     queries = f"{f['queries_mean']:.1f} (max {f['queries_max']})" if f["queries_counted"] else "—"
     return (f"{f['target']:<16} {f['rps']:8.1f} req/s  p50 {f['p50_ms']:7.1f}  p95 {f['p95_ms']:7.1f}  "
-            f"p99 {f['p99_ms']:7.1f} ms  errors {f['errors']}  queries {queries}  statuses {f['statuses']}")
+            f"p99 {f['p99_ms']:7.1f} ms  errors {f['errors']} (socket {f['socket_errors']}, timeouts "
+            f"{f['timeouts']})  queries {queries}  statuses {f['statuses']}")
 
 
 def goals(r: dict) -> list[dict]:

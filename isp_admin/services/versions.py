@@ -80,6 +80,7 @@ class VersionedCache:
         self._items: OrderedDict = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
+        self._flights: dict = {}  # key → the lock its one computing thread holds
 
     def get(self, key):
         """Return the cached value for `key`, or None."""
@@ -98,13 +99,25 @@ class VersionedCache:
                 self._items.popitem(last=False)
 
     def get_or_compute(self, key, compute: Callable):
-        """Return the cached value for `key`, computing and caching it on a miss (None keys are never cached)."""
+        """Return the cached value for `key`, computing and caching it on a miss (None keys are never cached).
+
+        One thread computes a missing key while the worker's others asking for it wait: right after a write, eight
+        threads would otherwise run the same count (or anchor walk) at once, each as slow as all of them together.
+        """
         if key is None:
             return compute()
         found = self.get(key)
-        if found is None:
-            found = compute()
-            self.put(key, found)
+        if found is not None:
+            return found
+        with self._lock:
+            flight = self._flights.setdefault(key, threading.Lock())
+        with flight:
+            found = self.get(key)  # computed by the thread this one waited for
+            if found is None:
+                found = compute()
+                self.put(key, found)
+        with self._lock:
+            self._flights.pop(key, None)
         return found
 
     def clear(self) -> None:

@@ -448,8 +448,9 @@ def write_section(path: Path, r: dict) -> None:
     lines += [f"| {g['figure']} | {g['measured']} | {g['goal']} | {mark[g['met']]} |" for g in r["goals"]]
     profiled = [(key, f["profile"]) for key, f in r["targets"].items() if f.get("profile")]
     if profiled:
-        lines += ["", "Where the time goes (py-spy, both workers sampled through each target's run; a sample counts",
-                  "for the layer of its innermost frame, so time waiting on PostgreSQL shows as the driver):", ""]
+        lines += ["", "Where the time goes (py-spy `--gil`: both workers sampled through each target's run, only the",
+                  "thread holding the GIL, so this is the workers' CPU time, not their waits; a sample counts for the",
+                  "layer of its innermost frame):", ""]
         for key, summary in profiled:
             lines += profile.markdown(LABELS[key], summary)
     text_ = path.read_text() if path.exists() else "# Benchmark results\n"

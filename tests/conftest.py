@@ -129,11 +129,16 @@ def backends(tmp_path_factory):
         drop_database(database_name)
 
 
+def data_tables() -> list:
+    """Every table a test may empty: all but change_versions, whose rows (one per listed table) must stay."""
+    return [t for t in db.metadata.sorted_tables if t.name != "change_versions"]
+
+
 def truncate_all() -> None:
     """Empty every table (keeping the migration version and the data-version rows) so each test starts clean."""
     # change_versions holds one row per listed table (migration 0004); TRUNCATE bumps them, which is what forgets
     # one test's cached counts and anchors before the next.
-    tables = [t.name for t in db.metadata.sorted_tables if t.name != "change_versions"]
+    tables = [t.name for t in data_tables()]
     if db.engine.dialect.name == "postgresql":
         db.session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     else:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from isp_admin import create_app
 from isp_admin.extensions import cache, db
 from isp_admin.services.tokens import create_token
-from tests.conftest import app_config
+from tests.conftest import app_config, data_tables
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 from tests.web.billing_world import billing_records
 
@@ -191,7 +191,7 @@ def app(matrix_app):
     """The shared app in a fresh app context, every table emptied and the cache cleared."""
     with matrix_app.app_context():
         # DELETE of a few rows is far cheaper than conftest's TRUNCATE, which the matrix would run 200 times.
-        for table in reversed(db.metadata.sorted_tables):
+        for table in reversed(data_tables()):
             db.session.execute(table.delete())
         db.session.commit()
         cache.clear()

@@ -154,15 +154,13 @@ def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None
     now = utcnow()
     due = as_of + timedelta(days=current_app.config["PAYMENT_TERMS_DAYS"])
     ids = reserve_ids(Invoice.__table__, len(plan.invoices))
-    # Numbers last: the sequence row stays locked until commit, so take it as late as possible.
-    numbers = allocate_numbers("INV", as_of.year, len(plan.invoices))
     invoice_rows, line_rows, audit_rows, mail_rows = [], [], [], []
     actor = audit.current_actor()
-    for invoice_id, number, planned in zip(ids, numbers, plan.invoices, strict=True):
+    for invoice_id, planned in zip(ids, plan.invoices, strict=True):
         subtotal, tax = planned.subtotal_cents, planned.tax_cents  # summed once, not per use
         free = subtotal + tax == 0  # nothing owed: paid at issue, never left open awaiting a payment
         invoice_rows.append(dict(
-            id=invoice_id, number=number, customer_id=planned.customer_id, status="paid" if free else "open",
+            id=invoice_id, number=None, customer_id=planned.customer_id, status="paid" if free else "open",
             issue_date=as_of, due_date=due, currency=planned.currency, subtotal_cents=subtotal,
             tax_cents=tax, total_cents=subtotal + tax, amount_paid_cents=0,
             credit_applied_cents=0, paid_at=now if free else None, job_run_id=job_run_id, created_at=now,
@@ -176,13 +174,20 @@ def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None
         audit_rows.append(dict(
             at=now, actor_type=actor.type, actor_id=actor.id, actor_label=actor.label, action="invoice.issue",
             entity_type="invoices", entity_id=invoice_id, customer_id=planned.customer_id, before=None,
-            after={"number": number, "total_cents": subtotal + tax, "issue_date": as_of.isoformat()},
+            after={"number": None, "total_cents": subtotal + tax, "issue_date": as_of.isoformat()},
             ip=actor.ip))
         mail_rows.append(dict(customer_id=planned.customer_id, invoice_id=invoice_id, kind="invoice",
-                              recipient=None, subject=f"Invoice {number}"))
+                              recipient=None, subject=None))
+    _advance_subscriptions(plan, now)  # needs no number
+    # Numbers last: the gapless sequence row stays locked until commit, and while one chunk holds it another
+    # worker's chunk waits; building the rows (and moving the bill dates) first keeps that out of the locked stretch.
+    numbers = allocate_numbers("INV", as_of.year, len(plan.invoices))
+    for number, invoice_row, audit_row, mail_row in zip(numbers, invoice_rows, audit_rows, mail_rows, strict=True):
+        invoice_row["number"] = number
+        audit_row["after"]["number"] = number
+        mail_row["subject"] = f"Invoice {number}"
     bulk_insert(Invoice.__table__, invoice_rows)
     bulk_insert(InvoiceLine.__table__, line_rows)
-    _advance_subscriptions(plan, now)
     bulk_insert(AuditEvent.__table__, audit_rows, json_columns=("before", "after"))
     # Brand-new invoices cannot collide on (invoice_id, kind), so the outbox rows can be copied in too.
     bulk_insert(Notification.__table__, _with_recipients(mail_rows, now))

@@ -358,10 +358,12 @@ def _json_page(row_json: str, *, status, sort_key, descending, size, after, befo
     return page
 
 
-def list_customers_json(row_json, *, q: str = "", status: str | None = None, plan_id: int | None = None,
+def list_customers_json(row_json: str, *, q: str = "", status: str | None = None, plan_id: int | None = None,
                         sort: str = "name", size: int = 50, after: str | None = None, before: str | None = None,
                         offset: int = 0, created_from=None, created_to=None) -> Page:
-    """Return one page of customers as JSON texts made by PostgreSQL (`row_json`), for the API (PostgreSQL only).
+    """Return one page of customers as JSON texts made by PostgreSQL, for the API (PostgreSQL only).
+
+    `row_json` is the SQL text of one row's JSON (isp_admin.api.sqljson.row_json_sql).
 
     Unfiltered or status-filtered lists jump to any page from a cached anchor: the cost of page 2,000 is that of
     page 1. Queries: the page, plus the count (and anchors) when the customers changed since last counted.
@@ -389,11 +391,10 @@ def list_customers_json(row_json, *, q: str = "", status: str | None = None, pla
         total = versions.cache.get_or_compute(
             key and ("customers.count", signature, *key),
             lambda: db.session.scalar(select(_count_expression(conditions))))
-    if anchorable and isinstance(row_json, str):
+    if anchorable:
         return _json_page(row_json, status=status, sort_key=sort_key, descending=descending, size=size,
                           after=after, before=before, offset=offset, skip=skip, start=start, total=total)
-    if isinstance(row_json, str):
-        row_json = literal_column(row_json, String)
+    json_column = literal_column(row_json, String)
     # The page is found on (sort, id) alone (an index-only walk past the rows it skips), then joined back to its
     # customers for the JSON: PostgreSQL projects a row before OFFSET drops it, so JSON in the inner query would
     # be built for every skipped row too (a deep page cost 1.5 ms of database time; now a third of that).
@@ -401,7 +402,7 @@ def list_customers_json(row_json, *, q: str = "", status: str | None = None, pla
 
     def with_json(found, ascending: bool):
         order = [found.c[sort_key], found.c.id] if sort_key != "id" else [found.c.id]
-        return (select(found.c.id, *([found.c[sort_key]] if sort_key != "id" else []), row_json.label("json"))
+        return (select(found.c.id, *([found.c[sort_key]] if sort_key != "id" else []), json_column.label("json"))
                 .select_from(found.join(Customer.__table__, c.id == found.c.id))
                 .order_by(*(col.asc() if ascending else col.desc() for col in order)))
 

@@ -34,6 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -302,6 +305,45 @@ def server_env(url: str, redis_url: str) -> dict:
     return env
 
 
+@dataclass
+class Served:
+    """A benchmark's running set-up: its database, the seeded data (and the admin's password), gunicorn."""
+
+    url: str
+    base: str
+    server: subprocess.Popen
+    workdir: Path
+    loaded: dict
+    password: str
+    log: Path
+
+
+@contextmanager
+def served(customers: int, purpose: str, keep: bool = False) -> Iterator[Served]:
+    """Create and seed a throwaway database, start a private Redis and gunicorn as deployed; clean up after."""
+    name = f"isp_bench_{purpose}_{os.getpid()}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"isp-{purpose}-bench-"))
+    password = secrets.token_urlsafe(18)
+    url = database(name)
+    redis_proc = server = None
+    try:
+        redis_proc, redis_url = start_redis(workdir)
+        env = server_env(url, redis_url)
+        loaded = seed(env, customers, password)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = workdir / "gunicorn.log"
+        server = start_gunicorn(env, port, log)
+        wait_ready(base, server, log)
+        yield Served(url, base, server, workdir, loaded, password, log)
+    finally:
+        stop(server)
+        stop(redis_proc)
+        if not keep:
+            drop(name)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv=None) -> dict:
     """Run the benchmark and report its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -324,22 +366,10 @@ def main(argv=None) -> dict:
     wrk = ensure_wrk()
     open_files = raise_open_files()
     rng = random.Random(1)
-    name = f"isp_bench_http_{os.getpid()}"
-    workdir = Path(tempfile.mkdtemp(prefix="isp-http-bench-"))
-    password = secrets.token_urlsafe(18)
-    url = database(name)
-    redis_proc = server = None
-    try:
-        redis_proc, redis_url = start_redis(workdir)
-        env = server_env(url, redis_url)
-        loaded = seed(env, args.customers, password)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = workdir / "gunicorn.log"
-        server = start_gunicorn(env, port, log)
-        wait_ready(base, server, log)
-        cookie = sign_in(base, password)
-        data = prepare(base, url, loaded["token"], cookie, args.customers, rng)
+    with served(args.customers, "http", keep=args.keep) as bench:
+        base, server, workdir = bench.base, bench.server, bench.workdir
+        cookie = sign_in(base, bench.password)
+        data = prepare(base, bench.url, bench.loaded["token"], cookie, args.customers, rng)
         data_file = workdir / "data.lua"
         data_file.write_text("return " + lua_literal(data) + "\n")
         results = {}
@@ -360,12 +390,7 @@ def main(argv=None) -> dict:
                            args.timeout)
             print("peak " + _line(peak), flush=True)
         rss_after_peak = worker_rss(server.pid) if peak else None
-    finally:
-        stop(server)
-        stop(redis_proc)
-        if not args.keep:
-            drop(name)
-        shutil.rmtree(workdir, ignore_errors=True)
+        loaded = bench.loaded
 
     yardstick = results["health"]["rps"]
     for figures in results.values():

@@ -23,11 +23,8 @@ import collections
 import json
 import os
 import random
-import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -208,41 +205,22 @@ def drive(base: str, mix: list[tuple[str, str]], token: str, cookie: str, concur
 
 def real_workers(customers: int, requests_per_round: int, rounds: int, concurrency: int) -> dict:
     """Start gunicorn as deployed against a throwaway database; return the memory once ready and after each round."""
-    from bench.billing_run import database, drop
-    from bench.http_load import free_port, seed, server_env, sign_in, start_gunicorn, start_redis, stop, wait_ready
+    from bench.http_load import served, sign_in
 
     rng = random.Random(1)
-    name = f"isp_bench_memory_{os.getpid()}"
-    workdir = Path(tempfile.mkdtemp(prefix="isp-memory-bench-"))
-    password = secrets.token_urlsafe(18)
-    url = database(name)
-    redis_proc = server = None
-    try:
-        redis_proc, redis_url = start_redis(workdir)
-        env = server_env(url, redis_url)
-        loaded = seed(env, customers, password)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = workdir / "gunicorn.log"
-        server = start_gunicorn(env, port, log)
-        wait_ready(base, server, log)
+    with served(customers, "memory") as bench:
         time.sleep(1)  # both workers booted (readiness may have been answered by the first alone)
-        snapshots = [{"label": "ready", **snapshot(server.pid)}]
-        cookie = sign_in(base, password)
-        data = sample(url, rng)
+        snapshots = [{"label": "ready", **snapshot(bench.server.pid)}]
+        cookie = sign_in(bench.base, bench.password)
+        data = sample(bench.url, rng)
         for number in range(1, rounds + 1):
             try:
-                statuses = drive(base, request_mix(data, requests_per_round, rng), loaded["token"], cookie,
-                                 concurrency)
+                statuses = drive(bench.base, request_mix(data, requests_per_round, rng), bench.loaded["token"],
+                                 cookie, concurrency)
             except RuntimeError as exc:
-                raise RuntimeError(f"round {number}: {exc}\n{log.read_text()[-5000:]}") from None
-            snapshots.append({"label": f"after {number * requests_per_round} requests", **snapshot(server.pid),
-                              "statuses": dict(statuses)})
-    finally:
-        stop(server)
-        stop(redis_proc)
-        drop(name)
-        shutil.rmtree(workdir, ignore_errors=True)
+                raise RuntimeError(f"round {number}: {exc}\n{bench.log.read_text()[-5000:]}") from None
+            snapshots.append({"label": f"after {number * requests_per_round} requests",
+                              **snapshot(bench.server.pid), "statuses": dict(statuses)})
     return {"customers": customers, "concurrency": concurrency, "snapshots": snapshots}
 
 

@@ -14,6 +14,23 @@ def _fail(exc: AppError):
     return click.ClickException(exc.message)
 
 
+def _connect(redis_connection, burst: bool):
+    """Redis for a long-running process: missing config fails; an unreachable Redis is waited for (not in burst)."""
+    import redis
+
+    from isp_admin.jobs.worker import wait_for_redis
+
+    try:
+        return redis_connection()
+    except AppError as exc:
+        url = current_app.config.get("REDIS_URL")
+        if burst or not url:
+            raise _fail(exc) from None
+        connection = redis.Redis.from_url(url, socket_connect_timeout=current_app.config["REDIS_SOCKET_TIMEOUT"])
+        wait_for_redis(connection, "startup")
+        return connection
+
+
 @rq_cli.command("worker")
 @click.option("--burst", is_flag=True, help="Quit once the queues are empty.")
 @click.option("--queues", default=None, help="Comma-separated queue names (default: RQ_QUEUE).")
@@ -25,13 +42,13 @@ def worker(burst: bool, queues: str | None, name: str | None) -> None:
     from isp_admin.jobs.queue import JOB_TIMEOUT, queue_name, redis_connection
     from isp_admin.jobs.worker import AppWorker
 
-    try:
-        connection = redis_connection()
-    except AppError as exc:
-        raise _fail(exc) from None
+    connection = _connect(redis_connection, burst)
     names = [q.strip() for q in (queues or queue_name()).split(",") if q.strip()]
     rq_queues = [Queue(q, connection=connection, default_timeout=JOB_TIMEOUT) for q in names]
-    the_worker = AppWorker(rq_queues, connection=connection, name=name, app=current_app._get_current_object())
+    # The running job beats well within the lease, so the recovery sweep never takes a live job for a lost one.
+    monitoring = max(1, min(30, current_app.config["JOB_LEASE_SECONDS"] // 4))
+    the_worker = AppWorker(rq_queues, connection=connection, name=name, app=current_app._get_current_object(),
+                           job_monitoring_interval=monitoring)
     # The worker's own scheduler moves retries (10 s, 1 min, 5 min backoff) back onto the queue.
     ok = the_worker.work(burst=burst, with_scheduler=True, logging_level=current_app.config["LOG_LEVEL"])
     if burst and not ok:
@@ -44,13 +61,11 @@ def worker(burst: bool, queues: str | None, name: str | None) -> None:
 @click.option("--burst", is_flag=True, help="Register the schedule, enqueue what is due, and quit.")
 def scheduler(interval: int, burst: bool) -> None:
     """Register the periodic jobs (stable ids, reconciled) and run rq-scheduler; its lock keeps one active."""
+    from isp_admin.jobs.queue import redis_connection
     from isp_admin.jobs.schedule import AppScheduler, register_schedule, use_business_timezone
 
     zone = use_business_timezone()
-    try:
-        the_scheduler = AppScheduler(interval=interval)
-    except AppError as exc:
-        raise _fail(exc) from None
+    the_scheduler = AppScheduler(connection=_connect(redis_connection, burst), interval=interval)
     for job_id in register_schedule(the_scheduler):
         click.echo(f"scheduled {job_id} ({zone})")
     the_scheduler.run(burst=burst)

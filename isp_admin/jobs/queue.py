@@ -87,17 +87,28 @@ def get_queue(connection: redis.Redis | None = None) -> Queue:
     return Queue(queue_name(), connection=connection or redis_connection(), default_timeout=JOB_TIMEOUT)
 
 
-def enqueue(func, *args, queue: Queue | None = None, depends_on=None, description: str | None = None):
-    """Enqueue one job with retries and backoff (10 s, 1 min, 5 min)."""
+def run_job_id(job_run_id: int) -> str:
+    """The stable RQ job id of a run's coordinating (or only) job, so the recovery sweep can ask RQ about it."""
+    return f"{queue_name()}-run{job_run_id}"
+
+
+def enqueue(func, *args, queue: Queue | None = None, depends_on=None, description: str | None = None,
+            job_id: str | None = None):
+    """Enqueue one job with retries and backoff (10 s, 1 min, 5 min); a run's job gets its stable id."""
     from rq import Retry
 
     from isp_admin.observability.logs import current_request_id
 
     queue = queue or get_queue()
+    if job_id is None and func in KINDS.values() and len(args) >= 2 and isinstance(args[1], int):
+        # Every coordinating job is called (as_of, job_run_id, ...): the chain's steps get stable ids too.
+        job_id = run_job_id(args[1])
     # The job's log lines carry the id of the request (or job) that queued it, so one grep follows a run.
     meta = {"request_id": current_request_id()} if current_request_id() else None
+    # A run's finished job is kept a day (not RQ's 500 s): its arguments tell the recovery sweep the chain's next step.
     return queue.enqueue(func, *args, retry=Retry(max=3, interval=RETRY_INTERVALS), depends_on=depends_on,
-                         description=description, job_timeout=JOB_TIMEOUT, failure_ttl=30 * 86400, meta=meta)
+                         description=description, job_timeout=JOB_TIMEOUT, failure_ttl=30 * 86400, meta=meta,
+                         job_id=job_id, result_ttl=86400 if job_id else None)
 
 
 def initial_chunks(kind: str) -> int:

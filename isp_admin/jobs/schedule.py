@@ -62,6 +62,28 @@ class AppScheduler(Scheduler):
         super().heartbeat()
         self._beat()
 
+    def run(self, burst: bool = False):
+        """rq-scheduler's loop, kept up through Redis outages; the schedule is registered again after each.
+
+        Redis may come back empty (no persistence): the periodic jobs are re-registered under their stable
+        ids, which is harmless when they were still there.
+        """
+        from isp_admin.jobs.worker import REDIS_DOWN, wait_for_redis
+
+        while True:
+            try:
+                return super().run(burst=burst)
+            except REDIS_DOWN:
+                if burst:
+                    raise
+                wait_for_redis(self.connection, "scheduler")
+                try:
+                    # Our own birth key may have outlived the outage; it is not another scheduler.
+                    self.connection.delete(self.key)
+                    register_schedule(self)
+                except REDIS_DOWN:
+                    continue  # gone again: the next round waits again
+
     def _beat(self) -> None:
         self.connection.set(self.heartbeat_key, str(time.time()), ex=int(self._interval) + 10)
 

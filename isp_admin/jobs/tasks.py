@@ -104,21 +104,35 @@ def _chunk_job_id(job_run_id: int, index: int) -> str:
     return f"{queue_name()}-run{job_run_id}-chunk{index}"
 
 
+# The job each fanned-out step runs per range (the recovery sweep re-queues lost ones with the same call).
+CHUNK_FUNCS = {
+    "generate_monthly_invoices": "isp_admin.jobs.tasks.bill_chunk",
+    "deliver_notifications": "isp_admin.jobs.tasks.deliver_batch",
+}
+
+
+def chunk_job_data(kind: str, as_of: date, job_run_id: int, index: int, first: int, last: int, then: tuple):
+    """The RQ job (stable id, retries) for one range of a fanned-out run, for Queue.enqueue_many."""
+    return Queue.prepare_data(
+        CHUNK_FUNCS[kind], (as_of.isoformat(), first, last, job_run_id, tuple(then)), timeout=JOB_TIMEOUT,
+        job_id=_chunk_job_id(job_run_id, index), retry=Retry(max=3, interval=RETRY_INTERVALS),
+        description=f"{kind} {as_of} ids {first}-{last}", result_ttl=86400, failure_ttl=30 * 86400)
+
+
 def _fan_out(kind: str, as_of: date, job_run_id: int, chunk_func: str, then: tuple) -> int:
     run = db.session.get(JobRun, job_run_id)
     queue = get_queue()
-    # A retried coordinator whose chunks are already queued must not queue them twice.
-    if run is None or run.status != "running" or Job.exists(_chunk_job_id(job_run_id, 0), queue.connection):
+    # A retried (or recovered) coordinator whose run has fanned out already must not plan or queue again: the
+    # ranges it planned are on the run, and the recovery sweep re-queues whichever of them were lost.
+    if (run is None or run.status != "running" or job_runs.RANGES_KEY in (run.counts or {})
+            or Job.exists(_chunk_job_id(job_run_id, 0), queue.connection)):
         return 0
     with _recording(job_run_id):
         ranges = plan_chunks(kind, as_of)
-        job_runs.expect_chunks(job_run_id, len(ranges))
+        job_runs.expect_chunks(job_run_id, len(ranges), ranges=ranges, then=tuple(then))
         db.session.commit()
-        queue.enqueue_many([Queue.prepare_data(
-            chunk_func, (as_of.isoformat(), first, last, job_run_id, tuple(then)), timeout=JOB_TIMEOUT,
-            job_id=_chunk_job_id(job_run_id, index), retry=Retry(max=3, interval=RETRY_INTERVALS),
-            description=f"{kind} {as_of} ids {first}-{last}", result_ttl=86400, failure_ttl=30 * 86400)
-            for index, (first, last) in enumerate(ranges)])
+        queue.enqueue_many([chunk_job_data(kind, as_of, job_run_id, index, first, last, then)
+                            for index, (first, last) in enumerate(ranges)])
     if not ranges:
         _continue(then, as_of, job_run_id)
     return len(ranges)

@@ -19,6 +19,12 @@ from isp_admin.services.bulk import is_postgres
 PAGE_SIZE = 25
 # Counts whose name starts with "_" are bookkeeping (the chunks already counted), not shown to people.
 DONE_KEY = "_done"
+# A fanned-out run's planned ranges and the chain steps after it, so lost chunks can be queued again as they were.
+RANGES_KEY = "_ranges"
+THEN_KEY = "_then"
+# How often the recovery sweep has resumed the run, and what it (or a person) did, newest last.
+RECOVERIES_KEY = "_recoveries"
+RECOVERY_LOG_KEY = "_recovery_log"
 
 
 def start_run(kind: str, as_of: date, dry_run: bool, triggered_by: str, total_chunks: int = 0,
@@ -56,10 +62,13 @@ def _merge(counts: dict, more: dict) -> dict:
     return merged
 
 
-def expect_chunks(job_run_id: int, total: int) -> None:
-    """Set how many chunks the run will count in; a run with nothing to do succeeds at once."""
+def expect_chunks(job_run_id: int, total: int, ranges: list[tuple[int, int]] | None = None,
+                  then: tuple = ()) -> None:
+    """Set how many chunks the run will count in (and the ranges planned); a run with nothing to do succeeds."""
     run = _locked(job_run_id)
     run.total_chunks = total
+    if ranges is not None:
+        run.counts = {**(run.counts or {}), RANGES_KEY: [list(r) for r in ranges], THEN_KEY: list(then)}
     db.session.flush()
     if total == 0:
         _finish(run)
@@ -107,6 +116,38 @@ def fail_run(job_run_id: int, error: str) -> JobRun:
         if run.parent_id is not None:
             fail_run(run.parent_id, f"{run.kind} #{run.id}: {run.error}")
     return run
+
+
+def note_recovery(run: JobRun, message: str, *, automatic: bool) -> None:
+    """Write what recovery did on a locked run (shown on its page); an automatic one counts towards the limit."""
+    counts = dict(run.counts or {})
+    if automatic:
+        counts[RECOVERIES_KEY] = int(counts.get(RECOVERIES_KEY, 0)) + 1
+    log = list(counts.get(RECOVERY_LOG_KEY, []))[-19:]  # the last twenty are plenty for a person to follow
+    counts[RECOVERY_LOG_KEY] = [*log, f"{utcnow():%Y-%m-%d %H:%M:%S} UTC: {message}"]
+    run.counts = counts
+    db.session.flush()
+
+
+def reopen_run(job_run_id: int, note: str) -> JobRun:
+    """Set a failed or partial run (and the chain above it) running again, so resumed work can complete it."""
+    run = _locked(job_run_id)
+    if run.status in ("failed", "partial"):
+        if run.error:
+            note = f"{note} (it had failed: {run.error})"
+        run.status, run.finished_at, run.error = "running", None, None
+        counts = dict(run.counts or {})
+        counts.pop(RECOVERIES_KEY, None)  # a person resumed it: the automatic sweep starts counting afresh
+        run.counts = counts
+        note_recovery(run, note, automatic=False)
+        if run.parent_id is not None:
+            reopen_run(run.parent_id, f"step {run.kind} #{run.id} resumed")
+    return run
+
+
+def recovery_log(run: JobRun) -> list[str]:
+    """What recovery did on this run, oldest first."""
+    return list((run.counts or {}).get(RECOVERY_LOG_KEY, []))
 
 
 def visible_counts(counts: dict | None) -> dict:

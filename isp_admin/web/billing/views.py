@@ -1,6 +1,7 @@
 """Billing operations: tonight's run (dry run, then run), job runs with live progress, notifications."""
 from __future__ import annotations
 
+import redis
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -61,18 +62,49 @@ def start():
 @bp.get("/jobs/")
 @access("view")
 def jobs():
-    """List billing runs, newest first."""
+    """List billing runs, newest first; runs stuck past the lease are flagged."""
+    from isp_admin.jobs import recovery  # here: RQ loads only when the jobs pages are used
+
     page = billing_queries.list_job_runs(size=page_size(), after=request.args.get("after"),
                                          before=request.args.get("before"))
-    return render_template("billing/jobs.html", page=page)
+    return render_template("billing/jobs.html", page=page, stuck=recovery.stuck_ids(page.rows),
+                           action_form=FlaskForm())
 
 
 @bp.get("/jobs/<id:job_run_id>")
 @access("view")
 def job(job_run_id: int):
     """Show one run; its progress updates live while it runs."""
+    from isp_admin.jobs import recovery
+
     run, children = billing_queries.job_run_detail(job_run_id)
-    return render_template("billing/job.html", run=run, children=children)
+    return render_template("billing/job.html", run=run, children=children, stuck=bool(recovery.stuck_ids([run])),
+                           recovery_log=job_runs.recovery_log(run), lease=recovery.lease_seconds(),
+                           action_form=FlaskForm())
+
+
+@bp.post("/jobs/<id:job_run_id>/resume")
+@access("billing.run")
+def resume_job(job_run_id: int):
+    """Resume what a run lost (the same recovery the workers' sweep runs); a healthy or finished run is left be."""
+    from isp_admin.jobs import recovery
+
+    back = redirect(url_for("billing.job", job_run_id=job_run_id))
+    if not FlaskForm().validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+        return back
+    job_runs.get_run(job_run_id)  # 404 for an unknown run
+    try:
+        outcome = recovery.recover_run(job_run_id, manual=True)
+    except AppError as exc:  # QueueUnavailable: Redis is down or not configured
+        db.session.rollback()
+        flash(f"The run could not be resumed: {exc.message}", "danger")
+    except redis.RedisError as exc:
+        db.session.rollback()
+        flash(f"The run could not be resumed: Redis does not answer ({exc.__class__.__name__}).", "danger")
+    else:
+        flash(outcome.message, {"resumed": "success", "failed": "warning"}.get(outcome.action, "info"))
+    return back
 
 
 @bp.get("/jobs/<id:job_run_id>/progress.json")

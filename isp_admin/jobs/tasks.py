@@ -8,14 +8,15 @@ step (the last chunk, or the step itself) starts the next one.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 
 from flask import current_app
 from rq import Queue, Retry, get_current_job
 from rq.job import Job
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from isp_admin.extensions import db
 from isp_admin.jobs.queue import (
@@ -33,6 +34,7 @@ from isp_admin.services import billing, collections, delivery, job_runs
 from isp_admin.services.clock import today
 
 DELIVERY_CHUNK_SIZE = 200
+log = logging.getLogger(__name__)
 
 
 def _as_date(value: date | str | None) -> date:
@@ -142,13 +144,16 @@ def _continue(then: tuple, as_of: date, job_run_id: int) -> None:
     """Start the next step of the chain, as a sibling of the step that just completed."""
     parent_id = db.session.scalar(select(JobRun.parent_id).where(JobRun.id == job_run_id))
     if then and parent_id is not None:
-        _start_step(parent_id, then[0], tuple(then[1:]), as_of)
+        kind, day = _parse_step(then[0], as_of)
+        _start_step(parent_id, kind, tuple(then[1:]), day)
 
 
 def _start_step(parent_id: int, kind: str, rest: tuple, as_of: date) -> None:
     """Record and enqueue one step of the chain, once (the parent's row lock orders concurrent callers)."""
     job_runs.lock(parent_id)
-    if db.session.scalar(select(JobRun.id).where(JobRun.parent_id == parent_id, JobRun.kind == kind)):
+    # A catch-up chain runs each step once per missed day: the date is part of what "already started" means.
+    if db.session.scalar(select(JobRun.id).where(JobRun.parent_id == parent_id, JobRun.kind == kind,
+                                                 JobRun.as_of == as_of)):
         db.session.rollback()
         return  # already started by an earlier attempt
     step = job_runs.start_run(kind, as_of, dry_run=False, triggered_by="nightly",
@@ -221,14 +226,79 @@ def send_invoice_reminders(as_of: date | str, job_run_id: int, then: tuple = ())
     _single_job("send_reminders", as_of, job_run_id, then)
 
 
+# --- the nightly chain: every missed day in date order, then delivery once -----------------------------------
+#
+# A late run (after a scheduler outage) must do what the on-time runs would have done (DESIGN §3): billing every
+# missed period before enforcing would bill a customer past grace for periods the on-time runs skip as
+# suspended, and reminders would skip the schedule steps passed in between. So the run for D replays each day
+# since the last nightly run that succeeded, in order, each step for its own date; emails go out once at the end.
+# What a replay cannot undo: it sees payments recorded during the outage on every replayed day (the services read
+# balances as they are now), so a payment made in the gap counts from the start of the gap; and the emails of
+# all replayed days leave together, rendered with today's balance.
+
+ONCE_STEPS = ("deliver_notifications",)  # run once for the run's own date, after every replayed day
+DAILY_STEPS = tuple(kind for kind in NIGHTLY_STEPS if kind not in ONCE_STEPS)
+
+
+def _step_entry(kind: str, day: date) -> str:
+    return f"{kind}@{day.isoformat()}"
+
+
+def _parse_step(entry: str, default: date) -> tuple[str, date]:
+    # A bare kind (a chain queued before steps carried their date) runs for the date of the step before it.
+    kind, _, day = entry.partition("@")
+    return kind, date.fromisoformat(day) if day else default
+
+
+def nightly_days(as_of: date, exclude_run_id: int | None = None) -> tuple[list[date], int]:
+    """Return the days a nightly run for `as_of` replays, oldest first, and how many older missed days it skips."""
+    last = db.session.scalar(select(func.max(JobRun.as_of)).where(
+        JobRun.kind == "nightly", JobRun.status == "succeeded", JobRun.dry_run.is_(False),
+        JobRun.parent_id.is_(None), JobRun.id != (exclude_run_id or 0)))
+    if last is None or last >= as_of:  # a first run, or a manual re-run for an earlier date: that day alone
+        return [as_of], 0
+    first, skipped = last + timedelta(days=1), 0
+    limit = current_app.config["NIGHTLY_CATCH_UP_DAYS"]
+    if (as_of - first).days > limit:
+        skipped = (as_of - timedelta(days=limit) - first).days
+        first = as_of - timedelta(days=limit)
+    return [first + timedelta(days=n) for n in range((as_of - first).days + 1)], skipped
+
+
+def nightly_plan(as_of: date, exclude_run_id: int | None = None) -> tuple[list[tuple[str, date]], int]:
+    """Return the (step, date) pairs a nightly run for `as_of` works through, and the missed days it skips."""
+    days, skipped = nightly_days(as_of, exclude_run_id)
+    plan = [(kind, day) for day in days for kind in DAILY_STEPS] + [(kind, as_of) for kind in ONCE_STEPS]
+    return plan, skipped
+
+
+def _plan_run(job_run_id: int, as_of: date) -> list[tuple[str, date]]:
+    """Plan a nightly run and record it on the run: one chunk per step, and the days replayed or skipped."""
+    plan, skipped = nightly_plan(as_of, exclude_run_id=job_run_id)
+    days = sum(1 for kind, _ in plan if kind == DAILY_STEPS[0])
+    run = job_runs.lock(job_run_id)
+    run.total_chunks = len(plan)
+    if days > 1 or skipped:
+        # Set, not added: a retried coordinator records the same plan again.
+        run.counts = {**(run.counts or {}), "days_replayed": days, "replayed_from": plan[0][1].isoformat()}
+        if skipped:
+            run.counts = {**run.counts, "days_not_replayed": skipped}
+            log.warning("nightly run #%s for %s: %s missed days before %s exceed NIGHTLY_CATCH_UP_DAYS and were "
+                        "not replayed", job_run_id, as_of, skipped, plan[0][1])
+    db.session.commit()
+    return plan
+
+
 def run_nightly(as_of: date | str | None = None, job_run_id: int | None = None) -> int:
-    """Run the nightly chain (generate → overdue → enforce → reactivate → reminders → deliver); return its run id."""
+    """Run the nightly chain for every missed day up to `as_of`, in order, then deliver; return its run id."""
     as_of = _as_date(as_of)
     if job_run_id is None:  # the scheduler's call: today's business date, recorded here
         job_run_id = job_runs.start_run("nightly", as_of, False, "scheduler", total_chunks=len(NIGHTLY_STEPS)).id
         db.session.commit()
     with _recording(job_run_id):
-        _start_step(job_run_id, NIGHTLY_STEPS[0], NIGHTLY_STEPS[1:], as_of)
+        plan = _plan_run(job_run_id, as_of)
+        (kind, day), rest = plan[0], tuple(_step_entry(k, d) for k, d in plan[1:])
+        _start_step(job_run_id, kind, rest, day)
     return job_run_id
 
 
@@ -240,8 +310,12 @@ def run_inline(kind: str, as_of: date, triggered_by: str, parent_id: int | None 
     if kind == "nightly":
         run = job_runs.start_run(kind, as_of, False, triggered_by, total_chunks=len(NIGHTLY_STEPS))
         db.session.commit()
-        for step in NIGHTLY_STEPS:
-            child = run_inline(step, as_of, triggered_by, parent_id=run.id, progress=progress)
+        with _recording(run.id):
+            plan = _plan_run(run.id, as_of)
+        catching_up = len(plan) > len(NIGHTLY_STEPS)
+        for step, day in plan:
+            child = run_inline(step, day, triggered_by, parent_id=run.id,
+                               progress=_dated(progress, day) if catching_up else progress)
             if child.status != "succeeded":
                 break
         db.session.refresh(run)
@@ -262,3 +336,10 @@ def run_inline(kind: str, as_of: date, triggered_by: str, parent_id: int | None 
                 progress(kind, index, len(ranges))
     db.session.refresh(run)
     return run
+
+
+def _dated(progress: Callable[[str, int, int], None] | None, day: date) -> Callable[[str, int, int], None] | None:
+    # In a catch-up each replayed day's step gets a bar of its own, labelled with its date.
+    if progress is None:
+        return None
+    return lambda step, done, total: progress(f"{step} {day}", done, total)

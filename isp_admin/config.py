@@ -131,6 +131,9 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "RATELIMIT_STORAGE_OPTIONS": redis_timeouts(redis_url, redis_timeout),
         "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
         "RATELIMIT_HEADERS_ENABLED": True,
+        # A limiter storage failure is logged, never raised: raised after the view it would turn a committed
+        # write into a 500 (isp_admin.ratelimit also guards the header hook whatever this says).
+        "RATELIMIT_SWALLOW_ERRORS": _bool(env.get("RATELIMIT_SWALLOW_ERRORS"), True),
         "RATELIMIT_KEY_PREFIX": env.get("RATELIMIT_KEY_PREFIX", "isp_admin"),
         "RATE_LIMIT_AUTHENTICATED": env.get("RATE_LIMIT_AUTHENTICATED", "200/minute"),
         "RATE_LIMIT_ANONYMOUS": env.get("RATE_LIMIT_ANONYMOUS", "60/minute"),

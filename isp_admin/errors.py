@@ -132,7 +132,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(AppError)
     def handle_app_error(exc: AppError):
-        db.session.rollback()
+        _rollback_quietly()
         return error_response(exc.status, exc.code, exc.message, exc.details)
 
     @app.errorhandler(HTTPException)
@@ -153,7 +153,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):
         # Roll back so the next request on this connection starts clean; log the trace, show none of it.
-        db.session.rollback()
+        _rollback_quietly()
         log.exception("unhandled error (request id %s)", getattr(g, "request_id", "-"))
         return error_response(500, "INTERNAL_ERROR", "The server could not complete the request.")
 
@@ -180,6 +180,34 @@ def register_error_handlers(app: Flask) -> None:
         # The page's navigation would load the signed-in user from the database that just failed.
         g._login_user = app.login_manager.anonymous_user()
         return error_response(503, "SERVICE_UNAVAILABLE", message, headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+
+
+def register_session_teardown(app: Flask) -> None:
+    """Remove the request's database session without ever letting a failure replace the response.
+
+    Flask-SQLAlchemy's own teardown calls session.remove(), whose rollback raises on a dead connection; raised in
+    teardown, that error escapes Flask and gunicorn answers its own HTML 500 in place of the real response (a
+    committed 201, or the 503 envelope). Register after db.init_app so this runs first (teardowns run in reverse);
+    Flask-SQLAlchemy's then finds no session left to remove.
+    """
+
+    @app.teardown_appcontext
+    def remove_session_safely(_exc: BaseException | None) -> None:
+        try:
+            db.session.remove()
+        except Exception:  # noqa: BLE001  (the response is made; the pool discards the broken connection)
+            log.warning("could not close the request's database session", exc_info=True)
+            with contextlib.suppress(Exception):
+                db.session.invalidate()  # never hand that connection out again
+            db.session.registry.clear()
+
+
+def _rollback_quietly() -> None:
+    # An error handler must answer even when the connection is dead: a rollback raising here would escape Flask.
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001
+        log.warning("rollback failed while answering an error", exc_info=True)
 
 
 def database_unreachable(exc: Exception) -> bool:

@@ -1,5 +1,7 @@
 """Rate-limit keys and limits: per API token or signed-in user, else per client address."""
 import hashlib
+import logging
+from functools import partial
 
 from flask import current_app, request
 from flask_login import current_user
@@ -54,6 +56,7 @@ def exempt_from_default_limit() -> bool:
     return endpoint == "static" or endpoint.startswith(("health.", "bootstrap.", "metrics."))
 
 
+log = logging.getLogger(__name__)
 RETRY_AFTER_STATUSES = (409, 429, 503)
 
 
@@ -69,6 +72,34 @@ def register_retry_after_cleanup(app) -> None:
         if response.status_code not in RETRY_AFTER_STATUSES:
             response.headers.pop("Retry-After", None)
         return response
+
+
+def guard_limiter_response_hook(app, limiter) -> None:
+    """Make the limiter's after_request hook (headers, conditional deductions) unable to fail a response.
+
+    It runs after the view, so after its commit: raising there (its storage died mid-request) would answer 500
+    for a write that happened. RATELIMIT_SWALLOW_ERRORS covers it too; this holds whatever that says.
+    Call right after limiter.init_app.
+    """
+    if limiter not in app.extensions.get("limiter", ()):  # RATELIMIT_ENABLED false: the limiter hooked nothing
+        return
+    hooks = app.after_request_funcs.get(None, [])
+    found = [i for i, hook in enumerate(hooks) if isinstance(hook, partial) and hook.args and hook.args[0] is limiter]
+    if not found:  # a Flask-Limiter release that registers its hook differently must not pass unnoticed
+        raise RuntimeError("Flask-Limiter's after_request hook was not found; cannot guard it")
+    for index in found:
+        hooks[index] = _never_fails(hooks[index])
+
+
+def _never_fails(hook):
+    def limiter_headers(response):
+        try:
+            return hook(response)
+        except Exception:  # noqa: BLE001  (the response is the truth about the write; the headers are a courtesy)
+            log.exception("rate-limit response hook failed; answering without its headers")
+            return response
+
+    return limiter_headers
 
 
 def rejected_token_allowed() -> bool:

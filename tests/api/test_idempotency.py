@@ -26,7 +26,8 @@ import pytest
 import redis
 from sqlalchemy import Interval, func, literal, select, text, update
 
-from isp_admin.api.idempotency import request_fingerprint
+from isp_admin.api import idempotency
+from isp_admin.api.idempotency import CLAIM_GRACE, request_fingerprint
 from isp_admin.devserver import free_port, serve_in_background
 from isp_admin.extensions import db
 from isp_admin.models import Customer, IdempotencyKey, Invoice, JobRun, Payment
@@ -192,26 +193,25 @@ def test_an_expired_key_names_a_new_request_and_cleanup_deletes_expired_keys(cli
     assert len(payments_of(customer.id)) == 3  # the money stays
 
 
-def test_a_claim_in_flight_answers_409_until_it_goes_stale_then_a_retry_takes_it_over(app, client):
+def orphan_claim(app, token_id: int, key: str, body: dict, age: timedelta) -> None:
+    """What a request leaves behind when it dies mid-way: a committed claim and no work (the work and the stored
+    response commit together), claimed `age` ago."""
+    with app.test_request_context(PAYMENTS, method="POST", json=body):
+        fingerprint = request_fingerprint()
+    at = utcnow() - age
+    db.session.add(IdempotencyKey(token_id=token_id, key=key, request_hash=fingerprint, method="POST",
+                                  path=PAYMENTS, state="in_flight", claim="a" * 32, created_at=at, claimed_at=at))
+    db.session.commit()
+
+
+def test_a_claim_whose_request_is_gone_is_taken_over_at_once_by_the_same_request(app, client):
     customer = CustomerFactory()
     headers, token_id = billing_token()
     body = payment_body(customer.id)
-    with app.test_request_context(PAYMENTS, method="POST", json=body):
-        fingerprint = request_fingerprint()
-    # What a request leaves behind when its process dies mid-way: a committed claim and no work (the work and
-    # the stored response commit together).
-    now = utcnow()
-    db.session.add(IdempotencyKey(token_id=token_id, key="crashed", request_hash=fingerprint, method="POST",
-                                  path=PAYMENTS, state="in_flight", claim="a" * 32, created_at=now, claimed_at=now))
-    db.session.commit()
+    orphan_claim(app, token_id, "crashed", body, age=CLAIM_GRACE + timedelta(milliseconds=200))
 
-    busy = client.post(PAYMENTS, json=body, headers={**headers, KEY: "crashed"})
-    assert busy.status_code == 409 and busy.json["error"]["code"] == "CONFLICT"
-    assert busy.headers["Retry-After"] == "1"
-
-    age_key("crashed", claimed_at=timedelta(minutes=5, seconds=1))
     other = client.post(PAYMENTS, json=payment_body(customer.id, 999), headers={**headers, KEY: "crashed"})
-    assert other.status_code == 422  # a stale claim is taken over only by the same request
+    assert other.status_code == 422  # an abandoned claim is taken over only by the same request
     assert payments_of(customer.id) == []
 
     retry = client.post(PAYMENTS, json=body, headers={**headers, KEY: "crashed"})
@@ -220,6 +220,37 @@ def test_a_claim_in_flight_answers_409_until_it_goes_stale_then_a_retry_takes_it
     assert len(payments_of(customer.id)) == 1
     [row] = key_rows()
     assert row.state == "done" and row.claim != "a" * 32
+
+
+def test_a_claim_just_made_is_not_read_as_abandoned_before_its_request_locks_it(app, client):
+    customer = CustomerFactory()
+    headers, token_id = billing_token()
+    body = payment_body(customer.id)
+    orphan_claim(app, token_id, "new", body, age=timedelta(0))
+
+    busy = client.post(PAYMENTS, json=body, headers={**headers, KEY: "new"})
+
+    assert busy.status_code == 409 and busy.json["error"]["code"] == "CONFLICT"
+    assert busy.headers["Retry-After"] == "1"
+    assert payments_of(customer.id) == [] and [k.claim for k in key_rows()] == ["a" * 32]
+
+
+def test_a_claim_whose_transaction_still_holds_its_row_answers_409_however_old(app, client):
+    customer = CustomerFactory()
+    headers, token_id = billing_token()
+    body = payment_body(customer.id)
+    orphan_claim(app, token_id, "alive", body, age=timedelta(minutes=10))
+    key_statement = select(IdempotencyKey.id).where(IdempotencyKey.key == "alive").with_for_update()
+
+    with holding_row_lock(key_statement) as (owner, _):  # as the owner's work transaction holds it
+        busy = client.post(PAYMENTS, json=body, headers={**headers, KEY: "alive"})
+        assert busy.status_code == 409 and busy.json["error"]["code"] == "CONFLICT"
+        owner.rollback()  # the owner's transaction ends (failed, cut or killed) without storing a response
+
+    retry = client.post(PAYMENTS, json=body, headers={**headers, KEY: "alive"})
+
+    assert retry.status_code == 201 and "Idempotent-Replayed" not in retry.headers
+    assert len(payments_of(customer.id)) == 1
 
 
 def test_the_other_money_and_run_posts_honour_the_key(client):
@@ -415,51 +446,25 @@ def test_a_retry_while_the_first_request_runs_gets_409_then_the_replay(app):
     assert len(payments_of(customer.id)) == 1
 
 
-def test_a_stale_claim_taken_over_while_its_request_still_runs_leaves_one_payment(app):
+def test_a_slow_request_keeps_its_key_however_long_it_runs(app, monkeypatch):
+    """Only a lock held says the owner lives, not the claim's age: no grace at all, and the retry still waits."""
+    monkeypatch.setattr(idempotency, "CLAIM_GRACE", timedelta(0))
     customer = CustomerFactory()
     headers, _ = billing_token()
     body, sent = payment_body(customer.id), {**headers, KEY: "slow"}
 
-    with (serve_in_background(app) as base, ThreadPoolExecutor(2) as pool,
+    with (serve_in_background(app) as base, ThreadPoolExecutor(1) as pool,
           holding_row_lock(customer_lock(customer.id)) as (lock, pid)):
         slow = pool.submit(call, base, "POST", PAYMENTS, body, sent)
         wait_until(lambda: lock_waiters(pid) == 1, "the first request to wait for the customer row")
-        age_key("slow", claimed_at=timedelta(minutes=10))  # as if it had hung for ten minutes
-        takeover = pool.submit(call, base, "POST", PAYMENTS, body, sent)
-        wait_until(lambda: lock_waiters() == 2, "the retry to take the claim over and wait for the customer")
+
+        retry = call(base, "POST", PAYMENTS, body, sent)
+
+        assert retry[0] == 409 and json.loads(retry[2])["error"]["code"] == "CONFLICT"
+        assert not slow.done() and payments_of(customer.id) == []
         lock.rollback()
-        slow_answer, takeover_answer = slow.result(timeout=30), takeover.result(timeout=30)
+        slow_answer = slow.result(timeout=30)
 
-    # The first request did its work but could not store it (its claim was gone), so it rolled back.
-    assert slow_answer[0] == 409 and json.loads(slow_answer[2])["error"]["code"] == "CONFLICT"
-    assert takeover_answer[0] == 201 and "Idempotent-Replayed" not in takeover_answer[1]
+    assert slow_answer[0] == 201 and "Idempotent-Replayed" not in slow_answer[1]
     [payment] = payments_of(customer.id)
-    assert payment.id == json.loads(takeover_answer[2])["data"]["id"]
-
-
-def test_a_request_that_stores_its_response_before_a_stale_takeover_keeps_it(app):
-    """The takeover is a compare-and-set on claim and state: one that read the claim while still in flight must
-    lose to the original storing its response, or the payment would be recorded twice."""
-    customer = CustomerFactory()
-    headers, _ = billing_token()
-    body, sent = payment_body(customer.id), {**headers, KEY: "race"}
-
-    with (serve_in_background(app) as base, ThreadPoolExecutor(2) as pool,
-          holding_row_lock(customer_lock(customer.id)) as (customer_held, customer_pid)):
-        original = pool.submit(call, base, "POST", PAYMENTS, body, sent)
-        wait_until(lambda: lock_waiters(customer_pid) == 1, "the original to wait for the customer row")
-        age_key("race", claimed_at=timedelta(minutes=10))
-        key_statement = select(IdempotencyKey.id).where(IdempotencyKey.key == "race").with_for_update()
-        with holding_row_lock(key_statement) as (key_held, key_pid):
-            customer_held.rollback()
-            wait_until(lambda: lock_waiters(key_pid) == 1,
-                       "the original to record the payment and wait to store its response")
-            retry = pool.submit(call, base, "POST", PAYMENTS, body, sent)
-            wait_until(lambda: lock_waiters() == 2, "the retry, which saw a stale claim, to wait to take it")
-            key_held.rollback()
-            first, second = original.result(timeout=30), retry.result(timeout=30)
-
-    assert first[0] == 201 and "Idempotent-Replayed" not in first[1]
-    assert second[0] == 201 and second[1]["Idempotent-Replayed"] == "true" and second[2] == first[2]
-    assert len(payments_of(customer.id)) == 1
-
+    assert payment.id == json.loads(slow_answer[2])["data"]["id"]

@@ -81,17 +81,21 @@ def _preview(kind: str, as_of: date, apply: bool) -> dict:
 def dry_run(kind: str, as_of: date) -> None:
     """Preview a step (or the whole chain, each step seeing the ones before it), then roll everything back."""
     from isp_admin.jobs.queue import NIGHTLY_STEPS
+    from isp_admin.jobs.tasks import nightly_plan
 
-    steps = NIGHTLY_STEPS if kind == "nightly" else (kind,)
+    # The chain previews what the real run would do: after missed days, each of them in order (DESIGN §3).
+    steps = nightly_plan(as_of)[0] if kind == "nightly" else [(kind, as_of)]
+    chain, catching_up = len(steps) > 1, len(steps) > len(NIGHTLY_STEPS)
     counts: dict = {}
     try:
         with acting_as(SYSTEM):
-            for step in steps:
-                if len(steps) > 1:
-                    click.echo(f"== {step}")
+            for step, day in steps:
+                if chain:
+                    click.echo(f"== {step} {day}" if catching_up else f"== {step}")
                 # Only a chain applies each step: a lone preview takes no locks (the numbering row included).
-                for key, value in _preview(step, as_of, apply=len(steps) > 1).items():
-                    counts[f"{step}.{key}" if len(steps) > 1 else key] = value
+                for key, value in _preview(step, day, apply=chain).items():
+                    name = f"{step}.{key}" if chain else key
+                    counts[name] = counts.get(name, 0) + value
     finally:
         db.session.rollback()
     run = job_runs.start_run(kind, as_of, dry_run=True, triggered_by="cli", total_chunks=1)
@@ -117,6 +121,13 @@ def real_run(kind: str, as_of: date) -> None:
             raise click.ClickException(f"{kind} failed: {type(exc).__name__}: {exc}") from None
         bar.update(100 - bar.pos)
     report = job_runs.progress(run.id)
+    notes = {k: report["counts"].pop(k) for k in ("days_replayed", "replayed_from", "days_not_replayed")
+             if k in report["counts"]}
+    if notes.get("days_replayed"):
+        click.echo(f"Caught up: replayed {notes['days_replayed']} days from {notes['replayed_from']}, in order.")
+    if notes.get("days_not_replayed"):
+        click.echo(f"Warning: {notes['days_not_replayed']} older missed days were not replayed "
+                   "(NIGHTLY_CATCH_UP_DAYS).", err=True)
     counts = ", ".join(f"{k}={v}" for k, v in sorted(report["counts"].items())) or "nothing to do"
     click.echo(f"{kind} for {as_of}: {report['status']} (job run #{run.id}): {counts}")
     if report["status"] != "succeeded":

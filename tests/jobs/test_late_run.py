@@ -199,13 +199,16 @@ def test_without_the_replay_a_late_run_bills_what_the_nightly_runs_would_have_sk
 def test_a_late_run_replays_at_most_the_configured_days_and_says_so(make_app):
     from tests.conftest import clean_context
 
-    with clean_context(make_app(NIGHTLY_CATCH_UP_DAYS=5)):
+    with clean_context(make_app(NIGHTLY_CATCH_UP_DAYS=5)) as app:
         first = tasks.run_inline("nightly", d(3, 1), "test")
         late = tasks.run_inline("nightly", d(3, 20), "test")
 
         assert first.status == late.status == "succeeded"
         assert late.counts["days_replayed"] == 6 and late.counts["replayed_from"] == "2026-03-15"
         assert late.counts["days_not_replayed"] == 13  # 2..14 March
+        result = app.test_cli_runner().invoke(args=["billing", "run-nightly", "--date", "2026-03-30"])
+        assert "Warning: 4 older missed days were not replayed (NIGHTLY_CATCH_UP_DAYS)." in result.output
+        assert "Caught up: replayed 6 days from 2026-03-25" in result.output
         dates = sorted({r.as_of for r in db.session.scalars(select(JobRun).where(JobRun.parent_id == late.id))})
         assert dates == [d(3, n) for n in range(15, 21)]
         # A manual run for an earlier date (or the same one again) runs that day alone.
@@ -242,6 +245,33 @@ def test_a_late_run_on_a_worker_equals_the_late_run_in_process(jobs_app, flask_e
     assert ("nora-1", "suspended", "non_payment", d(4, 1)) in on_queue[0]["subscriptions"]  # on 23 March
     assert on_queue[0] == in_process[0]
     assert on_queue[1] == in_process[1]
+
+
+def test_the_cli_previews_and_runs_the_missed_days_in_order(app):
+    nora = SubscriptionFactory(customer=CustomerFactory(name="Nora Never"), billing_day=1, start_date=d(3, 1),
+                               next_bill_date=d(3, 1), plan=PlanFactory(monthly_price_cents=PRICE_A),
+                               pppoe_username="nora-1")
+    cli = app.test_cli_runner()
+    assert cli.invoke(args=["billing", "run-nightly", "--date", "2026-03-01"]).exit_code == 0
+    before = snapshot()
+
+    preview = cli.invoke(args=["billing", "run-nightly", "--date", "2026-04-05", "--dry-run"])
+
+    assert preview.exit_code == 0, preview.output
+    steps = {s.split("\n", 1)[0]: s for s in preview.output.split("== ")[1:]}
+    assert len(steps) == 35 * 5 + 1 and "deliver_notifications 2026-04-05" in steps
+    assert f"customer {nora.customer_id} Nora Never" in steps["enforce_overdue 2026-03-23"]
+    assert "Would issue 0 invoices" in steps["generate_monthly_invoices 2026-04-01"]  # suspended: April skipped
+    assert "reminder_after" in steps["send_reminders 2026-03-22"]
+    assert snapshot() == before
+
+    result = cli.invoke(args=["billing", "run-nightly", "--date", "2026-04-05"])
+
+    assert result.exit_code == 0, result.output
+    assert "Caught up: replayed 35 days from 2026-03-02, in order." in result.output
+    db.session.expire_all()
+    assert (nora.status, nora.next_bill_date) == ("suspended", d(4, 1))
+    assert db.session.scalar(select(Invoice.id).where(Invoice.issue_date > d(3, 1))) is None
 
 
 @pytest.mark.parametrize("entry, expected", [("mark_overdue@2026-03-02", ("mark_overdue", d(3, 2))),

@@ -3,8 +3,9 @@
 Two steps fan out over ranges of ids (billing over customers, delivery over outbox rows): the coordinating
 job counts the chunks into its JobRun, then enqueues one job per range. A chunk does its work and counts
 itself in within ONE transaction, so a chunk killed mid-way leaves nothing behind, and a re-run finds only
-what is still due. The nightly chain passes the remaining steps along (`then`); whichever job completes a
-step (the last chunk, or the step itself) starts the next one.
+what is still due. The nightly chain passes the remaining steps along (`then`, each "kind@date": a late run
+replays every missed day in order); whichever job completes a step (the last chunk, or the step itself)
+starts the next one.
 """
 from __future__ import annotations
 

@@ -383,6 +383,7 @@ class SweepThread(threading.Thread):
         super().__init__(name="job-recovery", daemon=True)
         self.app = app
         self.stopped = threading.Event()
+        self.connection: redis.Redis | None = None
 
     def run(self) -> None:
         """Sweep until stopped; a failed sweep (Redis or the database away) is logged and tried again later."""
@@ -400,14 +401,17 @@ class SweepThread(threading.Thread):
 
     def sweep_once(self, interval: int) -> list[Outcome]:
         """Take the deployment's sweep lock (it expires by itself) and sweep; [] when another worker holds it."""
-        connection = get_queue().connection
-        try:
-            if not connection.set(f"{queue_name()}:recovery-lock", "1", nx=True, ex=max(1, interval - 1) or 1):
-                return []
-            from isp_admin.services.audit import SYSTEM, acting_as
+        from isp_admin.services.audit import SYSTEM, acting_as
 
-            with acting_as(SYSTEM):
-                return [o for o in sweep(connection) if o.action in ("resumed", "failed")]
-        finally:
-            connection.close()
+        if self.connection is None:
+            timeout = self.app.config["REDIS_SOCKET_TIMEOUT"]
+            self.connection = redis.Redis.from_url(self.app.config["REDIS_URL"], socket_connect_timeout=timeout,
+                                                   socket_timeout=max(timeout, 5))
+        try:
+            if not self.connection.set(f"{queue_name()}:recovery-lock", "1", nx=True, ex=max(1, interval - 1)):
+                return []
+        except redis.RedisError:
+            return []  # Redis is away: the worker says so once; nothing can be queued until it is back
+        with acting_as(SYSTEM):
+            return [o for o in sweep(self.connection) if o.action in ("resumed", "failed")]
 

@@ -65,7 +65,7 @@ class AppWorker(Worker):
             (app or create_app()).app_context().push()
         super().__init__(*args, **kwargs)
         self.log.addFilter(_QuietReconnects())
-        self._redis_lost = False
+        self._redis_lost, self._redis_lost_at = False, 0.0
         self._sweeper = None
 
     # --- staying up through a Redis outage -----------------------------------------------------------------------
@@ -73,21 +73,25 @@ class AppWorker(Worker):
     def _lost_redis(self, exc: Exception) -> None:
         if not self._redis_lost:
             log.warning("redis unreachable; the worker waits for it", worker=self.name, error=str(exc))
-            self._redis_lost = True
+            self._redis_lost, self._redis_lost_at = True, time.monotonic()
 
     def _await_redis(self) -> None:
         """Wait for Redis, then put this worker back on its books if Redis came back empty."""
-        waited = wait_for_redis(self.connection, f"worker {self.name}", stop=lambda: self._stop_requested,
-                                announce=False)
-        if self._redis_lost and not self._stop_requested:
-            log.warning("redis is back; the worker carries on", worker=self.name, down_seconds=round(waited, 1))
-        self._redis_lost = False
-        if self._stop_requested:
+        wait_for_redis(self.connection, f"worker {self.name}", stop=lambda: self._stop_requested, announce=False)
+        if not self._stop_requested:
+            self._redis_back()
+
+    def _redis_back(self) -> None:
+        """Redis answered again after an outage: say so once, and register the worker again (it may be empty)."""
+        if not self._redis_lost:
             return
         try:
             self._register_again()
-        except REDIS_DOWN as exc:  # gone again already: the next call waits again
-            self._lost_redis(exc)
+        except REDIS_DOWN:  # gone again already: the next call waits again
+            return
+        log.warning("redis is back; the worker carries on", worker=self.name,
+                    down_seconds=round(time.monotonic() - self._redis_lost_at, 1))
+        self._redis_lost = False
 
     def _register_again(self) -> None:
         """Put the worker back in RQ's books (idempotent): Redis may have restarted empty."""
@@ -106,7 +110,9 @@ class AppWorker(Worker):
                 super().heartbeat(timeout)
                 # RQ's dequeue loop rides out a short outage by itself; a Redis that came back empty in it has
                 # forgotten this worker, which health checks (and people) would then not see.
-                if not self.connection.sismember(worker_registration.REDIS_WORKER_KEYS, self.key):
+                if self._redis_lost:
+                    self._redis_back()
+                elif not self.connection.sismember(worker_registration.REDIS_WORKER_KEYS, self.key):
                     self._register_again()
                 return None
             except REDIS_DOWN as exc:
@@ -137,8 +143,7 @@ class AppWorker(Worker):
         """Beat for the running job; while Redis is away keep watching the horse (its work is in PostgreSQL)."""
         try:
             super().maintain_heartbeats(job, execution)
-            if self._redis_lost:
-                self._await_redis()
+            self._redis_back()
         except REDIS_DOWN as exc:
             self._lost_redis(exc)
 

@@ -6,13 +6,8 @@ server where the test holds a row lock so that a request stays in flight for exa
 """
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
-from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -28,25 +22,16 @@ from sqlalchemy import Interval, func, literal, select, text, update
 
 from isp_admin.api import idempotency
 from isp_admin.api.idempotency import CLAIM_GRACE, request_fingerprint
-from isp_admin.devserver import free_port, serve_in_background
+from isp_admin.devserver import serve_in_background
 from isp_admin.extensions import db
 from isp_admin.models import Customer, IdempotencyKey, Invoice, JobRun, Payment
 from isp_admin.models.base import utcnow
-from isp_admin.services import tokens as token_service
 from isp_admin.services.clock import today
-from tests.conftest import ROOT, RUN_ID, clean_context
+from tests.conftest import RUN_ID, clean_context
 from tests.factories import CustomerFactory, SubscriptionFactory, UserFactory
+from tests.gunicorn_helpers import PAYMENTS, billing_token, call, gunicorn, send_together, wait_until
 
 KEY = "Idempotency-Key"
-PAYMENTS = "/api/billing/payments/"
-
-
-def billing_token(user=None) -> tuple[dict[str, str], int]:
-    """Return the Authorization header of a fresh read+billing token (for `user`, or a new billing clerk)."""
-    user = user or UserFactory(role="billing")
-    token, secret = token_service.create_token(user.id, "idempotency test", "read,billing", None)
-    db.session.commit()
-    return {"Authorization": f"Bearer {secret}"}, token.id
 
 
 def payment_body(customer_id: int, amount_cents: int = 2500, **more) -> dict:
@@ -303,77 +288,12 @@ def test_a_billing_run_started_twice_with_one_key_starts_once(make_app, backends
 
 # --- real servers, real concurrency -------------------------------------------------------------------------------
 
-def call(base: str, method: str, path: str, body: dict | None = None, headers: dict | None = None):
-    """Send one request on its own connection; return (status, headers, body bytes)."""
-    url = urlsplit(base)
-    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-    try:
-        payload = json.dumps(body).encode() if body is not None else None
-        connection.request(method, path, body=payload, headers={"Content-Type": "application/json", **(headers or {})})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
-
-
-def wait_until(condition, what: str, timeout: float = 20.0) -> None:
-    """Poll `condition` (a database fact no event announces) until it holds, or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def lock_waiters(holder_pid: int | None = None) -> int:
     """How many sessions of this run's own database wait for a lock (held by backend `holder_pid`, if given)."""
     blocked = "AND :pid = ANY(pg_blocking_pids(pid))" if holder_pid else ""
     with db.engine.connect() as connection:
         return connection.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                       f"AND wait_event_type = 'Lock' {blocked}"), {"pid": holder_pid})
-
-
-@contextmanager
-def gunicorn(backends, log_path, workers: int = 2, threads: int = 8) -> Iterator[str]:
-    """Run wsgi:app under gunicorn (gthread) on this worker's database; yield its base URL once it answers."""
-    port = free_port()
-    env = {**os.environ, "APP_ENV": "testing", "SECRET_KEY": "test-secret-key-not-for-production",
-           "DATABASE_URL": backends["database_url"], "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-           "RATELIMIT_ENABLED": "false", "CACHE_KEY_PREFIX": f"test:{RUN_ID}:", "LOG_LEVEL": "WARNING",
-           "RATELIMIT_KEY_PREFIX": f"test-rl:{RUN_ID}"}
-    env.pop("REDIS_URL", None)
-    if backends["redis_url"]:
-        env["REDIS_URL"] = backends["redis_url"]
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "gthread",
-             "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        def answers() -> bool:
-            if server.poll() is not None:
-                raise AssertionError(f"gunicorn exited: {log_path.read_text()[-2000:]}")
-            try:
-                return call(base, "GET", "/health/")[0] == 200
-            except OSError:
-                return False
-
-        wait_until(answers, "gunicorn to answer", timeout=60)
-        yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def send_together(start: threading.Barrier, base: str, body: dict, headers: dict, _sender: int):
-    """Wait until every sender is ready, then POST the payment."""
-    start.wait(timeout=30)
-    return call(base, "POST", PAYMENTS, body, headers)
 
 
 def test_simultaneous_retries_through_gunicorn_make_one_payment_per_key(app, backends, tmp_path):

@@ -156,11 +156,11 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         # Background jobs: the queue name keeps deployments (and test runs) sharing one Redis apart.
         "RQ_QUEUE": env.get("RQ_QUEUE", "isp_admin"),
         "NIGHTLY_CRON": env.get("NIGHTLY_CRON", "30 1 * * *"),
+        # A late nightly run replays at most this many missed days (DESIGN §3 "A late run equals the on-time runs").
+        "NIGHTLY_CATCH_UP_DAYS": int(env.get("NIGHTLY_CATCH_UP_DAYS", "62")),
         "DELIVERY_CRON": env.get("DELIVERY_CRON", "*/15 * * * *"),
         # Recovery of lost jobs: a running run older than the lease whose jobs RQ no longer has (or whose started
         # job has not beaten for a lease) is re-queued by the sweep every worker runs; after JOB_MAX_RECOVERIES, failed.
-        # A late nightly run replays at most this many missed days (DESIGN §3 "A late run equals the on-time runs").
-        "NIGHTLY_CATCH_UP_DAYS": int(env.get("NIGHTLY_CATCH_UP_DAYS", "62")),
         "JOB_LEASE_SECONDS": int(env.get("JOB_LEASE_SECONDS", "120")),
         "JOB_SWEEP_SECONDS": int(env.get("JOB_SWEEP_SECONDS", "30")),
         "JOB_MAX_RECOVERIES": int(env.get("JOB_MAX_RECOVERIES", "5")),

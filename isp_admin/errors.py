@@ -157,6 +157,15 @@ def register_error_handlers(app: Flask) -> None:
         log.exception("unhandled error (request id %s)", getattr(g, "request_id", "-"))
         return error_response(500, "INTERNAL_ERROR", "The server could not complete the request.")
 
+    @app.errorhandler(sa_exc.IntegrityError)
+    def handle_integrity_error(exc: sa_exc.IntegrityError):
+        # A constraint or guard refused a second effect (two requests raced, and the other one won): the client
+        # gets a clean conflict to reload and retry, never a 500. The constraint's name is logged, not shown.
+        db.session.rollback()
+        log.warning("write refused by a database constraint: %s", _reason(exc))
+        return error_response(409, "CONFLICT", "This change collides with another one made at the same moment; "
+                              "reload and try again.")
+
     outage = DatabaseOutage()
     with app.app_context():
         # Any connection handed out (pool_pre_ping checked it) after an outage is the sign the database is back.

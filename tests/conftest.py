@@ -147,6 +147,15 @@ def truncate_all() -> None:
     db.session.commit()
 
 
+def delete_all_rows() -> None:
+    """Empty every table with DELETE (faster than TRUNCATE between a property test's many examples)."""
+    if db.engine.dialect.name == "postgresql":  # past the guards that keep issued invoices from being deleted
+        db.session.execute(text("SET LOCAL session_replication_role = replica"))
+    for table in reversed(data_tables()):
+        db.session.execute(table.delete())
+    db.session.commit()
+
+
 @pytest.fixture
 def make_app(backends, tmp_path):
     """Return a factory for apps on this worker's database, with config overrides."""

@@ -66,4 +66,6 @@ class SubscriptionFactory(_Base):
     start_date = date(2026, 1, 15)
     billing_day = 15
     next_bill_date = date(2026, 12, 15)
+    # Made as if brought over with its earlier periods billed elsewhere: coverage starts at its first bill here.
+    billed_from = factory.SelfAttribute("next_bill_date")
     pppoe_username = factory.Sequence(lambda n: f"pppoe{n}")

@@ -5,12 +5,12 @@ from isp_admin.models.invoices import CreditNote, DocumentSequence, Invoice, Inv
 from isp_admin.models.operations import ChangeVersion, JobRun, Notification
 from isp_admin.models.payments import CreditAllocation, Payment, PaymentAllocation
 from isp_admin.models.plans import Plan
-from isp_admin.models.subscriptions import Subscription
+from isp_admin.models.subscriptions import Subscription, SuspensionPeriod
 from isp_admin.models.users import ApiToken, IdempotencyKey, User
 
 __all__ = [
     "ApiToken", "AuditEvent", "ChangeVersion", "CreditAllocation", "CreditNote", "Customer", "DocumentSequence",
     "IdempotencyKey",
     "Invoice", "InvoiceLine", "JobRun", "Notification", "Payment", "PaymentAllocation", "Plan", "Subscription",
-    "User",
+    "SuspensionPeriod", "User",
 ]

@@ -118,6 +118,12 @@ class CreditNote(db.Model):
         # One void credit note per invoice: voiding twice is impossible, not just unlikely.
         Index("uq_credit_notes_void_invoice", "invoice_id", unique=True,
               postgresql_where=db.text("kind = 'void'"), sqlite_where=db.text("kind = 'void'")),
+        # One cancellation credit per subscription, one plan-change credit per subscription and day: a repeated
+        # cancel or plan change cannot credit the same unused days twice.
+        Index("uq_credit_notes_cancellation", "subscription_id", unique=True,
+              postgresql_where=db.text("kind = 'cancellation'"), sqlite_where=db.text("kind = 'cancellation'")),
+        Index("uq_credit_notes_plan_change", "subscription_id", "issue_date", unique=True,
+              postgresql_where=db.text("kind = 'plan_change'"), sqlite_where=db.text("kind = 'plan_change'")),
         Index("ix_credit_notes_customer", "customer_id", "id"),
     )
 

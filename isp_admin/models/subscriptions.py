@@ -51,6 +51,9 @@ class Subscription(db.Model):
     end_date: Mapped[date | None] = mapped_column(Date)
     billing_day: Mapped[int]
     next_bill_date: Mapped[date] = mapped_column(Date, index=True)
+    # The first day this system bills (coverage starts here): NULL means the start date. A subscription brought
+    # over from another system with its earlier periods billed there starts its coverage at its first bill here.
+    billed_from: Mapped[date | None] = mapped_column(Date)
     price_override_cents: Mapped[int | None]
     pppoe_username: Mapped[str | None] = mapped_column(String(64))
     static_ip: Mapped[str | None] = mapped_column(String(45))
@@ -60,3 +63,27 @@ class Subscription(db.Model):
 
     customer = relationship("Customer", back_populates="subscriptions", lazy="raise")
     plan = relationship("Plan", lazy="raise")
+
+
+class SuspensionPeriod(db.Model):
+    """The days a subscription actually spent suspended: [started_on, ended_on), open while it lasts.
+
+    Billing coverage (DESIGN §3) counts these days as the only ones a live subscription may leave unbilled.
+    """
+
+    __tablename__ = "suspension_periods"
+    __table_args__ = (
+        CheckConstraint(in_list("reason", SUSPENSION_REASONS), name="reason"),
+        CheckConstraint("ended_on IS NULL OR ended_on >= started_on", name="ends_after_start"),
+        # A subscription is suspended at most once at a time.
+        Index("uq_suspension_periods_open", "subscription_id", unique=True,
+              postgresql_where=text("ended_on IS NULL"), sqlite_where=text("ended_on IS NULL")),
+        Index("ix_suspension_periods_subscription", "subscription_id", "started_on"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="RESTRICT"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="RESTRICT"), index=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    started_on: Mapped[date] = mapped_column(Date)
+    ended_on: Mapped[date | None] = mapped_column(Date)

@@ -87,7 +87,8 @@ def billable_statuses() -> tuple[str, ...]:
     return ("active", "pending")
 
 
-def _due_rows(as_of: date, customer_range: tuple[int, int] | None, customer_id: int | None, lock: bool):
+def _due_rows(as_of: date, customer_range: tuple[int, int] | None, customer_id: int | None, lock: bool,
+              subscription_id: int | None = None):
     s, p, c = Subscription.__table__.c, Plan.__table__.c, Customer.__table__.c
     # The first bill is the one before any line exists (not next_bill_date == start_date: a resume moves that).
     billed = exists().where(InvoiceLine.__table__.c.subscription_id == s.id)
@@ -104,6 +105,8 @@ def _due_rows(as_of: date, customer_range: tuple[int, int] | None, customer_id: 
         stmt = stmt.where(s.customer_id.between(*customer_range))
     if customer_id is not None:
         stmt = stmt.where(s.customer_id == customer_id)
+    if subscription_id is not None:
+        stmt = stmt.where(s.id == subscription_id)
     if lock and is_postgres():
         stmt = stmt.with_for_update(of=Subscription.__table__)
     return db.session.execute(stmt).mappings()
@@ -120,12 +123,12 @@ def _line_label(plan_name: str, start: date, end: date, days: int, period_days: 
 
 
 def plan_invoices(as_of: date, customer_range: tuple[int, int] | None = None, customer_id: int | None = None,
-                  lock: bool = False) -> BillingPlan:
+                  lock: bool = False, subscription_id: int | None = None) -> BillingPlan:
     """Compute every line that is due on `as_of` (missed periods catch up, one line each)."""
     invoices: dict[int, PlannedInvoice] = {}
     next_dates: dict[int, date] = {}
     activations: list[int] = []
-    for row in _due_rows(as_of, customer_range, customer_id, lock):
+    for row in _due_rows(as_of, customer_range, customer_id, lock, subscription_id):
         invoice = invoices.get(row["customer_id"])
         if invoice is None:
             invoice = invoices[row["customer_id"]] = PlannedInvoice(row["customer_id"], row["customer"],

@@ -15,8 +15,9 @@ from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Invoice, Notification, Subscription
 from isp_admin.models.base import utcnow
 from isp_admin.services import audit
-from isp_admin.services.ledger import reactivate_if_paid
+from isp_admin.services.ledger import lock_customer, reactivate_if_paid
 from isp_admin.services.notifications import queue_many
+from isp_admin.services.suspensions import open_suspensions
 
 BALANCE = Invoice.total_cents - Invoice.amount_paid_cents - Invoice.credit_applied_cents
 REMINDER_KINDS = {"before": "reminder_before", "due": "reminder_due", "after": "reminder_after"}
@@ -87,6 +88,11 @@ def plan_enforce_overdue(today: date) -> list[Affected]:
 
 def run_enforce_overdue(today: date) -> int:
     """Suspend them for non-payment (manual and vacation suspensions are never touched); return how many."""
+    # Customers first, in id order as the billing chunks take them: a payment settling one of them right now
+    # commits before its customer is judged, and the UPDATE below then sees the debt paid.
+    candidates = select(Subscription.customer_id).where(_enforceable(today)).distinct()
+    db.session.execute(select(Customer.id).where(Customer.id.in_(candidates)).order_by(Customer.id)
+                       .with_for_update())
     rows = db.session.execute(
         update(Subscription).where(_enforceable(today))
         .values(status="suspended", suspension_reason="non_payment", updated_at=utcnow())
@@ -94,6 +100,7 @@ def run_enforce_overdue(today: date) -> int:
     ).all()
     _bulk_audit("subscription.suspend", "subscriptions", [(r.id, r.customer_id) for r in rows],
                 {"status": "suspended", "suspension_reason": "non_payment"})
+    open_suspensions([(r.id, r.customer_id) for r in rows], "non_payment", today)
     customer_ids = sorted({r.customer_id for r in rows})
     if customer_ids:
         # A customer with no active subscription left is suspended too.
@@ -138,8 +145,11 @@ def plan_reactivate_paid(today: date) -> list[Affected]:
 
 def run_reactivate_paid(today: date) -> int:
     """Reactivate them; return how many subscriptions."""
-    customers = sorted({a.customer_id for a in plan_reactivate_paid(today)})
-    return sum(len(reactivate_if_paid(customer_id, today)) for customer_id in customers)
+    reactivated = 0
+    for customer_id in sorted({a.customer_id for a in plan_reactivate_paid(today)}):
+        lock_customer(customer_id)  # a payment may be settling this customer right now: its outcome first
+        reactivated += len(reactivate_if_paid(customer_id, today))
+    return reactivated
 
 
 # --- reminders ------------------------------------------------------------------------------------------------

@@ -21,9 +21,12 @@ def bill_history(today: date, seed: int = 42) -> dict:
     shifted = [{"id": sub_id, "d": max(bill_date_on_or_before(start, day), start - timedelta(days=27))}
                for sub_id, day in rows]
     if shifted:
-        db.session.execute(text("UPDATE subscriptions SET next_bill_date = :d, "
+        db.session.execute(text("UPDATE subscriptions SET next_bill_date = :d, billed_from = :d, "
                                 "start_date = CASE WHEN start_date < :d THEN start_date ELSE :d END WHERE id = :id"),
                            shifted)
+        # A subscription suspended in the demo was suspended from the start of its history, not from today.
+        db.session.execute(text("UPDATE suspension_periods SET started_on = :d WHERE subscription_id = :id "
+                                "AND ended_on IS NULL"), shifted)
     counts = {"invoices": 0, "payments": 0}
     for as_of in (today - timedelta(days=45), today - timedelta(days=15)):
         for first_last in billing.chunk_ranges(billing.customers_due(as_of), 500):

@@ -1,7 +1,8 @@
 """Invoices outside the monthly run: drafts, issuing, voiding with a credit note, credits for unused days."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select
@@ -12,7 +13,7 @@ from isp_admin.models import CreditAllocation, CreditNote, Invoice, InvoiceLine,
 from isp_admin.models.base import utcnow
 from isp_admin.services import audit
 from isp_admin.services.calendar import prorate, tax_on
-from isp_admin.services.ledger import apply_available_credit, lock_customer, reactivate_if_paid, settle
+from isp_admin.services.ledger import apply_available_credit, lock_and_load, lock_customer, reactivate_if_paid, settle
 from isp_admin.services.numbering import allocate_numbers
 
 
@@ -22,6 +23,11 @@ def get_invoice(invoice_id: int) -> Invoice:
     if invoice is None:
         raise NotFound("No such invoice.")
     return invoice
+
+
+def _locked(invoice_id: int) -> Invoice:
+    """The invoice, read fresh under its customer's lock (every write here starts with this)."""
+    return lock_and_load(Invoice, invoice_id, "No such invoice.")
 
 
 def _validate_lines(lines: list[dict]) -> list[dict]:
@@ -74,11 +80,10 @@ def create_draft(customer_id: int, lines: list[dict], issue_date: date) -> Invoi
 
 def replace_draft_lines(invoice_id: int, lines: list[dict]) -> Invoice:
     """Replace a draft's lines; issued invoices are never edited."""
-    invoice = get_invoice(invoice_id)
-    lock_customer(invoice.customer_id)
+    clean = _validate_lines(lines)
+    invoice = _locked(invoice_id)
     if invoice.status != "draft":
         raise BusinessRuleViolation("An issued invoice is never edited; void it and issue a new one.")
-    clean = _validate_lines(lines)
     before = {"total_cents": invoice.total_cents}
     for line in db.session.scalars(select(InvoiceLine).where(InvoiceLine.invoice_id == invoice.id)):
         db.session.delete(line)
@@ -93,7 +98,7 @@ def replace_draft_lines(invoice_id: int, lines: list[dict]) -> Invoice:
 
 def delete_draft(invoice_id: int) -> None:
     """Delete a draft; an issued invoice is refused (void it instead)."""
-    invoice = get_invoice(invoice_id)
+    invoice = _locked(invoice_id)
     if invoice.status != "draft":
         raise BusinessRuleViolation("Issued invoices are never deleted; void it instead.")
     audit.record("invoice.delete_draft", invoice, before={"total_cents": invoice.total_cents},
@@ -106,8 +111,7 @@ def delete_draft(invoice_id: int) -> None:
 
 def issue(invoice_id: int, today: date) -> Invoice:
     """Issue a draft: number it (gapless), date it, apply the customer's credit."""
-    invoice = get_invoice(invoice_id)
-    lock_customer(invoice.customer_id)
+    invoice = _locked(invoice_id)
     if invoice.status != "draft":
         raise BusinessRuleViolation("This invoice is already issued.")
     invoice.issue_date = today
@@ -143,14 +147,13 @@ def _credit_note(customer_id: int, kind: str, reason: str, subtotal: int, tax: i
 
 def void(invoice_id: int, reason: str, today: date) -> CreditNote:
     """Void an issued invoice: a credit note cancels it and money already applied becomes customer credit."""
-    invoice = get_invoice(invoice_id)
-    lock_customer(invoice.customer_id)
+    if not (reason or "").strip():
+        raise Invalid("Say why the invoice is void.", {"reason": "Required."})
+    invoice = _locked(invoice_id)
     if invoice.status == "draft":
         raise BusinessRuleViolation("A draft has nothing to void; delete it instead.")
     if invoice.status == "void":
         raise BusinessRuleViolation("This invoice is already void.")
-    if not (reason or "").strip():
-        raise Invalid("Say why the invoice is void.", {"reason": "Required."})
     if invoice.total_cents == 0:
         raise BusinessRuleViolation("This invoice is for nothing; there is nothing to void.")
     now = utcnow()
@@ -183,11 +186,16 @@ def void(invoice_id: int, reason: str, today: date) -> CreditNote:
 PERIOD_KINDS = ("subscription", "plan_change")
 
 
-def _live_period_lines(subscription_id: int, after: date) -> list[InvoiceLine]:
+def _live_period_lines(subscription_id: int, after: date, as_of: datetime | None = None) -> list[InvoiceLine]:
+    """Period lines ending after `after` on invoices not void; with `as_of`, as the books stood at that moment."""
+    if as_of is None:
+        standing = Invoice.status != "void"
+    else:  # reconcile re-prices a credit note against the invoices that existed, and were not void, when it was made
+        standing = (Invoice.created_at < as_of) & (Invoice.voided_at.is_(None) | (Invoice.voided_at >= as_of))
     return list(db.session.scalars(
         select(InvoiceLine).join(Invoice, Invoice.id == InvoiceLine.invoice_id)
         .where(InvoiceLine.subscription_id == subscription_id, InvoiceLine.kind.in_(PERIOD_KINDS),
-               InvoiceLine.period_end > after, Invoice.status != "void")
+               InvoiceLine.period_end > after, standing)
         .order_by(InvoiceLine.period_start, InvoiceLine.id)))
 
 
@@ -204,13 +212,14 @@ def billed_line_covering(subscription_id: int, day: date) -> InvoiceLine | None:
     return covering[-1] if covering else None
 
 
-def _unused_segments(subscription_id: int, day: date, later_periods: bool) -> list[tuple[InvoiceLine, int]]:
+def _unused_segments(subscription_id: int, day: date, later_periods: bool,
+                     as_of: datetime | None = None) -> list[tuple[InvoiceLine, int]]:
     """Return (line, days) for every billed day from `day` on, each day priced by the line in force then.
 
     A plan change starts a new line inside a period; the older line stops pricing days from that point.
     Without `later_periods`, only the period containing `day` counts.
     """
-    lines = _live_period_lines(subscription_id, day)
+    lines = _live_period_lines(subscription_id, day, as_of)
     if not later_periods:
         covering = [line for line in lines if line.period_start <= day]
         if not covering:
@@ -227,23 +236,39 @@ def _unused_segments(subscription_id: int, day: date, later_periods: bool) -> li
     return segments
 
 
+@dataclass
+class UnusedCredit:
+    """What the unused days from a day on are worth: the credit a cancellation or plan change gives back."""
+
+    subtotal_cents: int
+    tax_cents: int
+    days: int
+    last_day: date | None
+
+
+def unused_credit(subscription_id: int, day: date, later_periods: bool,
+                  as_of: datetime | None = None) -> UnusedCredit:
+    """Price the billed days from `day` on (see _unused_segments); `as_of` prices them as the books then stood."""
+    subtotal = tax = unused = 0
+    segments = _unused_segments(subscription_id, day, later_periods, as_of)
+    for line, days in segments:
+        amount = min(line.amount_cents, prorate(line.unit_price_cents, days, line.period_days))
+        subtotal, tax, unused = subtotal + amount, tax + tax_on(amount, line.tax_rate_bp), unused + days
+    last = max((line.period_end for line, _ in segments), default=None)
+    return UnusedCredit(subtotal, tax, unused, last)
+
+
 def credit_unused_days(sub: Subscription, day: date, kind: str, today: date,
                        later_periods: bool = False) -> CreditNote | None:
     """Credit the unused days [day, period end) of the billed period containing `day` (cancel, plan change);
     with `later_periods`, every period billed after `day` too (a back-dated cancellation)."""
-    segments = _unused_segments(sub.id, day, later_periods)
-    if not segments:
+    unused = unused_credit(sub.id, day, later_periods)
+    if unused.subtotal_cents <= 0:
         return None
-    subtotal = tax = unused = 0
-    for line, days in segments:
-        amount = min(line.amount_cents, prorate(line.unit_price_cents, days, line.period_days))
-        subtotal, tax, unused = subtotal + amount, tax + tax_on(amount, line.tax_rate_bp), unused + days
-    if subtotal <= 0:
-        return None
-    last = max(line.period_end for line, _ in segments)
     note = _credit_note(sub.customer_id, kind,
-                        f"Unused {unused} days, {day:%d %b %Y} – {last - timedelta(days=1):%d %b %Y} "
-                        f"(subscription #{sub.id})", subtotal, tax, today, subscription_id=sub.id)
+                        f"Unused {unused.days} days, {day:%d %b %Y} – {unused.last_day - timedelta(days=1):%d %b %Y} "
+                        f"(subscription #{sub.id})", unused.subtotal_cents, unused.tax_cents, today,
+                        subscription_id=sub.id)
     apply_available_credit(sub.customer_id, today)
     reactivate_if_paid(sub.customer_id, today)
     from isp_admin.services.reports import invalidate_reports

@@ -28,13 +28,37 @@ OPEN = ("open", "overdue")
 
 
 def lock_customer(customer_id: int) -> Customer:
-    """Lock the customer row: every money operation on one customer runs one at a time."""
-    customer = db.session.scalar(select(Customer).where(Customer.id == customer_id).with_for_update())
+    """Lock the customer row: every money or service-state write on one customer runs one at a time.
+
+    Lock first, then read (DESIGN §3): every row the session read before the lock is forgotten here, so what
+    the caller reads next comes fresh from the database, as of after whoever held the lock committed.
+    """
+    db.session.flush()  # pending changes reach the database before their objects are expired
+    db.session.expire_all()
+    stmt = select(Customer).where(Customer.id == customer_id).execution_options(populate_existing=True)
+    customer = db.session.scalar(stmt.with_for_update())
     if customer is None:
         from isp_admin.errors import NotFound
 
         raise NotFound("No such customer.")
     return customer
+
+
+def lock_and_load(model, row_id: int, missing: str):
+    """Lock the customer that owns a row (an invoice, payment or subscription), then load the row fresh.
+
+    The one way a write gets the record it changes: never a copy read before the customer's lock.
+    """
+    from isp_admin.errors import NotFound
+
+    customer_id = db.session.scalar(select(model.customer_id).where(model.id == row_id))
+    if customer_id is None:
+        raise NotFound(missing)
+    lock_customer(customer_id)
+    row = db.session.scalar(select(model).where(model.id == row_id).execution_options(populate_existing=True))
+    if row is None or row.customer_id != customer_id:  # deleted (a draft) while we waited for the lock
+        raise NotFound(missing)
+    return row
 
 
 def open_invoices(customer_id: int) -> list[Invoice]:
@@ -186,14 +210,14 @@ def reactivate_if_paid(customer_id: int, today: date) -> list[Subscription]:
 
 
 def reactivate_subscription(sub: Subscription, today: date) -> None:
-    """Make a suspended subscription active; billing restarts today, prorated, for periods skipped."""
+    """Make a suspended subscription active: periods begun while active are billed, days suspended are not."""
+    from isp_admin.services.suspensions import restart_billing
+
     before = {"status": sub.status, "suspension_reason": sub.suspension_reason,
               "next_bill_date": sub.next_bill_date.isoformat()}
     sub.status = "active"
     sub.suspension_reason = None
-    if sub.next_bill_date < today:
-        # Periods that started while suspended are not billed; the rest of this one is (see DESIGN §3).
-        sub.next_bill_date = today
+    restart_billing(sub, today)
     audit.record("subscription.reactivate", sub, before=before,
                  after={"status": "active", "suspension_reason": None,
                         "next_bill_date": sub.next_bill_date.isoformat()}, customer_id=sub.customer_id)

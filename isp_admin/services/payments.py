@@ -18,6 +18,7 @@ from isp_admin.services import audit
 from isp_admin.services.ledger import (
     allocate_payment,
     apply_available_credit,
+    lock_and_load,
     lock_customer,
     open_invoices,
     reactivate_if_paid,
@@ -40,7 +41,9 @@ def fingerprint(values: dict) -> str:
 
 def _validate(amount_cents, method, received_on, today, reference) -> None:
     errors = {}
-    if not isinstance(amount_cents, int) or amount_cents <= 0:
+    if amount_cents is None:
+        pass  # the named invoice's balance, read under the customer's lock
+    elif not isinstance(amount_cents, int) or isinstance(amount_cents, bool) or amount_cents <= 0:
         errors["amount_cents"] = "An amount above zero."
     elif amount_cents > 10**11:
         errors["amount_cents"] = "The amount is too large."
@@ -56,11 +59,15 @@ def _validate(amount_cents, method, received_on, today, reference) -> None:
         raise Invalid("Please correct the payment.", errors)
 
 
-def record_payment(customer_id: int, amount_cents: int, method: str, received_on: date, today: date, *,
+def record_payment(customer_id: int, amount_cents: int | None, method: str, received_on: date, today: date, *,
                    reference: str | None = None, invoice_id: int | None = None,
                    idempotency_key: str | None = None, idempotency_scope: str = "web",
                    provider: str | None = None, provider_ref: str | None = None) -> tuple[Payment, bool]:
-    """Record a payment and allocate it; return (payment, created). A repeated key returns the first one."""
+    """Record a payment and allocate it; return (payment, created). A repeated key returns the first one.
+
+    `amount_cents` None pays the named invoice's balance as it stands once the customer is locked (a
+    double-clicked "pay" then finds the invoice paid and is refused, instead of paying it twice).
+    """
     reference = (reference or "").strip() or None
     _validate(amount_cents, method, received_on, today, reference)
     request = {"customer_id": customer_id, "amount_cents": amount_cents, "method": method,
@@ -77,12 +84,19 @@ def record_payment(customer_id: int, amount_cents: int, method: str, received_on
             return existing, False
     target = None
     if invoice_id is not None:
-        target = db.session.get(Invoice, invoice_id)
+        target = db.session.get(Invoice, invoice_id)  # fresh: lock_customer forgot every earlier read
         if target is None or target.customer_id != customer.id:
             raise Invalid("That invoice is not this customer's.", {"invoice_id": "Not found for this customer."})
+        if target.status not in ("open", "overdue") and amount_cents is None:
+            raise BusinessRuleViolation(f"Invoice {target.number or target.id} has nothing to pay "
+                                        f"(it is {target.status}).")
         if target.status not in ("open", "overdue"):
             raise BusinessRuleViolation(f"Invoice {target.number or target.id} is {target.status}; "
                                         "the payment would go to credit. Record it without an invoice.")
+        if amount_cents is None:
+            amount_cents = target.balance_cents
+    if amount_cents is None:
+        raise Invalid("Please correct the payment.", {"amount_cents": "An amount above zero."})
     payment = Payment(customer_id=customer.id, amount_cents=amount_cents, currency=current_app.config["CURRENCY"],
                       method=method, reference=reference, provider=provider, provider_ref=provider_ref,
                       idempotency_scope=idempotency_scope if idempotency_key else None,
@@ -120,12 +134,11 @@ def record_payment(customer_id: int, amount_cents: int, method: str, received_on
 
 def reverse_payment(payment_id: int, reason: str, today: date) -> Payment:
     """Reverse a payment (a bounced transfer): its allocations are undone and the invoices reopen."""
-    payment = get_payment(payment_id)
-    lock_customer(payment.customer_id)
-    if payment.status == "reversed":
-        raise BusinessRuleViolation("This payment is already reversed.")
     if not (reason or "").strip():
         raise Invalid("Say why the payment is reversed.", {"reason": "Required."})
+    payment = lock_and_load(Payment, payment_id, "No such payment.")
+    if payment.status == "reversed":
+        raise BusinessRuleViolation("This payment is already reversed.")
     now = utcnow()
     payment.status, payment.reversed_at, payment.reversal_reason = "reversed", now, reason.strip()
     touched = []

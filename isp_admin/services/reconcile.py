@@ -6,7 +6,17 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from isp_admin.extensions import db
-from isp_admin.models import CreditAllocation, CreditNote, Invoice, InvoiceLine, Payment, PaymentAllocation
+from isp_admin.models import (
+    AuditEvent,
+    CreditAllocation,
+    CreditNote,
+    Invoice,
+    InvoiceLine,
+    Payment,
+    PaymentAllocation,
+    Subscription,
+)
+from isp_admin.services.coverage import coverage_problems
 
 
 @dataclass
@@ -30,8 +40,12 @@ def reconcile() -> list[Mismatch]:
     out: list[Mismatch] = []
     line_amount = _sums(InvoiceLine, InvoiceLine.invoice_id, InvoiceLine.amount_cents)
     line_tax = _sums(InvoiceLine, InvoiceLine.invoice_id, InvoiceLine.tax_cents)
-    paid = _sums(PaymentAllocation, PaymentAllocation.invoice_id, PaymentAllocation.amount_cents,
-                 PaymentAllocation.reversed_at.is_(None))
+    # Only completed payments count: an allocation left active on a reversed payment is money that came back.
+    paid = dict(db.session.execute(
+        select(PaymentAllocation.invoice_id, func.sum(PaymentAllocation.amount_cents))
+        .join(Payment, Payment.id == PaymentAllocation.payment_id)
+        .where(PaymentAllocation.reversed_at.is_(None), Payment.status == "completed")
+        .group_by(PaymentAllocation.invoice_id)).all())
     credited = _sums(CreditAllocation, CreditAllocation.invoice_id, CreditAllocation.amount_cents,
                      CreditAllocation.reversed_at.is_(None))
     for inv in db.session.execute(select(Invoice.id, Invoice.customer_id, Invoice.status, Invoice.subtotal_cents,
@@ -69,6 +83,58 @@ def reconcile() -> list[Mismatch]:
             out.append(Mismatch("credit_note", note.id, note.customer_id, "applied more than its amount",
                                 note.amount_cents, applied.get(note.id, 0)))
     out += _ledger_mismatches()
+    out += _issued_invoices_changed()
+    out += _credit_note_mismatches()
+    out += [Mismatch("subscription", p.subscription_id, p.customer_id, f"coverage: {p.problem}",
+                     p.start.isoformat(), p.end.isoformat()) for p in coverage_problems()]
+    return out
+
+
+def _issued_invoices_changed() -> list[Mismatch]:
+    """An issued invoice's total must be the total it was issued with (its invoice.issue audit event)."""
+    issued = (select(AuditEvent.entity_id, func.max(AuditEvent.id).label("event_id"))
+              .where(AuditEvent.action == "invoice.issue", AuditEvent.entity_type == "invoices")
+              .group_by(AuditEvent.entity_id).subquery())
+    rows = db.session.execute(
+        select(Invoice.id, Invoice.customer_id, Invoice.total_cents, AuditEvent.after)
+        .join(issued, issued.c.entity_id == Invoice.id).join(AuditEvent, AuditEvent.id == issued.c.event_id)
+        .where(Invoice.status != "draft"))
+    out = []
+    for invoice_id, customer_id, total, after in rows:
+        at_issue = (after or {}).get("total_cents")
+        if at_issue is not None and at_issue != total:
+            out.append(Mismatch("invoice", invoice_id, customer_id, "changed since it was issued", total, at_issue))
+    return out
+
+
+def _credit_note_mismatches() -> list[Mismatch]:
+    """One cancellation credit per subscription, one plan-change credit per subscription and day, each worth
+    exactly the unused days of the lines billed when it was made."""
+    from isp_admin.services.invoices import unused_credit
+
+    out = []
+    notes = db.session.execute(
+        select(CreditNote.id, CreditNote.customer_id, CreditNote.kind, CreditNote.subscription_id,
+               CreditNote.issue_date, CreditNote.subtotal_cents, CreditNote.created_at, Subscription.end_date)
+        .join(Subscription, Subscription.id == CreditNote.subscription_id)
+        .where(CreditNote.kind.in_(("cancellation", "plan_change"))).order_by(CreditNote.id)).all()
+    seen: dict[tuple, int] = {}
+    for note in notes:
+        event = (note.subscription_id, note.kind, note.issue_date if note.kind == "plan_change" else None)
+        if event in seen:
+            out.append(Mismatch("credit_note", note.id, note.customer_id,
+                                f"a second {note.kind} credit for one event", 1, f"credit note #{seen[event]}"))
+            continue
+        seen[event] = note.id
+        day = note.end_date if note.kind == "cancellation" else note.issue_date
+        if day is None:
+            out.append(Mismatch("credit_note", note.id, note.customer_id,
+                                "cancellation credit for a subscription that is not cancelled", note.subtotal_cents, 0))
+            continue
+        worth = unused_credit(note.subscription_id, day, note.kind == "cancellation", as_of=note.created_at)
+        if worth.subtotal_cents != note.subtotal_cents:
+            out.append(Mismatch("credit_note", note.id, note.customer_id, "credit differs from the unused days",
+                                note.subtotal_cents, worth.subtotal_cents))
     return out
 
 

@@ -14,7 +14,9 @@ from isp_admin.models import Subscription
 from isp_admin.services import audit
 from isp_admin.services.clock import today
 from isp_admin.services.customers import get_customer, refresh_status
+from isp_admin.services.ledger import lock_and_load, lock_customer
 from isp_admin.services.plans import get_plan
+from isp_admin.services.suspensions import close_suspension, open_suspension, restart_billing
 
 MANUAL_REASONS = ("manual", "vacation")
 _PPPOE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
@@ -27,6 +29,11 @@ def get_subscription(subscription_id: int) -> Subscription:
     if sub is None:
         raise NotFound("No such subscription.")
     return sub
+
+
+def _locked(subscription_id: int) -> Subscription:
+    """The subscription, read fresh under its customer's lock (every write here starts with this)."""
+    return lock_and_load(Subscription, subscription_id, "No such subscription.")
 
 
 def _network_fields(pppoe_username: str | None, static_ip: str | None, cpe_mac: str | None) -> dict:
@@ -78,7 +85,7 @@ def add_subscription(customer_id: int, plan_id: int, start_date: date, billing_d
                      pppoe_username: str | None = None, static_ip: str | None = None,
                      cpe_mac: str | None = None, price_override_cents: int | None = None) -> Subscription:
     """Add a subscription; it is pending until its start date, then active."""
-    customer = get_customer(customer_id)
+    customer = lock_customer(customer_id)
     if customer.status == "closed":
         raise BusinessRuleViolation("This customer's account is closed.")
     plan = get_plan(plan_id)
@@ -109,10 +116,10 @@ def add_subscription(customer_id: int, plan_id: int, start_date: date, billing_d
 def update_network(subscription_id: int, pppoe_username: str | None, static_ip: str | None,
                    cpe_mac: str | None) -> Subscription:
     """Change a subscription's PPPoE login, static IP or CPE MAC."""
-    sub = get_subscription(subscription_id)
+    network = _network_fields(pppoe_username, static_ip, cpe_mac)
+    sub = _locked(subscription_id)
     if sub.status == "cancelled":
         raise BusinessRuleViolation("A cancelled subscription cannot be changed.")
-    network = _network_fields(pppoe_username, static_ip, cpe_mac)
     _ensure_network_ids_free(network, sub.id)
     return _apply(sub, "subscription.update", **network)
 
@@ -121,10 +128,8 @@ def change_plan(subscription_id: int, plan_id: int) -> Subscription:
     """Move a live subscription to another active plan today: credit the old plan's unused days of the billed
     period and charge the rest of it on the new plan (DESIGN §3)."""
     from isp_admin.services.invoices import charge_rest_of_period, credit_unused_days, plan_changed_on
-    from isp_admin.services.ledger import lock_customer
 
-    sub = get_subscription(subscription_id)
-    lock_customer(sub.customer_id)
+    sub = _locked(subscription_id)
     if sub.status == "cancelled":
         raise BusinessRuleViolation("A cancelled subscription cannot change plan.")
     plan = get_plan(plan_id)
@@ -146,27 +151,31 @@ def suspend(subscription_id: int, reason: str) -> Subscription:
     """Suspend an active subscription by hand (manual or vacation); non-payment belongs to collections."""
     if reason not in MANUAL_REASONS:
         raise Invalid("Choose a reason: manual or vacation.", {"reason": "manual or vacation."})
-    sub = get_subscription(subscription_id)
+    sub = _locked(subscription_id)
     if sub.status != "active":
         raise BusinessRuleViolation(f"Only an active subscription can be suspended (this one is {sub.status}).")
+    open_suspension(sub, reason, today())
     return _apply(sub, "subscription.suspend", status="suspended", suspension_reason=reason)
 
 
 def resume(subscription_id: int) -> Subscription:
     """Resume a subscription suspended by hand; a non-payment suspension ends when the debt is paid."""
-    sub = get_subscription(subscription_id)
+    sub = _locked(subscription_id)
     if sub.status != "suspended":
         raise BusinessRuleViolation("Only a suspended subscription can be resumed.")
     if sub.suspension_reason not in MANUAL_REASONS:
         raise BusinessRuleViolation("This subscription is suspended for non-payment; it resumes when paid.")
-    # Periods that started while suspended are not billed; billing restarts today, prorated (DESIGN §3).
-    restart = max(sub.next_bill_date, today())
-    return _apply(sub, "subscription.resume", status="active", suspension_reason=None, next_bill_date=restart)
+    before = audit.snapshot(sub)
+    sub.status, sub.suspension_reason = "active", None
+    # Periods begun while active are billed; those begun while suspended are not; billing restarts today,
+    # prorated (DESIGN §3).
+    restart_billing(sub, today())
+    return _apply(sub, "subscription.resume", before=before)
 
 
 def cancel(subscription_id: int, end_date: date) -> Subscription:
     """Cancel a subscription as of `end_date`, freeing its PPPoE login and IP."""
-    sub = get_subscription(subscription_id)
+    sub = _locked(subscription_id)
     if sub.status == "cancelled":
         raise BusinessRuleViolation("This subscription is already cancelled.")
     if end_date < sub.start_date:
@@ -176,16 +185,16 @@ def cancel(subscription_id: int, end_date: date) -> Subscription:
         raise Invalid("A cancellation takes effect today; choose today or an earlier date.",
                       {"end_date": "Today or earlier."})
     from isp_admin.services.invoices import credit_unused_days
-    from isp_admin.services.ledger import lock_customer
 
-    lock_customer(sub.customer_id)
+    if sub.status == "suspended":
+        close_suspension(sub.id, end_date)
     # Unused days of a period already billed in advance come back as a credit note.
     credit_unused_days(sub, end_date, "cancellation", today(), later_periods=True)
     return _apply(sub, "subscription.cancel", status="cancelled", suspension_reason=None, end_date=end_date)
 
 
-def _apply(sub: Subscription, action: str, **values) -> Subscription:
-    before = audit.snapshot(sub)
+def _apply(sub: Subscription, action: str, before: dict | None = None, **values) -> Subscription:
+    before = before if before is not None else audit.snapshot(sub)
     for key, value in values.items():
         setattr(sub, key, value)
     _flush_guarding_network_ids()

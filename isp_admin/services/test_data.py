@@ -140,6 +140,12 @@ def generate(count: int, seed: int | None = None, progress: Callable[[int], None
                 s["static_ip"] = None
         bulk_insert(Customer.__table__, customers)
         bulk_insert(Subscription.__table__, subs)
+        # Suspended before the first bill here: the record coverage and a later reactivation go by.
+        db.session.execute(text(
+            "INSERT INTO suspension_periods (subscription_id, customer_id, reason, started_on) "
+            "SELECT id, customer_id, suspension_reason, CASE WHEN next_bill_date < :day THEN next_bill_date "
+            "ELSE :day END FROM subscriptions WHERE status = 'suspended' AND customer_id BETWEEN :first AND :last"),
+            {"day": day, "first": min(ids), "last": max(ids)})
         total_subs += len(subs)
         if progress:
             progress(n)
@@ -197,7 +203,7 @@ def _subscription(rng, customer_id, customer, kind, number, active_plans, retire
     created = customer["created_at"]
     return dict(
         customer_id=customer_id, plan_id=plan["id"], status=status, suspension_reason=reason,
-        start_date=start, end_date=end, billing_day=billing_day, next_bill_date=next_bill,
+        start_date=start, end_date=end, billing_day=billing_day, next_bill_date=next_bill, billed_from=next_bill,
         price_override_cents=plan["monthly_price_cents"] - 500 if rng.random() < 0.05 and
         plan["monthly_price_cents"] >= 500 else None,
         pppoe_username=f"{customer['account_number'].lower()}-{number}" if status != "cancelled"

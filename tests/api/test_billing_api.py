@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, CreditNote, Invoice, InvoiceLine, JobRun, Notification, Payment
+from isp_admin.services import invoices as invoice_service
 from isp_admin.services.clock import today
 from tests.api.helpers import bearer
 from tests.api.test_customers_api import assert_ok
@@ -343,10 +344,11 @@ def test_invoice_stats_equal_the_sums_of_the_invoices_made(client, biller):
     void = issued(client, biller, b.id)
     client.post(f"/api/billing/invoices/{void['id']}/void/", json={"reason": "x"}, headers=biller)
     # One invoice was issued 40 days ago and is overdue now.
-    late = issued(client, biller, a.id, [ROUTER])
     long_ago = today() - timedelta(days=40)
-    db.session.execute(update(Invoice).where(Invoice.id == late["id"]).values(
-        issue_date=long_ago, due_date=long_ago + timedelta(days=14), status="overdue"))
+    late = draft(client, biller, a.id, [ROUTER])
+    # Issued then, through the service (an issued invoice's dates never change afterwards).
+    late = {"id": late["id"], "total_cents": invoice_service.issue(late["id"], long_ago).total_cents}
+    db.session.execute(update(Invoice).where(Invoice.id == late["id"]).values(status="overdue"))
     db.session.commit()
 
     data = assert_ok(client.get("/api/billing/stats/invoices/", headers=biller))

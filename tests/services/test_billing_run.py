@@ -160,6 +160,7 @@ def test_a_closed_customer_is_not_billed(app):
 def test_after_a_long_suspension_billing_restarts_on_the_resume_date_prorated(app, monkeypatch):
     sub = sub_on(start=D(2026, 1, 1))
     run(D(2026, 1, 1))
+    monkeypatch.setattr(subscriptions, "today", lambda: D(2026, 1, 20))
     subscriptions.suspend(sub.id, "vacation")
     db.session.commit()
     for month in (2, 3, 4):
@@ -195,6 +196,7 @@ def test_the_setup_fee_is_on_the_first_bill_only(app):
 
 def test_the_setup_fee_is_not_lost_when_the_first_bill_comes_after_a_resume(app, monkeypatch):
     sub = sub_on(plan=PlanFactory(monthly_price_cents=3000, setup_fee_cents=5000, tax_rate_bp=0))
+    monkeypatch.setattr(subscriptions, "today", lambda: D(2026, 3, 1))
     subscriptions.suspend(sub.id, "manual")  # before the first run ever billed it
     monkeypatch.setattr(subscriptions, "today", lambda: D(2026, 3, 10))
     subscriptions.resume(sub.id)

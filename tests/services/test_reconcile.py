@@ -42,6 +42,9 @@ def ids(sql: str) -> list[int]:
 
 
 def tamper(sql: str) -> None:
+    """Change rows behind the services' back, past the guards (triggers) that refuse such edits."""
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(text("SET LOCAL session_replication_role = replica"))
     db.session.execute(text(sql))
     db.session.flush()
 
@@ -59,9 +62,10 @@ def test_an_invoice_subtotal_that_differs_from_its_lines(books):
     tamper(f"UPDATE invoices SET subtotal_cents = subtotal_cents + 1, total_cents = total_cents + 1 "
            f"WHERE id = {invoice_id}")
 
-    [mismatch] = reconcile()
+    [mismatch, changed] = reconcile()
     assert (mismatch.entity, mismatch.entity_id, mismatch.problem) == (
         "invoice", invoice_id, "subtotal differs from its lines")
+    assert (changed.entity_id, changed.problem) == (invoice_id, "changed since it was issued")
     assert mismatch.stored == mismatch.computed + 1
 
 
@@ -89,9 +93,11 @@ def test_an_over_applied_credit_note(books):
     tamper(f"UPDATE credit_notes SET subtotal_cents = subtotal_cents - 50, amount_cents = amount_cents - 50 "
            f"WHERE id = {note_id}")
 
-    assert problems() == {("credit_note", "applied more than its amount")}
-    [mismatch] = reconcile()
+    assert problems() == {("credit_note", "applied more than its amount"),
+                          ("credit_note", "credit differs from the unused days")}
+    [mismatch, repriced] = reconcile()
     assert (mismatch.entity_id, mismatch.computed - mismatch.stored) == (note_id, 50)
+    assert (repriced.entity_id, repriced.computed - repriced.stored) == (note_id, 50)
 
 
 def test_a_paid_invoice_with_a_balance(books):
@@ -121,5 +127,6 @@ def test_each_mismatch_names_its_customer(books):
         "SELECT id, customer_id FROM invoices WHERE status IN ('open', 'overdue') ORDER BY id LIMIT 1")).one()
     tamper(f"UPDATE invoices SET tax_cents = tax_cents + 7, total_cents = total_cents + 7 WHERE id = {invoice_id}")
 
-    [mismatch] = reconcile()
-    assert (mismatch.problem, mismatch.customer_id) == ("tax differs from its lines", customer_id)
+    mismatches = reconcile()
+    assert {(m.problem, m.customer_id) for m in mismatches} == {
+        ("tax differs from its lines", customer_id), ("changed since it was issued", customer_id)}

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from isp_admin import create_app
 from isp_admin.extensions import cache, db
 from isp_admin.services.tokens import create_token
-from tests.conftest import app_config, data_tables
+from tests.conftest import app_config, delete_all_rows
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 from tests.web.billing_world import billing_records
 
@@ -147,6 +147,7 @@ MATRIX = [
     Route("GET", "/billing/jobs/", EVERYONE),
     Route("GET", "/billing/jobs/<job_run>", EVERYONE),
     Route("GET", "/billing/jobs/<job_run>/progress.json", EVERYONE),
+    Route("POST", "/billing/jobs/<job_run>/resume", PLANNERS),
     Route("GET", "/billing/notifications/", EVERYONE),
     Route("POST", "/billing/notifications/<notification>/retry", PLANNERS, audit="notification.retry"),
     # API tokens: everyone manages their own; another's token only an admin may revoke
@@ -191,9 +192,7 @@ def app(matrix_app):
     """The shared app in a fresh app context, every table emptied and the cache cleared."""
     with matrix_app.app_context():
         # DELETE of a few rows is far cheaper than conftest's TRUNCATE, which the matrix would run 200 times.
-        for table in reversed(data_tables()):
-            db.session.execute(table.delete())
-        db.session.commit()
+        delete_all_rows()
         cache.clear()
         yield matrix_app
         db.session.rollback()

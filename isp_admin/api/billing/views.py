@@ -8,7 +8,7 @@ from isp_admin.api.billing import schemas as s
 from isp_admin.api.common import api_blueprint, documented, list_envelope, page_window
 from isp_admin.api.envelope import envelope
 from isp_admin.api.idempotency import idempotent, transactional
-from isp_admin.errors import BusinessRuleViolation, Invalid
+from isp_admin.errors import Invalid
 from isp_admin.jobs.queue import start_run
 from isp_admin.services import billing, delivery, invoice_queries, job_runs, payments
 from isp_admin.services import invoices as invoice_service
@@ -165,11 +165,10 @@ def send_invoice(invoice_id: int):
 def pay_invoice(values, invoice_id: int):
     """Record a payment against this invoice (default: its balance). Idempotency-Key honoured."""
     invoice = invoice_service.get_invoice(invoice_id)
-    amount = values.get("amount_cents", invoice.balance_cents)
-    if amount <= 0:
-        raise BusinessRuleViolation(f"Invoice {invoice.number or invoice.id} has nothing to pay.")
+    # No amount: the balance as it stands under the customer's lock (the service reads it), not as read here.
     payment, _ = payments.record_payment(
-        invoice.customer_id, amount, values["method"], _not_future(values.get("received_on"), "received_on"),
+        invoice.customer_id, values.get("amount_cents"), values["method"],
+        _not_future(values.get("received_on"), "received_on"),
         today(), reference=values.get("reference"), invoice_id=invoice.id,
         idempotency_key=g.get("idempotency_key"), idempotency_scope=_token_scope())
     return envelope(_payment_data(payment.id), "Payment recorded."), 201, {

@@ -1,8 +1,10 @@
 """Invoices outside the monthly run: drafts, issuing, voiding with a credit note, credits for unused days."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TypeVar
 
 from flask import current_app
 from sqlalchemy import select
@@ -15,6 +17,8 @@ from isp_admin.services import audit
 from isp_admin.services.calendar import prorate, tax_on
 from isp_admin.services.ledger import apply_available_credit, lock_and_load, lock_customer, reactivate_if_paid, settle
 from isp_admin.services.numbering import allocate_numbers
+
+T = TypeVar("T")
 
 
 def get_invoice(invoice_id: int) -> Invoice:
@@ -96,17 +100,23 @@ def replace_draft_lines(invoice_id: int, lines: list[dict]) -> Invoice:
     return invoice
 
 
-def delete_draft(invoice_id: int) -> None:
-    """Delete a draft; an issued invoice is refused (void it instead)."""
+def delete_draft(invoice_id: int, describe: Callable[[int], T] | None = None) -> T | None:
+    """Delete a draft; an issued invoice is refused (void it instead).
+
+    `describe(invoice_id)` runs under the lock just before the delete, so an answer that shows the deleted draft
+    shows it as it was deleted, not as read before a concurrent edit replaced its lines.
+    """
     invoice = _locked(invoice_id)
     if invoice.status != "draft":
         raise BusinessRuleViolation("Issued invoices are never deleted; void it instead.")
+    described = describe(invoice_id) if describe else None
     audit.record("invoice.delete_draft", invoice, before={"total_cents": invoice.total_cents},
                  customer_id=invoice.customer_id)
     for line in db.session.scalars(select(InvoiceLine).where(InvoiceLine.invoice_id == invoice.id)):
         db.session.delete(line)
     db.session.delete(invoice)
     db.session.flush()
+    return described
 
 
 def issue(invoice_id: int, today: date) -> Invoice:
@@ -227,9 +237,11 @@ def _unused_segments(subscription_id: int, day: date, later_periods: bool,
         end = max(line.period_end for line in covering)
         lines = [line for line in lines if line.period_start < end]
     segments = []
-    for line in lines:
-        next_change = min((other.period_start for other in lines
-                           if line.period_start < other.period_start < line.period_end), default=line.period_end)
+    # Lines come in (period_start, id) order; each later line beginning inside an earlier one takes over its days
+    # from that point, including one beginning the same day (a plan change on a period's first day).
+    for index, line in enumerate(lines):
+        next_change = min((other.period_start for other in lines[index + 1:]
+                           if other.period_start < line.period_end), default=line.period_end)
         days = (next_change - max(day, line.period_start)).days
         if days > 0:
             segments.append((line, days))

@@ -114,8 +114,7 @@ def replace_invoice(values, invoice_id: int):
 @documented(blp, 404, 422)
 def delete_invoice(invoice_id: int):
     """Delete a draft; an issued invoice is refused with BUSINESS_RULE_VIOLATION (void it instead)."""
-    data = _invoice_data(invoice_id)
-    invoice_service.delete_draft(invoice_id)
+    data = invoice_service.delete_draft(invoice_id, describe=_invoice_data)
     return envelope(data, "Draft deleted.")
 
 

@@ -119,7 +119,7 @@ class Outcome:
 
 # An exception's last line, in a plain log or inside a JSON log record (where newlines are escaped).
 _ERROR_LINE = re.compile(
-    r"(?:\w+\.)*\w*(?:Error|Violation|Exception)\b: [^\n\"\\]*|refused by a database constraint[^\n\"\\]*")
+    r"(?:\w+\.)*\w*(?:Error|Violation|Exception)\b: [^\n\\]*|refused by a database constraint[^\n\\]*")
 
 
 def logged_errors(log: str, limit: int = 12) -> list[str]:

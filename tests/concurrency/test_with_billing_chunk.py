@@ -142,3 +142,32 @@ def check_effect(operation, outcome, customer_id, sub_id, invoice_id, earlier_id
         assert len(ledger.audit_ids("invoice.update_draft", "invoices", draft_id)) == COPIES, evidence
     elif operation == "delete":
         assert len(wins) == 1 and ledger.fresh(Invoice, draft_id) is None, evidence
+
+
+def test_two_chunks_and_generate_invoice_racing_bill_each_due_period_once(app, server, headers, tally):
+    plan = PlanFactory(monthly_price_cents=4900, tax_rate_bp=1600)
+    for _ in range(ROUNDS):
+        customers = [CustomerFactory() for _ in range(3)]
+        subs = [ledger.due_subscription(c, plan, days_ago=40) for c in customers]  # two periods due each
+        first, last = customers[0].id, customers[-1].id
+        generate = [Request("generate", "POST", "/api/billing/generate-invoice/", {"customer_id": c.id})
+                    for c in customers] * 2
+
+        def chunk(first=first, last=last):
+            with app.app_context():
+                counts = billing.bill_customer_range(today(), (first, last))
+                db.session.commit()
+                return counts
+
+        outcome = race(server, headers, generate, also=[chunk, chunk])
+        tally(outcome)
+
+        assert_clean(outcome, {"generate": {200, 201} | REFUSED})
+        made = sum(extra["invoices"] for extra in outcome.extras) + sum(
+            1 for a in outcome.ok("generate") if a.data is not None)
+        assert made == len(customers), outcome.evidence()  # one invoice per customer, whoever made it
+        for sub in subs:
+            starts = [line.period_start for line in period_lines(sub.id)]
+            assert len(starts) == 2 and len(set(starts)) == 2, f"periods billed {starts}\n{outcome.evidence()}"
+        problems = ledger_problems() + coverage_problems(today())
+        assert not problems, "\n".join(problems) + "\n" + outcome.evidence()

@@ -9,7 +9,6 @@ from markupsafe import Markup, escape
 from wtforms import Form
 
 from isp_admin.errors import AppError
-from isp_admin.extensions import db
 from isp_admin.services.money import format_cents
 from isp_admin.services.versions import VersionedCache
 from isp_admin.web.access import can
@@ -50,9 +49,11 @@ def page_size() -> int:
     return max(1, min(size, current_app.config["MAX_PAGE_SIZE"]))
 
 
-def show_form_error(form: Form, exc: AppError) -> None:
-    """Roll back the failed write and show a service error on the form's fields (or as a flash)."""
-    db.session.rollback()
+def show_form_error(form: Form, exc: AppError) -> bool:
+    """Show a service error on the form's fields and as a flash; return whether a field took it.
+
+    The unit of work (isp_admin/web/unit_of_work.py) has already rolled the refused write back.
+    """
     placed = False
     for name, message in exc.details.items():
         field = getattr(form, name, None)

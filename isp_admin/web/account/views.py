@@ -7,13 +7,11 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
-from isp_admin.errors import AppError
-from isp_admin.extensions import db
 from isp_admin.models.base import utcnow
 from isp_admin.services import tokens as token_service
 from isp_admin.web.access import access
 from isp_admin.web.account.forms import TokenForm
-from isp_admin.web.templating import show_form_error
+from isp_admin.web.unit_of_work import REFUSED, commit_once, perform
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -30,13 +28,11 @@ def tokens():
     """List one's tokens and create one; the new secret is rendered once, never stored."""
     form = TokenForm()
     if form.validate_on_submit():
-        try:
-            _, secret = token_service.create_token(current_user.id, form.name.data, form.scopes.data,
-                                                   utcnow() + timedelta(days=form.expires_days.data))
-        except AppError as exc:
-            show_form_error(form, exc)
+        made = perform(token_service.create_token, current_user.id, form.name.data, form.scopes.data,
+                       utcnow() + timedelta(days=form.expires_days.data), form=form)
+        if made is REFUSED:
             return _page(form, status=422)
-        db.session.commit()
+        _, secret = made
         return _page(TokenForm(formdata=None), secret=secret)
     return _page(form)
 
@@ -45,7 +41,7 @@ def tokens():
 @access("account")
 def revoke(token_id: int):
     """Revoke one of one's tokens."""
-    token = token_service.revoke_token(token_id, current_user.id)
-    db.session.commit()
+    # No form to show a refusal on: an unknown or someone else's token goes to the error page.
+    token = commit_once(token_service.revoke_token, token_id, current_user.id)
     flash(f"Token {token.name} ({token.prefix}…) is revoked.", "success")
     return redirect(url_for("account.tokens"))

@@ -5,14 +5,12 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
-from isp_admin.errors import AppError
-from isp_admin.extensions import db
 from isp_admin.services import users as user_service
 from isp_admin.services.audit import entity_history
 from isp_admin.web.access import access
 from isp_admin.web.admin.forms import InviteUserForm, RoleForm
 from isp_admin.web.auth.views import _send_reset_link
-from isp_admin.web.templating import show_form_error
+from isp_admin.web.unit_of_work import REFUSED, perform
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 PER_PAGE = 50
@@ -32,12 +30,8 @@ def invite():
     """Create a staff account and email the invitation link."""
     form = InviteUserForm()
     if form.validate_on_submit():
-        try:
-            user = user_service.create_user(form.email.data, form.name.data, form.role.data)
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
+        user = perform(user_service.create_user, form.email.data, form.name.data, form.role.data, form=form)
+        if user is not REFUSED:
             _send_reset_link(user, invited=True)
             flash(f"Invitation sent to {user.email}.", "success")
             return redirect(url_for("admin.users"))
@@ -50,15 +44,10 @@ def user_detail(user_id: int):
     """Show a staff user and change their role."""
     user = user_service.get_user(user_id)
     form = RoleForm(obj=user)
-    if form.validate_on_submit():
-        try:
-            user_service.update_user(user.id, acting_user_id=current_user.id, role=form.role.data)
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
-            flash("Role changed.", "success")
-            return redirect(url_for("admin.user_detail", user_id=user.id))
+    if form.validate_on_submit() and perform(user_service.update_user, user.id, acting_user_id=current_user.id,
+                                             role=form.role.data, form=form) is not REFUSED:
+        flash("Role changed.", "success")
+        return redirect(url_for("admin.user_detail", user_id=user.id))
     return render_template("admin/user.html", user=user, form=form, action_form=FlaskForm(),
                            history=entity_history("users", user.id))
 
@@ -67,13 +56,7 @@ def _set_active(user_id: int, active: bool, message: str):
     if not FlaskForm().validate_on_submit():
         flash("The form expired; please try again.", "danger")
         return redirect(url_for("admin.user_detail", user_id=user_id))
-    try:
-        user_service.update_user(user_id, acting_user_id=current_user.id, active=active)
-    except AppError as exc:
-        db.session.rollback()
-        flash(exc.message, "danger")
-    else:
-        db.session.commit()
+    if perform(user_service.update_user, user_id, acting_user_id=current_user.id, active=active) is not REFUSED:
         flash(message, "success")
     return redirect(url_for("admin.user_detail", user_id=user_id))
 

@@ -7,14 +7,14 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import COOKIE_NAME, current_user, login_user, logout_user
 
 from isp_admin.errors import Invalid
-from isp_admin.extensions import db, limiter
+from isp_admin.extensions import limiter
 from isp_admin.ratelimit import client_ip_key, login_limit, password_reset_limit
 from isp_admin.services import users as user_service
 from isp_admin.services.audit import Actor, acting_as
 from isp_admin.services.mail import send_email
 from isp_admin.web.access import PUBLIC, access
 from isp_admin.web.auth.forms import ChangePasswordForm, ForgotPasswordForm, LoginForm, ResetPasswordForm
-from isp_admin.web.templating import show_form_error
+from isp_admin.web.unit_of_work import REFUSED, commit_once, perform
 
 bp = Blueprint("auth", __name__)
 FAILED = "Invalid email or password."
@@ -36,33 +36,43 @@ def login():
         return redirect(url_for("dashboard.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = user_service.authenticate(form.email.data, form.password.data)
+        # A refused sign-in is an answer (None), not an error, so it commits too: the failure count and any lock
+        # it wrote must be kept, or guessing passwords would cost nothing.
+        user = commit_once(_sign_in_attempt, form.email.data, form.password.data)
         if user is None:
-            db.session.commit()  # keep the failure count and any lock
             flash(FAILED, "danger")
             return render_template("auth/login.html", form=form), 200
-        with acting_as(Actor("user", user.id, user.email, request.remote_addr)):
-            from isp_admin.services import audit
-
-            audit.record("user.login", user)
-        db.session.commit()
         session.clear()  # a fresh session on sign-in: nothing from before survives (no fixation)
         login_user(user, remember=form.remember.data)
         return redirect(_safe_next(request.args.get("next")))
     return render_template("auth/login.html", form=form)
 
 
+def _sign_in_attempt(email: str, password: str):
+    """Check a sign-in (counting a failure); audit a success as the user; return the user or None."""
+    user = user_service.authenticate(email, password)
+    if user is not None:
+        with acting_as(Actor("user", user.id, user.email, request.remote_addr)):
+            from isp_admin.services import audit
+
+            audit.record("user.login", user)
+    return user
+
+
 @bp.post("/logout")
 @access("account")
 def logout():
     """Sign out everywhere: bumping the session version ends every session and remember-me cookie."""
-    user = user_service.get_user(current_user.id)
-    user.session_version += 1
-    db.session.commit()
+    commit_once(_end_every_session, current_user.id)
     session.clear()
     logout_user()  # after clear(): it leaves the note that makes Flask-Login delete the remember-me cookie
     flash("You have signed out.", "info")
     return redirect(url_for("auth.login"))
+
+
+def _end_every_session(user_id: int) -> None:
+    # The user loader compares each session's version with the user's: a bump revokes them all.
+    user_service.get_user(user_id).session_version += 1
 
 
 @bp.route("/forgot-password", methods=["GET", "POST"])
@@ -109,16 +119,11 @@ def reset_password(token: str):
         flash(exc.message, "danger")
         return redirect(url_for("auth.forgot_password"))
     form = ResetPasswordForm()
-    if form.validate_on_submit():
-        try:
-            user_service.reset_password(token, form.password.data)
-        except Invalid as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
-            logout_user()
-            flash("Your password is set. Please sign in.", "success")
-            return redirect(url_for("auth.login"))
+    if form.validate_on_submit() and perform(user_service.reset_password, token, form.password.data,
+                                             form=form) is not REFUSED:
+        logout_user()
+        flash("Your password is set. Please sign in.", "success")
+        return redirect(url_for("auth.login"))
     return render_template("auth/reset_password.html", form=form)
 
 
@@ -128,12 +133,9 @@ def change_password():
     """Change one's own password; every other session ends."""
     form = ChangePasswordForm()
     if form.validate_on_submit():
-        try:
-            user = user_service.change_password(current_user.id, form.current_password.data, form.password.data)
-        except Invalid as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
+        user = perform(user_service.change_password, current_user.id, form.current_password.data,
+                       form.password.data, form=form)
+        if user is not REFUSED:
             # Keep this session under the new session version, and renew its remember-me cookie if it has one.
             login_user(user, remember=current_app.config.get("REMEMBER_COOKIE_NAME", COOKIE_NAME) in request.cookies)
             flash("Your password has been changed. Other sessions were signed out.", "success")

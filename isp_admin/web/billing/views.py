@@ -14,6 +14,7 @@ from isp_admin.services.clock import today
 from isp_admin.web.access import access
 from isp_admin.web.billing.forms import NotificationFilterForm, RunDateForm, StartRunForm
 from isp_admin.web.templating import page_size
+from isp_admin.web.unit_of_work import REFUSED, perform
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
 
@@ -47,13 +48,11 @@ def start():
         # Billing ahead is what the dry run is for; a real run for a future date would mark invoices overdue early.
         flash(f"The run cannot be started for a future date ({as_of}); preview it instead.", "danger")
         return redirect(url_for("billing.run", as_of=as_of.isoformat()))
-    try:
-        job_run = start_run(kind="nightly", as_of=as_of, triggered_by=current_user.email)
-    except AppError as exc:  # QueueUnavailable: Redis is down or not configured
-        db.session.rollback()
-        flash(f"The run could not be started: {exc.message}", "danger")
-    else:
-        db.session.commit()
+    # start_run commits the run itself before it enqueues (workers must find it), so the unit of work's commit
+    # finds nothing left; it still turns QueueUnavailable (Redis down or not configured) into the flash.
+    job_run = perform(start_run, kind="nightly", as_of=as_of, triggered_by=current_user.email,
+                      failure="The run could not be started: {}")
+    if job_run is not REFUSED:
         flash(f"Nightly run for {as_of} started.", "success")
         return redirect(url_for("billing.job", job_run_id=job_run.id))
     return redirect(url_for("billing.run", as_of=as_of.isoformat()))
@@ -94,6 +93,7 @@ def resume_job(job_run_id: int):
         flash("The form expired; please try again.", "danger")
         return back
     job_runs.get_run(job_run_id)  # 404 for an unknown run
+    # No unit of work here: recover_run is an edge of its own (the workers' sweep runs it) and commits per step.
     try:
         outcome = recovery.recover_run(job_run_id, manual=True)
     except AppError as exc:  # QueueUnavailable: Redis is down or not configured
@@ -139,13 +139,7 @@ def retry_notification(notification_id: int):
     if not FlaskForm().validate_on_submit():
         flash("The form expired; please try again.", "danger")
         return back
-    try:
-        delivery.retry_notification(notification_id)
-    except AppError as exc:
-        db.session.rollback()
-        flash(exc.message, "danger")
-    else:
-        db.session.commit()
+    if perform(delivery.retry_notification, notification_id) is not REFUSED:
         flash("Notification queued again: the next delivery run sends it.", "success")
     return back
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 
-from isp_admin.errors import AppError
-from isp_admin.extensions import db
 from isp_admin.services import customers as customer_service
 from isp_admin.services.clock import today
 from isp_admin.services.invoice_queries import account_overview
@@ -13,7 +11,8 @@ from isp_admin.services.plans import plan_choices
 from isp_admin.web.access import access
 from isp_admin.web.customers.forms import CustomerFilterForm, CustomerForm
 from isp_admin.web.subscriptions.forms import AddSubscriptionForm
-from isp_admin.web.templating import page_size, show_form_error
+from isp_admin.web.templating import page_size
+from isp_admin.web.unit_of_work import REFUSED, perform
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -45,12 +44,8 @@ def create():
     """Create a customer."""
     form = CustomerForm()
     if form.validate_on_submit():
-        try:
-            customer = customer_service.create_customer(**form.values())
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
+        customer = perform(customer_service.create_customer, form=form, **form.values())
+        if customer is not REFUSED:
             flash(f"Customer {customer.account_number} created.", "success")
             return redirect(url_for("customers.detail", customer_id=customer.id))
     return render_template("customers/form.html", form=form, customer=None)
@@ -77,15 +72,10 @@ def edit(customer_id: int):
     """Edit a customer's profile."""
     customer = customer_service.get_customer(customer_id)
     form = CustomerForm(obj=customer)
-    if form.validate_on_submit():
-        try:
-            customer_service.update_customer(customer.id, **form.values())
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
-            flash("Customer saved.", "success")
-            return redirect(url_for("customers.detail", customer_id=customer.id))
+    if form.validate_on_submit() and perform(customer_service.update_customer, customer.id, form=form,
+                                             **form.values()) is not REFUSED:
+        flash("Customer saved.", "success")
+        return redirect(url_for("customers.detail", customer_id=customer.id))
     return render_template("customers/form.html", form=form, customer=customer)
 
 
@@ -98,12 +88,7 @@ def close(customer_id: int):
     if not FlaskForm().validate_on_submit():
         flash("The form expired; please try again.", "danger")
         return back
-    try:
-        customer_service.close_customer(customer.id)
-    except AppError as exc:
-        db.session.rollback()
-        flash(exc.message, "danger")
+    if perform(customer_service.close_customer, customer.id) is REFUSED:
         return back
-    db.session.commit()
     flash(f"Account {customer.account_number} closed.", "success")
     return back

@@ -8,7 +8,6 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_wtf import FlaskForm
 
 from isp_admin.errors import AppError
-from isp_admin.extensions import db
 from isp_admin.services import billing, delivery, invoice_queries
 from isp_admin.services import invoices as invoice_service
 from isp_admin.services import pdf as pdf_service
@@ -16,7 +15,8 @@ from isp_admin.services.clock import today
 from isp_admin.services.customers import get_customer
 from isp_admin.web.access import access
 from isp_admin.web.invoices.forms import DraftForm, InvoiceFilterForm, StatementForm, VoidForm
-from isp_admin.web.templating import page_size, show_form_error
+from isp_admin.web.templating import page_size
+from isp_admin.web.unit_of_work import REFUSED, perform
 
 # No url_prefix: the statement and "generate invoice now" live under the customer's URL.
 bp = Blueprint("invoices", __name__)
@@ -77,12 +77,8 @@ def create_draft(customer_id: int):
     customer = get_customer(customer_id)
     form = DraftForm()
     if form.validate_on_submit():
-        try:
-            invoice = invoice_service.create_draft(customer.id, form.values(), today())
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
+        invoice = perform(invoice_service.create_draft, customer.id, form.values(), today(), form=form)
+        if invoice is not REFUSED:
             flash("Draft saved. Check it, then issue it.", "success")
             return redirect(url_for("invoices.detail", invoice_id=invoice.id))
     elif form.is_submitted():
@@ -101,12 +97,7 @@ def edit_draft(invoice_id: int):
         return redirect(url_for("invoices.detail", invoice_id=invoice_id))
     form = DraftForm() if request.method == "POST" else DraftForm.from_lines(detail.lines)
     if form.validate_on_submit():
-        try:
-            invoice_service.replace_draft_lines(invoice_id, form.values())
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
+        if perform(invoice_service.replace_draft_lines, invoice_id, form.values(), form=form) is not REFUSED:
             flash("Draft saved.", "success")
             return redirect(url_for("invoices.detail", invoice_id=invoice_id))
     elif form.is_submitted():
@@ -120,17 +111,10 @@ def _act(invoice_id: int, action, done: str, to_detail: bool = True):
     form = FlaskForm()
     if not form.validate_on_submit():
         flash("The form expired; please try again.", "danger")
-    else:
-        try:
-            action()
-        except AppError as exc:
-            db.session.rollback()
-            flash(exc.message, "danger")
-        else:
-            db.session.commit()
-            flash(done, "success")
-            if not to_detail:
-                return redirect(url_for("invoices.index"))
+    elif perform(action) is not REFUSED:
+        flash(done, "success")
+        if not to_detail:
+            return redirect(url_for("invoices.index"))
     return redirect(url_for("invoices.detail", invoice_id=invoice_id))
 
 
@@ -157,19 +141,21 @@ def send(invoice_id: int):
     if not FlaskForm().validate_on_submit():
         flash("The form expired; please try again.", "danger")
         return back
-    try:
-        notification = delivery.send_invoice(invoice_id)
-    except AppError as exc:
-        db.session.rollback()
-        flash(exc.message, "danger")
+    sent = perform(_send_now, invoice_id)
+    if sent is REFUSED:
         return back
-    status, recipient, error = notification.status, notification.recipient, notification.last_error
-    db.session.commit()
+    status, recipient, error = sent
     if status == "sent":
         flash(f"Invoice sent to {recipient}.", "success")
     else:
         flash(f"The invoice could not be sent ({error}); it is {status} in the outbox.", "warning")
     return back
+
+
+def _send_now(invoice_id: int) -> tuple[str, str, str | None]:
+    # The outcome is read inside the unit of work, as the delivery left it: the flash says what this request did.
+    notification = delivery.send_invoice(invoice_id)
+    return notification.status, notification.recipient, notification.last_error
 
 
 @bp.post("/invoices/<id:invoice_id>/void")
@@ -179,12 +165,8 @@ def void(invoice_id: int):
     invoice_service.get_invoice(invoice_id)
     form = VoidForm()
     if form.validate_on_submit():
-        try:
-            note = invoice_service.void(invoice_id, form.reason.data, today())
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
+        note = perform(invoice_service.void, invoice_id, form.reason.data, today(), form=form)
+        if note is not REFUSED:
             flash(f"Invoice void; credit note {note.number} issued.", "success")
             return redirect(url_for("invoices.detail", invoice_id=invoice_id))
     else:
@@ -201,17 +183,14 @@ def generate_for_customer(customer_id: int):
     if not FlaskForm().validate_on_submit():
         flash("The form expired; please try again.", "danger")
         return back
-    try:
-        invoice = billing.generate_invoice_for_customer(customer.id, today())
-    except AppError as exc:
-        db.session.rollback()
-        flash(exc.message, "danger")
+    # Nothing due is an answer, not an error: whatever planning touched on the way is rolled back, not kept.
+    invoice = perform(billing.generate_invoice_for_customer, customer.id, today(),
+                      keep=lambda made: made is not None)
+    if invoice is REFUSED:
         return back
     if invoice is None:
-        db.session.rollback()
         flash("Nothing is due for this customer today: no invoice was made.", "info")
         return back
-    db.session.commit()
     flash(f"Invoice {invoice.number} issued.", "success")
     return redirect(url_for("invoices.detail", invoice_id=invoice.id))
 

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
-from isp_admin.errors import AppError
-from isp_admin.extensions import db
 from isp_admin.services import invoice_queries
 from isp_admin.services import payments as payment_service
 from isp_admin.services.clock import today
 from isp_admin.services.customers import get_customer
 from isp_admin.web.access import access
 from isp_admin.web.payments.forms import CustomerPickForm, PaymentFilterForm, PaymentForm, ReverseForm
-from isp_admin.web.templating import page_size, show_form_error
+from isp_admin.web.templating import page_size
+from isp_admin.web.unit_of_work import REFUSED, perform
 
 bp = Blueprint("payments", __name__, url_prefix="/payments")
 
@@ -47,15 +46,13 @@ def new():
     invoices = invoice_queries.open_invoice_choices(customer.id)
     form = PaymentForm.for_customer(customer.id, invoices, request.args.get("invoice_id", type=int))
     if form.validate_on_submit():
-        try:
-            payment, created = payment_service.record_payment(
-                customer.id, form.amount_cents.data, form.method.data, form.received_on.data, today(),
-                reference=form.reference.data, invoice_id=form.chosen_invoice(),
-                idempotency_key=form.idempotency_key.data, idempotency_scope="web")
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
+        recorded = perform(
+            payment_service.record_payment,
+            customer.id, form.amount_cents.data, form.method.data, form.received_on.data, today(),
+            reference=form.reference.data, invoice_id=form.chosen_invoice(),
+            idempotency_key=form.idempotency_key.data, idempotency_scope="web", form=form)
+        if recorded is not REFUSED:
+            payment, created = recorded
             if created:
                 flash(_recorded_message(payment.id), "success")
             else:
@@ -108,12 +105,7 @@ def reverse(payment_id: int):
     payment_service.get_payment(payment_id)
     form = ReverseForm()
     if form.validate_on_submit():
-        try:
-            payment_service.reverse_payment(payment_id, form.reason.data, today())
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
+        if perform(payment_service.reverse_payment, payment_id, form.reason.data, today(), form=form) is not REFUSED:
             flash("Payment reversed; the invoices it paid are open again.", "success")
             return redirect(url_for("payments.detail", payment_id=payment_id))
     else:

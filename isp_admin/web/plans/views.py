@@ -4,13 +4,11 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 
-from isp_admin.errors import AppError
-from isp_admin.extensions import db
 from isp_admin.services import plans as plan_service
 from isp_admin.services.audit import entity_history
 from isp_admin.web.access import access
 from isp_admin.web.plans.forms import PlanForm
-from isp_admin.web.templating import show_form_error
+from isp_admin.web.unit_of_work import REFUSED, perform
 
 bp = Blueprint("plans", __name__, url_prefix="/plans")
 PER_PAGE = 50
@@ -35,12 +33,8 @@ def create():
     """Create a plan."""
     form = PlanForm()
     if form.validate_on_submit():
-        try:
-            plan = plan_service.create_plan(**form.values())
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
+        plan = perform(plan_service.create_plan, form=form, **form.values())
+        if plan is not REFUSED:
             flash(f"Plan {plan.code} created.", "success")
             return redirect(url_for("plans.index"))
     return render_template("plans/form.html", form=form, plan=None)
@@ -52,15 +46,10 @@ def edit(plan_id: int):
     """Edit a plan."""
     plan = plan_service.get_plan(plan_id)
     form = PlanForm(obj=plan)
-    if form.validate_on_submit():
-        try:
-            plan_service.update_plan(plan.id, **form.values())
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
-            flash("Plan saved.", "success")
-            return redirect(url_for("plans.index"))
+    if form.validate_on_submit() and perform(plan_service.update_plan, plan.id, form=form,
+                                             **form.values()) is not REFUSED:
+        flash("Plan saved.", "success")
+        return redirect(url_for("plans.index"))
     return render_template("plans/form.html", form=form, plan=plan, history=entity_history("plans", plan.id))
 
 
@@ -69,13 +58,7 @@ def _post_action(plan_id: int, action, message: str):
     if not form.validate_on_submit():
         flash("The form expired; please try again.", "danger")
         return redirect(url_for("plans.index"))
-    try:
-        action(plan_id)
-    except AppError as exc:
-        db.session.rollback()
-        flash(exc.message, "danger")
-    else:
-        db.session.commit()
+    if perform(action, plan_id) is not REFUSED:
         flash(message, "success")
     return redirect(url_for("plans.index"))
 

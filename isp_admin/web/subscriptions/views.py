@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, url_for
 
-from isp_admin.errors import AppError
-from isp_admin.extensions import db
 from isp_admin.services import customers as customer_service
 from isp_admin.services import subscriptions as subscription_service
 from isp_admin.services.audit import entity_history
@@ -19,7 +17,7 @@ from isp_admin.web.subscriptions.forms import (
     ResumeForm,
     SuspendForm,
 )
-from isp_admin.web.templating import show_form_error
+from isp_admin.web.unit_of_work import REFUSED, perform
 
 bp = Blueprint("subscriptions", __name__)
 
@@ -31,15 +29,13 @@ def create(customer_id: int):
     customer = customer_service.get_customer(customer_id)
     form = AddSubscriptionForm.for_new()
     if form.validate_on_submit():
-        try:
-            subscription_service.add_subscription(
-                customer.id, form.plan_id.data, form.start_date.data, form.billing_day.data,
-                form.pppoe_username.data, form.static_ip.data, form.cpe_mac.data, form.price_override_cents.data,
-            )
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
+        added = perform(
+            subscription_service.add_subscription,
+            customer.id, form.plan_id.data, form.start_date.data, form.billing_day.data,
+            form.pppoe_username.data, form.static_ip.data, form.cpe_mac.data, form.price_override_cents.data,
+            form=form,
+        )
+        if added is not REFUSED:
             flash("Subscription added.", "success")
             return redirect(url_for("customers.detail", customer_id=customer.id))
     return render_template("subscriptions/new.html", form=form, customer=customer)
@@ -71,12 +67,7 @@ def _act(sub_id: int, form, action, form_key: str):
     """Run one state change from a posted form: commit and redirect, or re-render with errors."""
     sub = subscription_service.get_subscription(sub_id)
     if form.validate_on_submit():
-        try:
-            action(sub.id)
-        except AppError as exc:
-            show_form_error(form, exc)
-        else:
-            db.session.commit()
+        if perform(action, sub.id, form=form) is not REFUSED:
             flash("Subscription updated.", "success")
             return redirect(url_for("subscriptions.detail", subscription_id=sub.id))
     else:

@@ -68,6 +68,71 @@ CREATE TRIGGER invoice_lines_delete_guard AFTER DELETE ON invoice_lines
 CREATE TRIGGER invoices_issued_guard BEFORE UPDATE OR DELETE ON invoices
     FOR EACH ROW EXECUTE FUNCTION guard_issued_invoice();
 """
+# The ledger identity, checked by the database at COMMIT (deferred, so the order of one transaction's writes does
+# not matter): an invoice's stored amount paid and credit applied equal its active allocations (payments completed),
+# and no payment or credit note is allocated beyond its amount. A write that would break it fails as a whole.
+PG_LEDGER_GUARDS = """
+CREATE FUNCTION assert_invoice_applied(target integer) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE stored_paid bigint; stored_credit bigint; paid bigint; credit bigint;
+BEGIN
+    SELECT amount_paid_cents, credit_applied_cents INTO stored_paid, stored_credit FROM invoices WHERE id = target;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(a.amount_cents), 0) INTO paid FROM payment_allocations a
+        JOIN payments p ON p.id = a.payment_id
+        WHERE a.invoice_id = target AND a.reversed_at IS NULL AND p.status = 'completed';
+    SELECT coalesce(sum(amount_cents), 0) INTO credit FROM credit_allocations
+        WHERE invoice_id = target AND reversed_at IS NULL;
+    IF paid <> stored_paid OR credit <> stored_credit THEN
+        RAISE EXCEPTION 'invoice % says paid % and credit %, its allocations say % and %',
+            target, stored_paid, stored_credit, paid, credit USING ERRCODE = '23000';
+    END IF;
+END
+$$;
+CREATE FUNCTION check_payment_allocation() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM assert_invoice_applied(NEW.invoice_id);
+    IF (SELECT coalesce(sum(amount_cents), 0) FROM payment_allocations
+        WHERE payment_id = NEW.payment_id AND reversed_at IS NULL)
+       > (SELECT amount_cents FROM payments WHERE id = NEW.payment_id) THEN
+        RAISE EXCEPTION 'payment % is allocated beyond its amount', NEW.payment_id USING ERRCODE = '23000';
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION check_credit_allocation() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM assert_invoice_applied(NEW.invoice_id);
+    IF (SELECT coalesce(sum(amount_cents), 0) FROM credit_allocations
+        WHERE credit_note_id = NEW.credit_note_id AND reversed_at IS NULL)
+       > (SELECT amount_cents FROM credit_notes WHERE id = NEW.credit_note_id) THEN
+        RAISE EXCEPTION 'credit note % is applied beyond its amount', NEW.credit_note_id USING ERRCODE = '23000';
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION check_invoice_applied() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM assert_invoice_applied(NEW.id);
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION check_payment_status() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM assert_invoice_applied(a.invoice_id) FROM payment_allocations a WHERE a.payment_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER payment_allocations_ledger AFTER INSERT OR UPDATE ON payment_allocations
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION check_payment_allocation();
+CREATE CONSTRAINT TRIGGER credit_allocations_ledger AFTER INSERT OR UPDATE ON credit_allocations
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION check_credit_allocation();
+CREATE CONSTRAINT TRIGGER invoices_ledger AFTER UPDATE OF amount_paid_cents, credit_applied_cents ON invoices
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION check_invoice_applied();
+CREATE CONSTRAINT TRIGGER payments_ledger AFTER UPDATE OF status ON payments
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION check_payment_status();
+"""
 # SQLite (the embedded demo database): the same rules for updates and deletes, row by row.
 SQLITE_GUARDS = [
     """CREATE TRIGGER invoices_issued_update_guard BEFORE UPDATE ON invoices
@@ -144,6 +209,7 @@ def upgrade():
     if bind.dialect.name == "postgresql":
         op.execute(PG_INVOICE_GUARD)
         op.execute(PG_LINE_GUARDS)
+        op.execute(PG_LEDGER_GUARDS)
     else:
         for statement in SQLITE_GUARDS:
             op.execute(statement)
@@ -152,13 +218,19 @@ def upgrade():
 def downgrade():
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
-        for trigger, table in (("invoice_lines_insert_guard", "invoice_lines"),
+        for trigger, table in (("payment_allocations_ledger", "payment_allocations"),
+                               ("credit_allocations_ledger", "credit_allocations"),
+                               ("invoices_ledger", "invoices"), ("payments_ledger", "payments"),
+                               ("invoice_lines_insert_guard", "invoice_lines"),
                                ("invoice_lines_update_guard", "invoice_lines"),
                                ("invoice_lines_delete_guard", "invoice_lines"),
                                ("invoices_issued_guard", "invoices")):
             op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
-        for function in ("guard_issued_lines_insert", "guard_issued_lines_change", "guard_issued_invoice"):
+        for function in ("check_payment_allocation", "check_credit_allocation", "check_invoice_applied",
+                         "check_payment_status", "guard_issued_lines_insert", "guard_issued_lines_change",
+                         "guard_issued_invoice"):
             op.execute(f"DROP FUNCTION IF EXISTS {function}()")
+        op.execute("DROP FUNCTION IF EXISTS assert_invoice_applied(integer)")
     else:
         for trigger in ("invoices_issued_update_guard", "invoices_issued_delete_guard",
                         "invoice_lines_update_guard", "invoice_lines_delete_guard"):

@@ -21,6 +21,7 @@ def past_the_guards() -> None:
 def paid_by_a_reversed_payment() -> int:
     payment_id, customer_id = one("SELECT p.id, p.customer_id FROM payments p JOIN payment_allocations a "
                                   "ON a.payment_id = p.id AND a.reversed_at IS NULL LIMIT 1")
+    past_the_guards()
     db.session.execute(text("UPDATE payments SET status = 'reversed', reversed_at = now() WHERE id = :id"),
                        {"id": payment_id})
     return customer_id
@@ -29,6 +30,7 @@ def paid_by_a_reversed_payment() -> int:
 def credit_applied_adrift() -> int:
     invoice_id, customer_id = one("SELECT id, customer_id FROM invoices WHERE credit_applied_cents > 0 "
                                   "ORDER BY id LIMIT 1")
+    past_the_guards()
     db.session.execute(text("UPDATE invoices SET credit_applied_cents = credit_applied_cents - 1 WHERE id = :id"),
                        {"id": invoice_id})
     return customer_id

@@ -464,7 +464,10 @@ def test_reports_are_cached_and_billing_writes_invalidate_them(client, login, ap
         return match.group(1) if match else "nothing owed"
 
     assert overdue_total() == "$50.00"
-    # A write behind the services' back is not seen for up to a minute: the figure is served from the cache.
+    # A write behind the services' back (and past the database's guards) is not seen for up to a minute: the
+    # figure is served from the cache.
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(db.text("SET LOCAL session_replication_role = replica"))
     db.session.execute(db.update(Invoice).where(Invoice.id == invoice.id).values(total_cents=6000,
                                                                                  subtotal_cents=6000))
     db.session.commit()

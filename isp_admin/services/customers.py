@@ -13,6 +13,7 @@ from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
 from isp_admin.extensions import cache, db
 from isp_admin.models import AuditEvent, Customer, Plan, Subscription
 from isp_admin.services import audit, versions
+from isp_admin.services.after_commit import forget_now_and_after_commit
 from isp_admin.services.dashboard import invalidate_dashboard
 from isp_admin.services.pagination import Page, decode_cursor, encode_cursor, keyset_page
 from isp_admin.services.users import normalise_email
@@ -134,6 +135,10 @@ def refresh_status(customer: Customer) -> None:
 
 def invalidate_customer_totals() -> None:
     """Forget the cached customer count; every create or bulk load calls this."""
+    forget_now_and_after_commit(_forget_total)
+
+
+def _forget_total() -> None:
     cache.delete(TOTAL_CACHE_KEY)
 
 

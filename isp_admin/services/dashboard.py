@@ -7,6 +7,7 @@ from sqlalchemy import case, func, select
 
 from isp_admin.extensions import cache, db
 from isp_admin.models import Customer, Plan, Subscription
+from isp_admin.services.after_commit import forget_now_and_after_commit
 
 CACHE_KEY = "dashboard:summary"
 
@@ -34,8 +35,12 @@ def invalidate_dashboard() -> None:
     """Forget the cached dashboard (and the reports built on the same figures); every write calls this."""
     from isp_admin.services.reports import invalidate_reports
 
-    cache.delete(CACHE_KEY)
+    forget_now_and_after_commit(_forget_summary)
     invalidate_reports()
+
+
+def _forget_summary() -> None:
+    cache.delete(CACHE_KEY)
 
 
 def _compute() -> Summary:

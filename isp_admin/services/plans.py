@@ -10,6 +10,7 @@ from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
 from isp_admin.extensions import cache, db
 from isp_admin.models import Plan, Subscription
 from isp_admin.services import audit
+from isp_admin.services.after_commit import forget_now_and_after_commit
 
 FIELDS = ("code", "name", "download_mbps", "upload_mbps", "data_cap_gb", "monthly_price_cents",
           "setup_fee_cents", "tax_rate_bp")
@@ -155,5 +156,9 @@ def invalidate_plan_caches() -> None:
     """Forget cached plan pickers and the dashboard."""
     from isp_admin.services.dashboard import invalidate_dashboard
 
-    cache.delete_many(f"{CHOICES_CACHE_KEY}:0", f"{CHOICES_CACHE_KEY}:1")
+    forget_now_and_after_commit(_forget_choices)
     invalidate_dashboard()
+
+
+def _forget_choices() -> None:
+    cache.delete_many(f"{CHOICES_CACHE_KEY}:0", f"{CHOICES_CACHE_KEY}:1")

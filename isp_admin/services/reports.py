@@ -16,6 +16,7 @@ from sqlalchemy import and_, extract, func, select
 from isp_admin.errors import Invalid
 from isp_admin.extensions import cache, db
 from isp_admin.models import Customer, Invoice, Payment, Plan, Subscription
+from isp_admin.services.after_commit import forget_now_and_after_commit
 
 CACHE_TIMEOUT = 60
 GENERATION_KEY = "reports:generation"
@@ -51,6 +52,10 @@ def invalidate_reports() -> None:
     """Forget every cached report; invoice, payment, reversal and void writes call this."""
     # A fresh random token in every key orphans all cached reports at once on any cache backend (no key scans);
     # it never expires, so an old token (and its stale entries) can never come back.
+    forget_now_and_after_commit(_new_generation)
+
+
+def _new_generation() -> None:
     cache.set(GENERATION_KEY, secrets.token_hex(8), timeout=0)
 
 

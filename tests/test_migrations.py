@@ -56,3 +56,48 @@ def test_postgres_has_trigram_search_indexes(app):
                for ix in inspect(db.engine).get_indexes(table)}
     assert {"trgm_customers_search_text", "trgm_subscriptions_pppoe_username",
             "trgm_subscriptions_static_ip"} <= indexes
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_0005_keeps_credits_issued_twice_but_relabels_the_copies_for_review(tmp_path, worker_id, dialect):
+    """Books from before 0005 may hold one cancellation credited twice (the race it closes): the upgrade must not
+    fail on its new unique index, nor drop money already given; the copy becomes a 'manual' credit saying so."""
+    from sqlalchemy import text
+
+    if dialect == "postgresql":
+        if not _postgres_available():
+            pytest.skip("PostgreSQL not reachable")
+        name = f"isp_admin_dup_credits_{worker_id}"
+        url = create_database(name)
+    else:
+        url = f"sqlite:///{tmp_path}/dup.sqlite3"
+    app = create_app(app_config(url, None, tmp_path / "instance"))
+    try:
+        with app.app_context():
+            upgrade(directory=MIGRATIONS, revision="0004_change_versions")
+            with db.engine.begin() as conn:
+                conn.execute(text("INSERT INTO customers (id, account_number, name, status, created_at, updated_at) "
+                                  "VALUES (1, 'C1', 'Ann', 'active', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+                conn.execute(text("INSERT INTO plans (id, code, name, download_mbps, upload_mbps, monthly_price_cents, "
+                                  "setup_fee_cents, tax_rate_bp, currency, active, created_at, updated_at) VALUES (1, "
+                                  "'P', 'Plan', 10, 5, 3000, 0, 0, 'USD', true, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+                conn.execute(text("INSERT INTO subscriptions (id, customer_id, plan_id, status, start_date, end_date, "
+                                  "billing_day, next_bill_date, created_at, updated_at) VALUES (1, 1, 1, 'cancelled', "
+                                  "'2026-01-01', '2026-01-20', 1, '2026-02-01', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+                for number in ("CN-2026-000001", "CN-2026-000002", "CN-2026-000003"):
+                    conn.execute(text(
+                        "INSERT INTO credit_notes (number, customer_id, subscription_id, kind, reason, issue_date, "
+                        "currency, subtotal_cents, tax_cents, amount_cents, created_at) VALUES (:n, 1, 1, "
+                        "'cancellation', 'Unused 12 days', '2026-01-20', 'USD', 1161, 0, 1161, CURRENT_TIMESTAMP)"),
+                        {"n": number})
+            upgrade(directory=MIGRATIONS)
+            rows = db.session.execute(text("SELECT number, kind, reason FROM credit_notes ORDER BY id")).all()
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        if dialect == "postgresql":
+            drop_database(name)
+
+    assert [(number, kind) for number, kind, _ in rows] == [
+        ("CN-2026-000001", "cancellation"), ("CN-2026-000002", "manual"), ("CN-2026-000003", "manual")]
+    assert all(reason.startswith("Duplicate of credit note CN-2026-000001 ") for _, _, reason in rows[1:])

@@ -151,9 +151,20 @@ SQLITE_GUARDS = [
        BEGIN SELECT RAISE(ABORT, 'an issued invoice''s lines are never changed'); END""",
 ]
 
-DUPLICATE_CREDITS = """
-SELECT subscription_id, kind, count(*) FROM credit_notes WHERE kind IN ('cancellation', 'plan_change')
-GROUP BY subscription_id, kind, CASE WHEN kind = 'plan_change' THEN issue_date END HAVING count(*) > 1
+# Credits issued twice for one cancellation or plan change (the race this release closes) already gave the money;
+# the later copies become 'manual' credits that say what they are, for someone to review, so the unique indexes can
+# be built and reconcile's per-event check applies to the first one only.
+RELABEL_DUPLICATE_CREDITS = """
+UPDATE credit_notes AS dup SET kind = 'manual',
+    reason = 'Duplicate of credit note ' || first.number || ' (one event credited twice before release 0005; review): '
+             || dup.reason
+FROM credit_notes AS first
+WHERE dup.kind IN ('cancellation', 'plan_change') AND first.kind = dup.kind
+  AND first.subscription_id = dup.subscription_id AND first.id < dup.id
+  AND (dup.kind = 'cancellation' OR first.issue_date = dup.issue_date)
+  AND NOT EXISTS (SELECT 1 FROM credit_notes earlier WHERE earlier.kind = dup.kind
+                  AND earlier.subscription_id = dup.subscription_id AND earlier.id < first.id
+                  AND (dup.kind = 'cancellation' OR earlier.issue_date = dup.issue_date))
 """
 
 
@@ -193,11 +204,10 @@ def upgrade():
                "AND next_bill_date > start_date AND NOT EXISTS (SELECT 1 FROM invoice_lines l "
                "WHERE l.subscription_id = subscriptions.id AND l.kind = 'subscription')")
 
-    duplicates = bind.execute(sa.text(DUPLICATE_CREDITS)).all()
-    if duplicates:
-        raise RuntimeError(
-            "Credit notes issued twice for one cancellation or plan change (subscription, kind, day, count): "
-            f"{duplicates[:20]}. Review them with `flask billing reconcile` and correct the ledger before upgrading.")
+    relabelled = bind.execute(sa.text(RELABEL_DUPLICATE_CREDITS)).rowcount
+    if relabelled:
+        print(f"0005: {relabelled} credit note(s) issued twice for one event are now 'manual' credits marked "
+              "'Duplicate of credit note …'; review them.")
     with op.batch_alter_table('credit_notes', schema=None) as batch_op:
         batch_op.create_index('uq_credit_notes_cancellation', ['subscription_id'], unique=True,
                               postgresql_where=sa.text("kind = 'cancellation'"),

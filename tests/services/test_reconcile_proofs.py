@@ -1,5 +1,5 @@
-"""`flask billing reconcile` proves more (issue 11 item 4): each new check, given books corrupted behind the
-services' back, makes the command exit 1 and name the customer; clean books exit 0."""
+"""`flask billing reconcile` proves more (issue 11 item 4): each check, given books corrupted behind the services'
+back, makes the command exit 1 and name the customer; clean books exit 0."""
 from __future__ import annotations
 
 import pytest
@@ -87,7 +87,42 @@ def a_period_billed_twice() -> int:
     return customer_id
 
 
+def a_line_changed_under_its_invoice() -> int:
+    line_id, customer_id = one("SELECT l.id, i.customer_id FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
+                               "WHERE i.status <> 'void' ORDER BY l.id LIMIT 1")
+    past_the_guards()
+    db.session.execute(text("UPDATE invoice_lines SET amount_cents = amount_cents + 1 WHERE id = :id"),
+                       {"id": line_id})
+    return customer_id
+
+
+def marked_paid_with_money_owed() -> int:
+    invoice_id, customer_id = one("SELECT id, customer_id FROM invoices WHERE status IN ('open', 'overdue') "
+                                  "ORDER BY id LIMIT 1")
+    db.session.execute(text("UPDATE invoices SET status = 'paid', paid_at = now() WHERE id = :id"), {"id": invoice_id})
+    return customer_id
+
+
+def a_payment_shrunk_below_its_allocations() -> int:
+    payment_id, customer_id = one("SELECT p.id, p.customer_id FROM payments p JOIN payment_allocations a "
+                                  "ON a.payment_id = p.id AND a.reversed_at IS NULL LIMIT 1")
+    db.session.execute(text("UPDATE payments SET amount_cents = 1 WHERE id = :id"), {"id": payment_id})
+    return customer_id
+
+
+def voided_with_payments_still_applied() -> int:
+    invoice_id, customer_id = one("SELECT i.id, i.customer_id FROM invoices i JOIN payment_allocations a "
+                                  "ON a.invoice_id = i.id AND a.reversed_at IS NULL WHERE i.status = 'paid' LIMIT 1")
+    db.session.execute(text("UPDATE invoices SET status = 'void', voided_at = now(), paid_at = NULL WHERE id = :id"),
+                       {"id": invoice_id})
+    return customer_id
+
+
 CORRUPTIONS = {
+    a_line_changed_under_its_invoice: "subtotal differs from its lines",
+    marked_paid_with_money_owed: "paid but a balance remains",
+    a_payment_shrunk_below_its_allocations: "allocated more than received",
+    voided_with_payments_still_applied: "void but payments still applied",
     paid_by_a_reversed_payment: "amount paid differs from its payment allocations",
     credit_applied_adrift: "credit applied differs from its credit allocations",
     cancellation_credited_twice: "a second cancellation credit for one event",

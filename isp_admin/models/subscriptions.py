@@ -54,6 +54,11 @@ class Subscription(db.Model):
     # The first day this system bills (coverage starts here): NULL means the start date. A subscription brought
     # over from another system with its earlier periods billed there starts its coverage at its first bill here.
     billed_from: Mapped[date | None] = mapped_column(Date)
+    # Held for review: billing skips it, and says why, until someone approves what the run would issue (a catch-up
+    # longer than MAX_CATCH_UP_PERIODS is never issued silently). catch_up_approved lets the next run bill it all.
+    billing_hold_reason: Mapped[str | None] = mapped_column(String(255))
+    billing_held_on: Mapped[date | None] = mapped_column(Date)
+    catch_up_approved: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     price_override_cents: Mapped[int | None]
     pppoe_username: Mapped[str | None] = mapped_column(String(64))
     static_ip: Mapped[str | None] = mapped_column(String(45))

@@ -74,6 +74,7 @@ def register_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     """Register every blueprint, in one explicit list (the API's are listed in isp_admin.api)."""
     from isp_admin.api import register_api
+    from isp_admin.edge import register_edge
     from isp_admin.health.views import bp as health_bp
     from isp_admin.observability.logs import register_request_logging
     from isp_admin.observability.metrics import register_metrics
@@ -94,6 +95,7 @@ def register_blueprints(app: Flask) -> None:
     register_request_id(app)
     register_request_logging(app)  # after the request id: it binds that id to every log line of the request
     install_actor(app)
+    register_edge(app)  # before the API's rules: its size and depth checks come before any body is parsed
     for blueprint in (health_bp, auth_bp, dashboard_bp, customers_bp, plans_bp, subscriptions_bp, invoices_bp,
                       payments_bp, billing_bp, reports_bp, admin_bp, account_bp):
         app.register_blueprint(blueprint)

@@ -172,4 +172,8 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "PAGE_SIZE": int(env.get("PAGE_SIZE", "50")),
         "MAX_PAGE_SIZE": 200,
         "PROXY_FIX_X_FOR": int(env.get("PROXY_FIX_X_FOR", "0")),
+        # The request edge (isp_admin.edge): a larger body is 413 unread (the largest real one, a long invoice,
+        # is tens of kB), and JSON nested deeper is 400 before the parser (which recurses) sees it.
+        "MAX_CONTENT_LENGTH": int(env.get("MAX_CONTENT_LENGTH", str(1024 * 1024))),
+        "JSON_MAX_DEPTH": int(env.get("JSON_MAX_DEPTH", "32")),
     }

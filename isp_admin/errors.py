@@ -87,6 +87,7 @@ PAGE_TITLES = {
     404: "Page not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Request too large",
     422: "Cannot do that",
     429: "Too many requests",
     500: "Something went wrong",

@@ -135,10 +135,11 @@ def not_modified(tag: str | None) -> Response | None:
 
 
 def answers_not_modified(tables: Callable[[], tuple[str, ...]]):
-    """Answer a conditional GET with 304 before its arguments are even parsed, when the data is unchanged.
+    """Answer a conditional GET with 304 before its page query runs, when the data is unchanged.
 
-    The tag covers the exact query string, so a tag that matches was made for a query once accepted; the view
-    finds the tag in `g.version_etag` for its 200. Goes between the access check and the arguments.
+    Goes right above the view, under the access check and the arguments: a query is validated first, so an
+    invalid one is refused even with `If-None-Match: *` or a tag it was once given (a rule may depend on the
+    clock). The tag covers the exact query string; the view finds it in `g.version_etag` for its 200.
     """
 
     def decorate(view):

@@ -118,10 +118,10 @@ def _list_tables() -> tuple[str, ...]:
 
 @blp.route("/", methods=["GET"])
 @api_access("read", "view")
-@answers_not_modified(_list_tables)
 @blp.arguments(CustomerListQuery(), location="query", as_kwargs=False)
 @blp.response(200, CustomerList)
 @documented(blp)
+@answers_not_modified(_list_tables)  # under the arguments: an invalid query is refused whatever If-None-Match says
 def list_customers(args):
     """List customers: search, filter by status, plan or creation date, order, page by number or cursor."""
     if versions.enabled():  # PostgreSQL writes the rows' JSON and keeps the versions the ETag is made from

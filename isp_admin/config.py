@@ -106,8 +106,14 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "PUBLIC_URL": env.get("PUBLIC_URL") or None,
         # Authentication
         "PASSWORD_HASH_METHOD": env.get("PASSWORD_HASH_METHOD", "scrypt"),
+        # Failed sign-ins are throttled per (account, client address): after MAX_FAILED_LOGINS failures that address
+        # waits 1 s, 2 s, 4 s … up to LOCKOUT_MINUTES before its next try; other addresses (the owner) are not held.
         "MAX_FAILED_LOGINS": int(env.get("MAX_FAILED_LOGINS", "5")),
         "LOCKOUT_MINUTES": int(env.get("LOCKOUT_MINUTES", "15")),
+        # zxcvbn's score (0-4) a new password must reach; 3 is "safely unguessable" for online attacks.
+        "PASSWORD_MIN_SCORE": int(env.get("PASSWORD_MIN_SCORE", "3")),
+        # Reset emails one account may be sent per hour, whoever asks; past it requests are dropped silently.
+        "PASSWORD_RESET_EMAILS_PER_HOUR": int(env.get("PASSWORD_RESET_EMAILS_PER_HOUR", "3")),
         "PASSWORD_RESET_MAX_AGE": int(env.get("PASSWORD_RESET_MAX_AGE", "3600")),
         # The __Host- prefix makes browsers refuse the cookie unless it is Secure, Path=/ and host-only, so
         # neither a subdomain nor plain HTTP can plant or overwrite it; only HTTPS (production) allows it.
@@ -116,6 +122,8 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=12),
+        # Same prefix and reasons as the session cookie; Flask-Login sends it with Path=/ and no Domain.
+        "REMEMBER_COOKIE_NAME": "__Host-remember_token" if production else "remember_token",
         "REMEMBER_COOKIE_DURATION": timedelta(days=14),
         "REMEMBER_COOKIE_SECURE": production,
         "REMEMBER_COOKIE_HTTPONLY": True,

@@ -53,6 +53,28 @@ class User(UserMixin, db.Model):
         return self.locked_until is not None and self.locked_until > now
 
 
+class SignInThrottle(db.Model):
+    """Failed sign-ins for one typed email from one client address, and until when that address must wait.
+
+    Keyed by the email as typed (normalised), not by a user: an unknown email is throttled exactly like a known
+    one, so the throttle cannot tell an attacker which accounts exist. The owner at another address has no row.
+    """
+
+    __tablename__ = "sign_in_throttles"
+    __table_args__ = (
+        UniqueConstraint("email", "client_address", name="uq_sign_in_throttles_email_client"),
+        CheckConstraint("failures >= 0", name="failures_non_negative"),
+        Index("ix_sign_in_throttles_last_failure", "last_failure_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    client_address: Mapped[str] = mapped_column(String(64))
+    failures: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class ApiToken(db.Model):
     """A bearer token for the JSON API; only a hash of the secret is stored."""
 

@@ -1,5 +1,7 @@
 """Per-request timing: X-Response-Time and Server-Timing (app time, database time and query count).
 
+Anonymous pages get neither: their figures would tell a known email from an unknown one (issue 12).
+
 SQL statements are timed by engine events into an accumulator held in a context variable: each thread (werkzeug
 threaded, gunicorn gthread) or greenlet has its own, so concurrent requests never add to each other's figures.
 Nothing is logged per query; the cost is two clock reads and an addition per statement.
@@ -10,7 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from time import perf_counter
 
-from flask import Flask, request_started
+from flask import Flask, current_app, g, request, request_started
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -73,8 +75,26 @@ def server_timing(app_ms: float, timing: RequestTiming) -> str:
     return f'app;dur={app_ms:.1f}, db;dur={timing.db_ms():.1f};desc="{timing.queries} queries"'
 
 
+def _may_show_timing() -> bool:
+    """Whether this response may carry timing: not to an anonymous client of the staff pages.
+
+    An anonymous page (sign-in, password reset) would otherwise say how many queries it ran and how long it
+    took, which differ between a known and an unknown email: a list of the staff's addresses for the asking.
+    Every staff page (isp_admin.web) and every unmatched URL counts; probes, /metrics, static files and the API
+    (whose anonymous answer is one 401 after one token lookup, whatever the token) keep their figures.
+    """
+    user = g.get("_login_user")
+    if g.get("api_identity") is not None or (user is not None and user.is_authenticated):
+        return True
+    view = current_app.view_functions.get(request.endpoint or "")
+    return view is not None and not getattr(view, "__module__", "").startswith(STAFF_PAGES)
+
+
+STAFF_PAGES = "isp_admin.web"
+
+
 def register_timing(app: Flask) -> None:
-    """Time every request (static files included) and report it in X-Response-Time and Server-Timing."""
+    """Time every request and report it in X-Response-Time and Server-Timing (not to anonymous pages)."""
     _listen_to_every_engine()
     # request_started fires before every before_request function (rate limits, auth), so they are timed too.
     request_started.connect(_start_request, app)
@@ -82,7 +102,7 @@ def register_timing(app: Flask) -> None:
     @app.after_request
     def add_timing_headers(response):
         timing = _current.get()
-        if timing is not None:
+        if timing is not None and _may_show_timing():
             app_ms = timing.app_ms()
             response.headers["X-Response-Time"] = f"{app_ms:.1f}ms"
             response.headers["Server-Timing"] = server_timing(app_ms, timing)

@@ -2,25 +2,31 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from werkzeug.security import check_password_hash, generate_password_hash
+from zxcvbn import zxcvbn
 
 from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
 from isp_admin.extensions import db
 from isp_admin.models import User
 from isp_admin.models.base import utcnow
-from isp_admin.models.users import ROLES
+from isp_admin.models.users import ROLES, SignInThrottle
 from isp_admin.services import audit
 
 MIN_PASSWORD_LENGTH = 12
-# A constant hash to check against when the email is unknown, so both paths cost the same.
-_DUMMY_HASH = generate_password_hash("not-a-real-password", method="pbkdf2:sha256:600000")
+ZXCVBN_MAX_LENGTH = 72  # zxcvbn refuses longer input
+_DUMMY_HASHES: dict[str, str] = {}  # per PASSWORD_HASH_METHOD, made on first use
+THROTTLE_MEMORY = timedelta(days=1)
 
 
 def normalise_email(email: str) -> str:
@@ -31,8 +37,8 @@ def normalise_email(email: str) -> str:
         raise Invalid("Enter a valid email address.", {"email": str(exc)}) from None
 
 
-def check_password_strength(password: str) -> None:
-    """Reject passwords that are too short or too plain."""
+def check_password_strength(password: str, user_inputs: tuple[str, ...] = ()) -> None:
+    """Reject passwords that are too short, too plain, or easy to guess by zxcvbn's estimate."""
     if len(password or "") < MIN_PASSWORD_LENGTH:
         raise Invalid(
             f"The password must be at least {MIN_PASSWORD_LENGTH} characters.",
@@ -40,6 +46,16 @@ def check_password_strength(password: str) -> None:
         )
     if len(set(password)) < 5:
         raise Invalid("The password is too simple.", {"password": "Use more varied characters."})
+    minimum = current_app.config.get("PASSWORD_MIN_SCORE", 3)
+    # zxcvbn refuses more than 72 characters (its matching grows with the length); a prefix that long decides
+    # any real password's score.
+    result = zxcvbn(password[:ZXCVBN_MAX_LENGTH], user_inputs=[part for part in user_inputs if part])
+    if result["score"] < minimum:
+        feedback = result["feedback"]
+        why = " ".join(filter(None, [feedback.get("warning"), *feedback.get("suggestions", [])]))
+        message = (f"This password is too easy to guess (strength {result['score']} of 4, at least {minimum} "
+                   f"needed). {why or 'Use a longer passphrase of uncommon words.'}")
+        raise Invalid(message, {"password": message})
 
 
 def _hash(password: str) -> str:
@@ -73,7 +89,7 @@ def create_user(email: str, name: str, role: str, password: str | None = None) -
     if not (name or "").strip():
         raise Invalid("Enter a name.", {"name": "Required."})
     if password is not None:
-        check_password_strength(password)
+        check_password_strength(password, (email, name))
     if find_by_email(email) is not None:
         raise Conflict("A user with this email already exists.", {"email": "Already in use."})
     user = User(email=email, name=name.strip(), role=role,
@@ -121,28 +137,125 @@ def _ensure_an_admin_remains(excluding_id: int) -> None:
         raise BusinessRuleViolation("At least one active admin must remain.")
 
 
-def authenticate(email: str, password: str) -> User | None:
-    """Check a sign-in attempt, counting failures and locking the account after too many."""
+@dataclass(frozen=True)
+class Throttled:
+    """A sign-in refused unchecked: this address failed too often for this email and must wait `retry_after` s."""
+
+    retry_after: int
+
+
+@dataclass(frozen=True)
+class SignInState:
+    """What the user list shows of an account's failed sign-ins: addresses held now, failures, the lock."""
+
+    throttled_addresses: int
+    failures: int
+    blocked_until: datetime | None
+    locked_until: datetime | None
+
+    @property
+    def held(self) -> bool:
+        """Whether anything keeps someone out right now (a throttled address or the account lock)."""
+        return bool(self.throttled_addresses or self.locked_until)
+
+
+def _dummy_hash() -> str:
+    # The unknown-email path checks the password against this hash, made with the configured method and cost, so
+    # it costs what checking a real user's hash costs: a faster dummy would time out who has an account.
+    method = current_app.config["PASSWORD_HASH_METHOD"]
+    if method not in _DUMMY_HASHES:
+        _DUMMY_HASHES[method] = generate_password_hash(secrets.token_urlsafe(16), method=method)
+    return _DUMMY_HASHES[method]
+
+
+def _throttle_of(email: str, address: str) -> SignInThrottle | None:
+    return db.session.scalar(select(SignInThrottle).where(SignInThrottle.email == email,
+                                                          SignInThrottle.client_address == address))
+
+
+def throttle_wait(failures: int) -> timedelta:
+    """Return how long an address waits after its `failures`-th failure for one email (zero below the limit)."""
+    over = failures - current_app.config["MAX_FAILED_LOGINS"]
+    if over < 0:
+        return timedelta(0)
+    longest = current_app.config["LOCKOUT_MINUTES"] * 60
+    return timedelta(seconds=min(2 ** min(over, 30), longest))  # 1 s, 2 s, 4 s … up to LOCKOUT_MINUTES
+
+
+def _record_failure(email: str, address: str, now: datetime, user: User | None) -> None:
+    table = SignInThrottle.__table__
+    insert = postgresql_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # One statement, so two concurrent failures from one address both count (no lost update, no duplicate row).
+    stmt = insert(table).values(email=email, client_address=address, failures=1, last_failure_at=now)
+    stmt = stmt.on_conflict_do_update(index_elements=[table.c.email, table.c.client_address],
+                                      set_={"failures": table.c.failures + 1, "last_failure_at": now})
+    row = db.session.execute(stmt.returning(table.c.id, table.c.failures)).one()
+    wait = throttle_wait(row.failures)
+    if wait:
+        db.session.execute(update(table).where(table.c.id == row.id).values(blocked_until=now + wait))
+        if user is not None and row.failures == current_app.config["MAX_FAILED_LOGINS"]:
+            audit.record("user.sign_in_throttled", user, after={"client_address": address})
+    # Forget addresses that have been quiet for a day (their wait long over), so the table stays small.
+    db.session.execute(delete(table).where(table.c.last_failure_at < now - THROTTLE_MEMORY,
+                                           or_(table.c.blocked_until.is_(None), table.c.blocked_until < now)))
+
+
+def authenticate(email: str, password: str, client_address: str | None = None) -> User | Throttled | None:
+    """Check a sign-in: the user, None when refused (the failure counted), or Throttled for this address.
+
+    Failures are counted per (typed email, client address), never against the account as a whole: an attacker
+    elsewhere can slow only their own guesses, and the owner signs in from their own address. Known and unknown
+    emails take the same steps (the same queries, a hash check of the same cost, the same writes).
+    """
     now = utcnow()
-    user = find_by_email(email)
-    if user is None:
-        check_password_hash(_DUMMY_HASH, password or "")
-        return None
-    ok = check_password_hash(user.password_hash, password or "")
-    if user.is_locked(now) or not user.active:
-        return None
-    if not ok:
-        user.failed_logins += 1
-        if user.failed_logins >= current_app.config["MAX_FAILED_LOGINS"]:
-            user.locked_until = now + timedelta(minutes=current_app.config["LOCKOUT_MINUTES"])
-            user.failed_logins = 0
-            audit.record("user.locked", user, after={"locked_until": user.locked_until.isoformat()})
+    typed = (email or "").strip().lower()[:254]
+    address = (client_address or "unknown")[:64]
+    throttle = _throttle_of(typed, address)
+    if throttle is not None and throttle.blocked_until is not None and throttle.blocked_until > now:
+        return Throttled(max(1, math.ceil((throttle.blocked_until - now).total_seconds())))
+    user = find_by_email(typed)
+    ok = check_password_hash(user.password_hash if user is not None else _dummy_hash(), password or "")
+    if user is None or not ok or not user.active or user.is_locked(now):
+        _record_failure(typed, address, now, user)
         db.session.flush()
         return None
+    if throttle is not None:
+        db.session.delete(throttle)  # this address proved it knows the password; other addresses stay held
     user.failed_logins = 0
     user.locked_until = None
     user.last_login_at = now
     db.session.flush()
+    return user
+
+
+def sign_in_states(users) -> dict[int, SignInState]:
+    """Return each user's sign-in state (throttled addresses, failures, lock), for the user list."""
+    now = utcnow()
+    by_email = {user.email: user for user in users}
+    rows = db.session.scalars(select(SignInThrottle).where(SignInThrottle.email.in_(list(by_email)))).all() \
+        if by_email else []
+    states = {}
+    for user in users:
+        mine = [row for row in rows if row.email == user.email]
+        held = [row.blocked_until for row in mine if row.blocked_until is not None and row.blocked_until > now]
+        states[user.id] = SignInState(len(held), sum(row.failures for row in mine), max(held, default=None),
+                                      user.locked_until if user.is_locked(now) else None)
+    return states
+
+
+def unlock_user(user_id: int) -> User:
+    """Clear an account's lock and every address's failed sign-ins, so anyone with the password gets in now."""
+    user = get_user(user_id)
+    rows = db.session.scalars(select(SignInThrottle).where(SignInThrottle.email == user.email)).all()
+    before = {"locked_until": user.locked_until.isoformat() if user.locked_until else None,
+              "throttled_addresses": sorted(row.client_address for row in rows),
+              "failures": sum(row.failures for row in rows)}
+    for row in rows:
+        db.session.delete(row)
+    user.locked_until = None
+    user.failed_logins = 0
+    db.session.flush()
+    audit.record("user.unlock", user, before=before, after={"locked_until": None, "throttled_addresses": []})
     return user
 
 
@@ -155,7 +268,7 @@ def change_password(user_id: int, current_password: str, new_password: str) -> U
 
 
 def _set_password(user: User, new_password: str, action: str) -> User:
-    check_password_strength(new_password)
+    check_password_strength(new_password, (user.email, user.name))
     user.password_hash = _hash(new_password)
     user.session_version += 1
     user.failed_logins = 0

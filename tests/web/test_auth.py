@@ -1,4 +1,4 @@
-"""Staff sign-in, sign-out, lockout, rate limits, password change and reset, remember-me, CLI and CSRF."""
+"""Staff sign-in, sign-out, throttled failures, rate limits, password change and reset, remember-me, CLI and CSRF."""
 from __future__ import annotations
 
 import email
@@ -22,6 +22,7 @@ from werkzeug.security import check_password_hash
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, User
 from isp_admin.models.base import utcnow
+from isp_admin.models.users import SignInThrottle
 from tests.conftest import ROOT, create_database, drop_database
 from tests.factories import PASSWORD, UserFactory
 
@@ -111,6 +112,11 @@ def outbox_messages(app) -> list[email.message.EmailMessage]:
 def sign_in(client, email_: str, password: str = PASSWORD, **extra):
     """Post the sign-in form."""
     return client.post("/login", data={"email": email_, "password": password, **extra})
+
+
+def sign_in_from(address: dict, client, email_: str, password: str = PASSWORD):
+    """Post the sign-in form from a client address (an environ from unique_address())."""
+    return client.post("/login", data={"email": email_, "password": password}, environ_base=address)
 
 
 def is_signed_in(client) -> bool:
@@ -206,31 +212,82 @@ def test_every_sign_in_failure_looks_the_same(app):
         assert not is_signed_in(client), case
 
     assert len(set(pages.values())) == 1, "the pages differ beyond the typed email"
+    # Every failure counted alike, per (typed email, address), the unknown email's too.
+    throttles = {t.email: t.failures for t in db.session.scalars(select(SignInThrottle))}
+    assert throttles == {address: 1 for address, _ in attempts.values()}
     db.session.refresh(known)
-    assert known.failed_logins == 1
+    assert known.locked_until is None
 
 
-def test_five_wrong_passwords_lock_the_account_until_the_lock_passes(client, app):
+def test_five_wrong_passwords_hold_that_address_only_and_the_wait_grows(client, app):
     user = UserFactory()
+    attacker, owner = unique_address(), unique_address()
     for _ in range(app.config["MAX_FAILED_LOGINS"]):
-        assert flashes(sign_in(client, user.email, "wrong password, sorry")) == [FAILED]
+        response = sign_in_from(attacker, client, user.email, "wrong password, sorry")
+        assert flashes(response) == [FAILED]
 
+    # The attacker's address now waits, even with the right password (the password is not even checked)...
+    response = sign_in_from(attacker, client, user.email)
+    assert response.status_code == 429 and response.headers["Retry-After"] == "1"
+    assert "Try again in 1 second" in flashes(response)[0]
+    with client.session_transaction() as session:
+        assert "_user_id" not in session
+    throttled = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "user.sign_in_throttled")).all()
+    assert [(e.entity_type, e.entity_id) for e in throttled] == [("users", user.id)]
+
+    # ...while the owner, from their own address, signs in with the right password at once.
+    owner_client = app.test_client()
+    assert sign_in_from(owner, owner_client, user.email).status_code == 302
+    assert is_signed_in(owner_client)
     db.session.refresh(user)
-    assert user.locked_until is not None and user.locked_until > utcnow()
-    locked = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "user.locked")).all()
-    assert [(e.entity_type, e.entity_id) for e in locked] == [("users", user.id)]
+    assert user.locked_until is None
 
-    response = sign_in(client, user.email)  # the right password, but locked
-    assert response.status_code == 200
-    assert flashes(response) == [FAILED]
-    assert not is_signed_in(client)
+    # Each further failure from the attacker's address doubles its wait: 1 s, 2 s, 4 s … capped at LOCKOUT_MINUTES.
+    waits = []
+    for _ in range(4):
+        row = db.session.scalar(select(SignInThrottle).where(SignInThrottle.client_address == attacker["REMOTE_ADDR"]))
+        row.blocked_until = utcnow() - timedelta(seconds=1)  # the wait has passed
+        db.session.commit()
+        assert flashes(sign_in_from(attacker, client, user.email, "still wrong")) == [FAILED]
+        waits.append(int(sign_in_from(attacker, client, user.email).headers["Retry-After"]))
+    assert waits == [2, 4, 8, 16]
+    row = db.session.scalar(select(SignInThrottle).where(SignInThrottle.client_address == attacker["REMOTE_ADDR"]))
+    row.failures = 40
+    row.blocked_until = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    sign_in_from(attacker, client, user.email, "still wrong")
+    assert int(sign_in_from(attacker, client, user.email).headers["Retry-After"]) == \
+        app.config["LOCKOUT_MINUTES"] * 60
 
+    # Once the wait passes, the right password from that address works and clears its count.
+    row = db.session.scalar(select(SignInThrottle).where(SignInThrottle.client_address == attacker["REMOTE_ADDR"]))
+    row.blocked_until = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    response = sign_in_from(attacker, app.test_client(), user.email)
+    assert response.status_code == 302, (response.headers.get("Retry-After"), flashes(response))
+    assert db.session.scalar(select(func.count()).select_from(SignInThrottle)) == 0
+
+
+def test_an_unknown_email_is_throttled_exactly_like_a_known_one(app):
+    UserFactory(email="known@isp.example")
+    answers = {}
+    for address in ("known@isp.example", "nobody@isp.example"):
+        client, here = app.test_client(), unique_address()
+        for _ in range(app.config["MAX_FAILED_LOGINS"]):
+            sign_in_from(here, client, address, "wrong password, sorry")
+        response = sign_in_from(here, client, address, "wrong password, sorry")
+        answers[address] = (response.status_code, response.headers["Retry-After"],
+                            response.get_data(as_text=True).replace(address, "EMAIL"))
+    assert answers["known@isp.example"] == answers["nobody@isp.example"]
+    assert answers["known@isp.example"][0] == 429
+
+
+def test_an_account_locked_before_the_throttle_still_waits_for_its_lock(client):
+    user = UserFactory(locked_until=utcnow() + timedelta(minutes=10))
+    assert flashes(sign_in(client, user.email)) == [FAILED]
     user.locked_until = utcnow() - timedelta(seconds=1)
     db.session.commit()
     assert sign_in(client, user.email).status_code == 302
-    assert is_signed_in(client)
-    db.session.refresh(user)
-    assert user.locked_until is None and user.failed_logins == 0
 
 
 def test_a_new_session_starts_at_sign_in(client):

@@ -1,4 +1,4 @@
-"""Staff administration (admins only): list, invite, change role, deactivate, reactivate."""
+"""Staff administration (admins only): list, invite, change role, deactivate, reactivate, unlock sign-in."""
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -21,7 +21,8 @@ PER_PAGE = 50
 def users():
     """List staff users."""
     page = user_service.list_users(max(1, request.args.get("page", 1, type=int)), PER_PAGE)
-    return render_template("admin/users.html", page=page, action_form=FlaskForm())
+    return render_template("admin/users.html", page=page, action_form=FlaskForm(),
+                           states=user_service.sign_in_states(page.items))
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
@@ -49,6 +50,7 @@ def user_detail(user_id: int):
         flash("Role changed.", "success")
         return redirect(url_for("admin.user_detail", user_id=user.id))
     return render_template("admin/user.html", user=user, form=form, action_form=FlaskForm(),
+                           state=user_service.sign_in_states([user])[user.id],
                            history=entity_history("users", user.id))
 
 
@@ -73,3 +75,16 @@ def deactivate(user_id: int):
 def reactivate(user_id: int):
     """Let a deactivated user sign in again."""
     return _set_active(user_id, True, "User reactivated.")
+
+
+@bp.post("/users/<id:user_id>/unlock")
+@access("users.manage")
+def unlock(user_id: int):
+    """Clear a user's lock and throttled addresses (audited), so they can sign in at once."""
+    if not FlaskForm().validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+        return redirect(url_for("admin.user_detail", user_id=user_id))
+    user = perform(user_service.unlock_user, user_id)
+    if user is not REFUSED:
+        flash(f"Sign-in unlocked for {user.email}.", "success")
+    return redirect(url_for("admin.user_detail", user_id=user_id))

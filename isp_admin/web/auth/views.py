@@ -1,6 +1,7 @@
 """Sign in, sign out, password reset and password change."""
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
@@ -8,6 +9,7 @@ from flask_login import COOKIE_NAME, current_user, login_user, logout_user
 
 from isp_admin.errors import Invalid
 from isp_admin.extensions import limiter
+from isp_admin.models import User
 from isp_admin.ratelimit import client_ip_key, login_limit, password_reset_limit
 from isp_admin.services import users as user_service
 from isp_admin.services.audit import Actor, acting_as
@@ -36,27 +38,39 @@ def login():
         return redirect(url_for("dashboard.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        # A refused sign-in is an answer (None), not an error, so it commits too: the failure count and any lock
+        # A refused sign-in is an answer (None), not an error, so it commits too: the failure count and any wait
         # it wrote must be kept, or guessing passwords would cost nothing.
-        user = commit_once(_sign_in_attempt, form.email.data, form.password.data)
-        if user is None:
+        result = commit_once(_sign_in_attempt, form.email.data, form.password.data)
+        if isinstance(result, user_service.Throttled):
+            # Keyed by the typed email, so an unknown email is held exactly like a known one: this says nothing
+            # about whether the account exists, and nothing at all to the owner at another address.
+            flash(f"Too many failed sign-ins for this email from your address. Try again in "
+                  f"{_duration(result.retry_after)}.", "danger")
+            return render_template("auth/login.html", form=form), 429, {"Retry-After": str(result.retry_after)}
+        if result is None:
             flash(FAILED, "danger")
             return render_template("auth/login.html", form=form), 200
         session.clear()  # a fresh session on sign-in: nothing from before survives (no fixation)
-        login_user(user, remember=form.remember.data)
+        login_user(result, remember=form.remember.data)
         return redirect(_safe_next(request.args.get("next")))
     return render_template("auth/login.html", form=form)
 
 
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{math.ceil(seconds / 60)} minutes"
+
+
 def _sign_in_attempt(email: str, password: str):
-    """Check a sign-in (counting a failure); audit a success as the user; return the user or None."""
-    user = user_service.authenticate(email, password)
-    if user is not None:
-        with acting_as(Actor("user", user.id, user.email, request.remote_addr)):
+    """Check a sign-in (counting a failure); audit a success as the user; return the user, None or Throttled."""
+    result = user_service.authenticate(email, password, request.remote_addr)
+    if isinstance(result, User):
+        with acting_as(Actor("user", result.id, result.email, request.remote_addr)):
             from isp_admin.services import audit
 
-            audit.record("user.login", user)
-    return user
+            audit.record("user.login", result)
+    return result
 
 
 @bp.post("/logout")

@@ -7,21 +7,24 @@ due; UNIQUE(subscription_id, period_start) on lines is the last word if anything
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import lru_cache
 
 from flask import current_app
-from sqlalchemy import case, exists, func, select, update
+from sqlalchemy import case, exists, func, select, text, update
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Invoice, InvoiceLine, Notification, Plan, Subscription
 from isp_admin.models.base import utcnow
-from isp_admin.services import audit
+from isp_admin.services import audit, job_runs
 from isp_admin.services.bulk import bulk_insert, is_postgres, reserve_ids, update_dates_by_id
 from isp_admin.services.calendar import due_periods, prorate, tax_on
 from isp_admin.services.ledger import apply_available_credit, unallocated_payments, unapplied_credit_notes
 from isp_admin.services.numbering import allocate_numbers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -250,10 +253,65 @@ def bill_customer_range(as_of: date, customer_range: tuple[int, int], job_run_id
         # reactivation), so a payment made during the run waits for the chunk and then sees its invoices.
         db.session.execute(select(Customer.id).where(Customer.id.between(*customer_range))
                            .order_by(Customer.id).with_for_update())
-    plan = plan_invoices(as_of, customer_range=customer_range, lock=True)
+    try:  # the fast path: the whole chunk planned and written set-based, in one savepoint
+        plans = [_in_savepoint(lambda: _bill(as_of, job_run_id, customer_range=customer_range))]
+        failures = []
+    except Exception as exc:
+        if job_runs.is_transient(exc):
+            raise  # a lost connection or a deadlock: the chunk's retry may cure it, nobody is to blame
+        # One bad row (a date out of range, a line the database refuses) must not stop the others (DESIGN §3):
+        # the savepoint is gone, so bill the chunk again one customer at a time, each in a savepoint of its own.
+        log.warning("billing %s for customers %s-%s failed (%s: %s); billing them one by one", as_of,
+                    *customer_range, type(exc).__name__, exc)
+        plans, failures = _bill_one_by_one(as_of, customer_range, job_run_id)
+    invoices = [invoice for plan in plans for invoice in plan.invoices]
+    return {"invoices": len(invoices), "lines": sum(len(i.lines) for i in invoices),
+            "total_cents": sum(plan.total_cents for plan in plans), **job_runs.failure_counts(failures)}
+
+
+def _bill(as_of: date, job_run_id: int | None, **where) -> BillingPlan:
+    plan = plan_invoices(as_of, lock=True, **where)
     write_invoices(plan, as_of, job_run_id)
-    return {"invoices": len(plan.invoices), "lines": sum(len(i.lines) for i in plan.invoices),
-            "total_cents": plan.total_cents}
+    return plan
+
+
+def _bill_one_by_one(as_of: date, customer_range: tuple[int, int], job_run_id: int | None):
+    """Bill each customer of the range in its own savepoint; return the plans written and the customers left out."""
+    s = Subscription.__table__.c
+    # A superset of who is due (plan_invoices has the last word): customers with a subscription due by date.
+    candidates = db.session.scalars(
+        select(s.customer_id).where(s.customer_id.between(*customer_range), s.status.in_(billable_statuses()),
+                                    s.next_bill_date <= as_of, s.start_date <= as_of)
+        .distinct().order_by(s.customer_id)).all()
+    plans, failures = [], []
+    for customer_id in candidates:
+        try:
+            plans.append(_in_savepoint(lambda c=customer_id: _bill(as_of, job_run_id, customer_id=c)))
+        except Exception as exc:
+            if job_runs.is_transient(exc):
+                raise
+            log.error("billing %s: customer %s left out: %s: %s", as_of, customer_id, type(exc).__name__, exc,
+                      exc_info=True)
+            failures.append(job_runs.failure(customer_id, "generate_monthly_invoices", as_of, exc))
+    return plans, failures
+
+
+def _in_savepoint(work):
+    """Run `work` in a savepoint, with the deferred (at-commit) checks run inside it: a refusal undoes only it."""
+    checked = False
+    try:
+        with db.session.begin_nested():
+            result = work()
+            if is_postgres():
+                # The ledger's constraint triggers wait for COMMIT, past the savepoint; running them here lets a
+                # refusal roll back this customer (or chunk) alone instead of the whole transaction at commit.
+                db.session.flush()
+                checked = True
+                db.session.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))
+        return result
+    finally:
+        if checked:  # every deferrable constraint of the schema is INITIALLY DEFERRED: back to that
+            db.session.execute(text("SET CONSTRAINTS ALL DEFERRED"))
 
 
 def generate_invoice_for_customer(customer_id: int, as_of: date) -> Invoice | None:

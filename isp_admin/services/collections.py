@@ -143,12 +143,26 @@ def plan_reactivate_paid(today: date) -> list[Affected]:
                      subscription_id=r.id) for r in rows]
 
 
-def run_reactivate_paid(today: date) -> int:
-    """Reactivate them; return how many subscriptions."""
+def run_reactivate_paid(today: date, failures: list[dict] | None = None) -> int:
+    """Reactivate them; return how many subscriptions (customers that fail are left out, added to `failures`)."""
+    import logging
+
+    from isp_admin.services.job_runs import failure, is_transient
+
     reactivated = 0
     for customer_id in sorted({a.customer_id for a in plan_reactivate_paid(today)}):
-        lock_customer(customer_id)  # a payment may be settling this customer right now: its outcome first
-        reactivated += len(reactivate_if_paid(customer_id, today))
+        try:
+            # One customer per savepoint: one whose reactivation fails (its resumed billing refused, say) is
+            # rolled back alone and the sweep goes on with the rest (DESIGN §3, one bad row never stops a run).
+            with db.session.begin_nested():
+                lock_customer(customer_id)  # a payment may be settling this customer right now: its outcome first
+                reactivated += len(reactivate_if_paid(customer_id, today))
+        except Exception as exc:
+            if failures is None or is_transient(exc):
+                raise  # a caller that keeps no list (or a lost connection) fails the step as before
+            logging.getLogger(__name__).error("reactivate %s: customer %s left out: %s: %s", today, customer_id,
+                                              type(exc).__name__, exc, exc_info=True)
+            failures.append(failure(customer_id, "reactivate_paid", today, exc))
     return reactivated
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, func, select
 
 from isp_admin.extensions import cache, db
-from isp_admin.models import Customer, Plan, Subscription
+from isp_admin.models import Customer, JobRun, Plan, Subscription
 from isp_admin.services.after_commit import forget_now_and_after_commit
 
 CACHE_KEY = "dashboard:summary"
@@ -29,6 +29,28 @@ def dashboard_summary() -> Summary:
         summary = _compute()
         cache.set(CACHE_KEY, summary, timeout=60)
     return summary
+
+
+@dataclass
+class RunFailures:
+    """The latest finished run, when it left customers out: its id, kind, date and how many customers."""
+
+    run_id: int
+    kind: str
+    as_of: object
+    failed_customers: int
+
+
+def last_run_failures() -> RunFailures | None:
+    """Return the latest finished top-level run if it left customers out, else None (never cached: one row)."""
+    from isp_admin.services.job_runs import failed_count
+
+    run = db.session.scalar(select(JobRun).where(JobRun.parent_id.is_(None), JobRun.dry_run.is_(False),
+                                                 JobRun.status != "running")
+                            .order_by(JobRun.id.desc()).limit(1))
+    if run is None or not failed_count(run):
+        return None
+    return RunFailures(run.id, run.kind, run.as_of, failed_count(run))
 
 
 def invalidate_dashboard() -> None:

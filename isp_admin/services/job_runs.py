@@ -25,6 +25,12 @@ THEN_KEY = "_then"
 # How often the recovery sweep has resumed the run, and what it (or a person) did, newest last.
 RECOVERIES_KEY = "_recoveries"
 RECOVERY_LOG_KEY = "_recovery_log"
+# One bad row never stops a run (DESIGN §3): a customer a step could not process is left out, the step goes on, and
+# the run keeps the first MAX_FAILURES of them (customer, step, date, error) plus how many there were in all.
+FAILURES_KEY = "_failures"
+FAILED_COUNT_KEY = "failed_customers"
+MAX_FAILURES = 100
+ERROR_LENGTH = 300
 
 
 def start_run(kind: str, as_of: date, dry_run: bool, triggered_by: str, total_chunks: int = 0,
@@ -55,7 +61,9 @@ def _locked(job_run_id: int) -> JobRun:
 def _merge(counts: dict, more: dict) -> dict:
     merged = dict(counts or {})
     for key, value in (more or {}).items():
-        if isinstance(value, int) and not isinstance(value, bool):
+        if key == FAILURES_KEY:  # appended, not replaced: every chunk and step adds its own, up to the bound
+            merged[key] = [*merged.get(key, []), *value][:MAX_FAILURES]
+        elif isinstance(value, int) and not isinstance(value, bool):
             merged[key] = merged.get(key, 0) + value
         else:
             merged[key] = value
@@ -102,7 +110,10 @@ def _finish(run: JobRun) -> None:
     run.finished_at = utcnow()
     db.session.flush()
     if run.parent_id is not None:
-        chunk_done(run.parent_id, visible_counts(run.counts), chunk_key=f"run:{run.id}")
+        # The step's failures go up with its counts, so the nightly run lists every customer any step left out.
+        left_out = (run.counts or {}).get(FAILURES_KEY)
+        chunk_done(run.parent_id, {**visible_counts(run.counts), **({FAILURES_KEY: left_out} if left_out else {})},
+                   chunk_key=f"run:{run.id}")
 
 
 def fail_run(job_run_id: int, error: str) -> JobRun:
@@ -148,6 +159,49 @@ def reopen_run(job_run_id: int, note: str) -> JobRun:
 def recovery_log(run: JobRun) -> list[str]:
     """What recovery did on this run, oldest first."""
     return list((run.counts or {}).get(RECOVERY_LOG_KEY, []))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a retry of the whole chunk may cure `exc` (lost connection, deadlock, lock or statement timeout)."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(exc, (OperationalError, psycopg.OperationalError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def failure(customer_id: int, step: str, as_of: date, exc: BaseException) -> dict:
+    """Describe one customer a step left out (error class and a short message), for the run's counts."""
+    # A database error's own class and text (RaiseException: …), not SQLAlchemy's wrapper with the SQL and a link.
+    exc = getattr(exc, "orig", None) or exc
+    message = " ".join(str(exc).split())  # one line: database errors carry multi-line details
+    return {"customer_id": customer_id, "step": step, "as_of": as_of.isoformat(),
+            "error": type(exc).__name__, "message": message[:ERROR_LENGTH]}
+
+
+def failure_counts(failures: list[dict]) -> dict:
+    """The counts a chunk or step adds for its failures (nothing when there are none)."""
+    if not failures:
+        return {}
+    return {FAILED_COUNT_KEY: len(failures), FAILURES_KEY: failures[:MAX_FAILURES]}
+
+
+def failed_count(run) -> int:
+    """How many customers the run (any of its steps) left out; `run` is a JobRun or a row with counts."""
+    return int((run.counts or {}).get(FAILED_COUNT_KEY, 0) or 0)
+
+
+def failures(run: JobRun) -> list[dict]:
+    """The customers the run left out (the first MAX_FAILURES), each with the customer's name when it still exists."""
+    from isp_admin.models import Customer
+
+    rows = list((run.counts or {}).get(FAILURES_KEY, []))
+    ids = {row["customer_id"] for row in rows if row.get("customer_id") is not None}
+    names = {}
+    if ids:
+        names = dict(db.session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(ids))).all())
+    return [{**row, "customer_name": names.get(row.get("customer_id"))} for row in rows]
 
 
 def visible_counts(counts: dict | None) -> dict:

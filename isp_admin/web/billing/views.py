@@ -79,6 +79,7 @@ def job(job_run_id: int):
     run, children = billing_queries.job_run_detail(job_run_id)
     return render_template("billing/job.html", run=run, children=children, stuck=bool(recovery.stuck_ids([run])),
                            recovery_log=job_runs.recovery_log(run), lease=recovery.lease_seconds(),
+                           failures=job_runs.failures(run), failed=job_runs.failed_count(run),
                            action_form=FlaskForm())
 
 

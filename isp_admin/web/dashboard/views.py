@@ -1,8 +1,8 @@
-"""The dashboard: customers by status, subscriptions by plan, MRR."""
+"""The dashboard: customers by status, subscriptions by plan, MRR, and customers the last run left out."""
 from flask import Blueprint, render_template
 
-from isp_admin.services.dashboard import dashboard_summary
-from isp_admin.web.access import access
+from isp_admin.services.dashboard import dashboard_summary, last_run_failures
+from isp_admin.web.access import access, can
 
 bp = Blueprint("dashboard", __name__)
 
@@ -11,4 +11,6 @@ bp = Blueprint("dashboard", __name__)
 @access("view")
 def index():
     """Show the business at a glance."""
-    return render_template("dashboard/index.html", summary=dashboard_summary())
+    # Those who run billing (admin, billing) are told when the last run left customers out, to fix and re-run.
+    failures = last_run_failures() if can("billing.run") else None
+    return render_template("dashboard/index.html", summary=dashboard_summary(), run_failures=failures)

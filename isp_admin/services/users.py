@@ -18,7 +18,7 @@ from zxcvbn import zxcvbn
 
 from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
 from isp_admin.extensions import db
-from isp_admin.models import User
+from isp_admin.models import AuditEvent, User
 from isp_admin.models.base import utcnow
 from isp_admin.models.users import ROLES, SignInThrottle
 from isp_admin.services import audit
@@ -303,6 +303,29 @@ def user_for_reset_token(token: str) -> User:
     user = db.session.get(User, data.get("uid")) if isinstance(data, dict) else None
     if user is None or not user.active or data.get("fp") != _fingerprint(user):
         raise Invalid("This reset link has already been used or is no longer valid.")
+    return user
+
+
+RESET_SENT = "user.reset_link_sent"
+
+
+def claim_reset_email(email: str) -> User | None:
+    """Return the active user to send a reset link to, or None (unknown, inactive, or over the hourly quota).
+
+    The quota (PASSWORD_RESET_EMAILS_PER_HOUR per account, whoever asks and from wherever) keeps the reset form
+    from being used to flood a colleague's inbox; the caller answers the same either way. Each claim is audited,
+    and the audit trail is the count: it holds across workers and without Redis.
+    """
+    user = find_by_email(email)
+    if user is None or not user.active:
+        return None
+    since = utcnow() - timedelta(hours=1)
+    sent = db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.entity_type == User.__tablename__, AuditEvent.entity_id == user.id,
+        AuditEvent.action == RESET_SENT, AuditEvent.at > since))
+    if sent >= current_app.config["PASSWORD_RESET_EMAILS_PER_HOUR"]:
+        return None
+    audit.record(RESET_SENT, user)
     return user
 
 

@@ -33,8 +33,11 @@ def invite():
     if form.validate_on_submit():
         user = perform(user_service.create_user, form.email.data, form.name.data, form.role.data, form=form)
         if user is not REFUSED:
-            _send_reset_link(user, invited=True)
-            flash(f"Invitation sent to {user.email}.", "success")
+            if _send_reset_link(user, invited=True):
+                flash(f"Invitation sent to {user.email}.", "success")
+            else:
+                flash(f"{user.email} was created, but the invitation could not be mailed (is PUBLIC_URL set?); "
+                      "they can ask for a reset link.", "warning")
             return redirect(url_for("admin.users"))
     return render_template("admin/invite.html", form=form)
 

@@ -20,6 +20,8 @@ from isp_admin.web.unit_of_work import REFUSED, commit_once, perform
 
 bp = Blueprint("auth", __name__)
 FAILED = "Invalid email or password."
+# Mailed links in development and tests when PUBLIC_URL is unset: fixed, never taken from the request.
+DEVELOPMENT_PUBLIC_URL = "http://localhost:5000"
 
 
 def _safe_next(target: str | None) -> str:
@@ -96,19 +98,26 @@ def forgot_password():
     """Email a reset link if the account exists; say the same thing either way."""
     form = ForgotPasswordForm()
     if form.validate_on_submit():
-        user = user_service.find_by_email(form.email.data)
-        if user is not None and user.active:
+        user = commit_once(user_service.claim_reset_email, form.email.data)
+        if user is not None:
             _send_reset_link(user, invited=False)
         flash("If that address belongs to an account, a reset link is on its way.", "info")
         return redirect(url_for("auth.login"))
     return render_template("auth/forgot_password.html", form=form)
 
 
-def _send_reset_link(user, invited: bool) -> None:
-    token = user_service.make_reset_token(user)
+def _send_reset_link(user, invited: bool) -> bool:
+    """Mail `user` a password link built on PUBLIC_URL only; return whether it was sent."""
     base = current_app.config.get("PUBLIC_URL")
-    link = (base.rstrip("/") + url_for("auth.reset_password", token=token)) if base else \
-        url_for("auth.reset_password", token=token, _external=True)
+    if not base:
+        if current_app.config["PRODUCTION"]:
+            # Never fall back to the request's Host: a forged Host header would get a working reset token mailed
+            # to the victim inside a link to the attacker's site.
+            current_app.logger.error("PUBLIC_URL is not set: not mailing a password link to user %s", user.id)
+            return False
+        base = DEVELOPMENT_PUBLIC_URL
+    token = user_service.make_reset_token(user)
+    link = base.rstrip("/") + url_for("auth.reset_password", token=token)
     hours = max(1, current_app.config["PASSWORD_RESET_MAX_AGE"] // 3600)
     if invited:
         subject = "You have been invited to ISP Admin"
@@ -121,6 +130,8 @@ def _send_reset_link(user, invited: bool) -> None:
         send_email(user.email, subject, body)
     except OSError:
         current_app.logger.exception("could not send the password email to user %s", user.id)
+        return False
+    return True
 
 
 @bp.route("/reset-password/<token>", methods=["GET", "POST"])

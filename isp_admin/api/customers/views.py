@@ -100,12 +100,13 @@ CustomerList = envelope_schema("CustomerList", CustomerSchema, many=True)
 CustomerOne = envelope_schema("CustomerOne", CustomerSchema)
 
 def _day_bounds(args: dict) -> dict:
-    from datetime import UTC, datetime, time, timedelta
+    from datetime import UTC, date, datetime, time, timedelta
 
     bounds = {}
     if args.get("created_from"):
         bounds["created_from"] = datetime.combine(args["created_from"], time.min, UTC)
-    if args.get("created_to"):
+    # 9999-12-31 has no next day (OverflowError, a 500): a filter up to the last day there is is no upper bound.
+    if args.get("created_to") and args["created_to"] < date.max:
         bounds["created_to"] = datetime.combine(args["created_to"] + timedelta(days=1), time.min, UTC)
     return bounds
 

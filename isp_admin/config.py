@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 ENVIRONMENTS = ("development", "testing", "production")
@@ -166,6 +166,11 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "NIGHTLY_CRON": env.get("NIGHTLY_CRON", "30 1 * * *"),
         # A late nightly run replays at most this many missed days (DESIGN §3 "A late run equals the on-time runs").
         "NIGHTLY_CATCH_UP_DAYS": int(env.get("NIGHTLY_CATCH_UP_DAYS", "62")),
+        # Bounded values (services/bounds.py): the window every date a person or script sends must fall in, and
+        # the longest catch-up a run issues without review.
+        "EARLIEST_DATE": date.fromisoformat(env.get("EARLIEST_DATE", "2000-01-01")),  # a typo fails at start
+        "SERVICE_HORIZON_DAYS": int(env.get("SERVICE_HORIZON_DAYS", "366")),
+        "MAX_CATCH_UP_PERIODS": int(env.get("MAX_CATCH_UP_PERIODS", "12")),
         "DELIVERY_CRON": env.get("DELIVERY_CRON", "*/15 * * * *"),
         # Recovery of lost jobs: a running run older than the lease whose jobs RQ no longer has (or whose started
         # job has not beaten for a lease) is re-queued by the sweep every worker runs; after JOB_MAX_RECOVERIES, failed.

@@ -139,7 +139,14 @@ def _step_command(name: str, kind: str):
                   help="Business date to run for (default: today in TIMEZONE).")
     @click.option("--dry-run", "preview", is_flag=True, help="Print who would be affected, with amounts.")
     def command(as_of, preview: bool) -> None:
+        from isp_admin.errors import Invalid
+        from isp_admin.services import bounds
+
         day = as_of.date() if as_of else today()
+        try:
+            bounds.check_dates(today(), future=preview, as_of=day)
+        except Invalid as exc:
+            raise click.BadParameter(exc.details["as_of"], param_hint="--date") from None
         (dry_run if preview else real_run)(kind, day)
 
     command.__doc__ = f"Run {kind.replace('_', ' ')} (the same service the workers and the UI call)."

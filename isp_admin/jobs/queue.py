@@ -120,6 +120,10 @@ def start_run(kind: str, as_of: date, triggered_by: str) -> JobRun:
     """Record a run of `kind` for `as_of` and enqueue its coordinating job; commits, so workers see the run."""
     if kind not in KINDS:
         raise Invalid("Unknown kind of run.", {"kind": f"Choose one of: {', '.join(KINDS)}."})
+    from isp_admin.services.bounds import check_past_dates
+    from isp_admin.services.clock import today
+
+    check_past_dates(today(), as_of=as_of)
     queue = get_queue()  # before writing anything: no orphan "running" row when Redis is down
     total = len(NIGHTLY_STEPS) if kind == "nightly" else initial_chunks(kind)
     run = job_runs.start_run(kind, as_of, dry_run=False, triggered_by=triggered_by, total_chunks=total)

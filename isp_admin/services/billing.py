@@ -13,12 +13,13 @@ from datetime import date, timedelta
 from functools import lru_cache
 
 from flask import current_app
-from sqlalchemy import case, exists, func, select, text, update
+from sqlalchemy import bindparam, case, exists, func, select, text, update
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Invoice, InvoiceLine, Notification, Plan, Subscription
 from isp_admin.models.base import utcnow
 from isp_admin.services import audit, job_runs
+from isp_admin.services.bounds import max_catch_up_periods
 from isp_admin.services.bulk import bulk_insert, is_postgres, reserve_ids, update_dates_by_id
 from isp_admin.services.calendar import due_periods, prorate, tax_on
 from isp_admin.services.ledger import apply_available_credit, unallocated_payments, unapplied_credit_notes
@@ -76,6 +77,9 @@ class BillingPlan:
     invoices: list[PlannedInvoice]
     next_bill_dates: dict[int, date]
     activations: list[int]
+    # (subscription_id, customer_id, reason): catch-ups too long to issue silently, held for review instead.
+    holds: list[tuple[int, int, str]] = field(default_factory=list)
+    approved: list[int] = field(default_factory=list)  # long catch-ups someone approved: billed, approval spent
 
     @property
     def total_cents(self) -> int:
@@ -95,14 +99,14 @@ def _due_rows(as_of: date, customer_range: tuple[int, int] | None, customer_id: 
     s, p, c = Subscription.__table__.c, Plan.__table__.c, Customer.__table__.c
     # The first bill is the one before any line exists (not next_bill_date == start_date: a resume moves that).
     billed = exists().where(InvoiceLine.__table__.c.subscription_id == s.id)
-    stmt = (select(s.id, s.customer_id, s.status, s.billing_day, s.next_bill_date, s.start_date,
+    stmt = (select(s.id, s.customer_id, s.status, s.billing_day, s.next_bill_date, s.start_date, s.catch_up_approved,
                    func.coalesce(s.price_override_cents, p.monthly_price_cents).label("price"),
                    p.setup_fee_cents, p.tax_rate_bp, p.name.label("plan_name"), p.currency, c.name.label("customer"),
                    # Only plans with a setup fee need the probe; CASE skips it for the rest.
                    case((p.setup_fee_cents == 0, False), else_=~billed).label("never_billed"))
             .join(Plan.__table__, p.id == s.plan_id).join(Customer.__table__, c.id == s.customer_id)
             .where(s.status.in_(billable_statuses()), s.next_bill_date <= as_of, s.start_date <= as_of,
-                   c.status != "closed")
+                   c.status != "closed", s.billing_hold_reason.is_(None))
             .order_by(s.customer_id, s.id))
     if customer_range:
         stmt = stmt.where(s.customer_id.between(*customer_range))
@@ -131,13 +135,27 @@ def plan_invoices(as_of: date, customer_range: tuple[int, int] | None = None, cu
     invoices: dict[int, PlannedInvoice] = {}
     next_dates: dict[int, date] = {}
     activations: list[int] = []
+    holds: list[tuple[int, int, str]] = []
+    approved: list[int] = []
+    limit = max_catch_up_periods()
     for row in _due_rows(as_of, customer_range, customer_id, lock, subscription_id):
+        # Far behind: more than `limit` periods for sure, without walking (or overflowing) the calendar there.
+        far = (as_of - row["next_bill_date"]).days > 31 * (limit + 1) and not row["catch_up_approved"]
+        periods = () if far else _due_periods(row["next_bill_date"], row["billing_day"], as_of)
+        if far or len(periods) > limit:
+            if not row["catch_up_approved"]:
+                count = f"more than {limit}" if far else f"{len(periods)}"
+                holds.append((row["id"], row["customer_id"],
+                              f"{count} periods due from {row['next_bill_date']:%d %b %Y} (at most {limit} are "
+                              "billed without review): approve the catch-up or correct the subscription"))
+                continue
+            approved.append(row["id"])
         invoice = invoices.get(row["customer_id"])
         if invoice is None:
             invoice = invoices[row["customer_id"]] = PlannedInvoice(row["customer_id"], row["customer"],
                                                                    row["currency"])
         first_billing = row["never_billed"]
-        for start, end, days, period_days in _due_periods(row["next_bill_date"], row["billing_day"], as_of):
+        for start, end, days, period_days in periods:
             amount = prorate(row["price"], days, period_days)
             label = _line_label(row["plan_name"], start, end, days, period_days)
             invoice.lines.append(PlannedLine(row["id"], "subscription", label, start, end, days, period_days,
@@ -150,11 +168,12 @@ def plan_invoices(as_of: date, customer_range: tuple[int, int] | None = None, cu
                                              None, None, fee, fee, row["tax_rate_bp"], tax_on(fee, row["tax_rate_bp"])))
         if row["status"] == "pending":
             activations.append(row["id"])
-    return BillingPlan(list(invoices.values()), next_dates, activations)
+    return BillingPlan(list(invoices.values()), next_dates, activations, holds, approved)
 
 
 def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None) -> list[int]:
     """Issue the planned invoices in the current transaction; return the new invoice ids."""
+    _hold_for_review(plan.holds, as_of)
     if not plan.invoices:
         return []
     now = utcnow()
@@ -204,6 +223,24 @@ def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None
     return ids
 
 
+def _hold_for_review(holds: list[tuple[int, int, str]], as_of: date) -> None:
+    """Put the plan's held subscriptions on hold, with their reason, audited (billing skips them from now on)."""
+    if not holds:
+        return
+    table = Subscription.__table__
+    db.session.execute(
+        update(table).where(table.c.id == bindparam("sub_id"), table.c.billing_hold_reason.is_(None))
+        .values(billing_hold_reason=bindparam("reason"), billing_held_on=as_of),
+        [{"sub_id": sub_id, "reason": reason} for sub_id, _, reason in holds],
+        execution_options={"synchronize_session": False})
+    actor, now = audit.current_actor(), utcnow()
+    bulk_insert(AuditEvent.__table__, [dict(
+        at=now, actor_type=actor.type, actor_id=actor.id, actor_label=actor.label, action="subscription.billing_hold",
+        entity_type="subscriptions", entity_id=sub_id, customer_id=customer_id, before=None,
+        after={"billing_hold_reason": reason, "billing_held_on": as_of.isoformat()}, ip=actor.ip)
+        for sub_id, customer_id, reason in holds], json_columns=("before", "after"))
+
+
 def _with_recipients(rows: list[dict], now) -> list[dict]:
     emails = dict(db.session.execute(select(Customer.id, Customer.email).where(
         Customer.id.in_({row["customer_id"] for row in rows}))).all())
@@ -214,6 +251,9 @@ def _with_recipients(rows: list[dict], now) -> list[dict]:
 def _advance_subscriptions(plan: BillingPlan, now) -> None:
     table = Subscription.__table__
     update_dates_by_id(table, "next_bill_date", plan.next_bill_dates, {"updated_at": now})
+    if plan.approved:  # an approval covers the catch-up it was given for, not the next one
+        db.session.execute(update(table).where(table.c.id.in_(plan.approved)).values(catch_up_approved=False),
+                           execution_options={"synchronize_session": False})
     if plan.activations:
         db.session.execute(update(table).where(table.c.id.in_(plan.activations), table.c.status == "pending")
                            .values(status="active", updated_at=now), execution_options={"synchronize_session": False})
@@ -237,7 +277,8 @@ def customers_due(as_of: date) -> list[int]:
     s = Subscription.__table__.c
     return list(db.session.scalars(
         select(s.customer_id).where(s.status.in_(billable_statuses()), s.next_bill_date <= as_of,
-                                    s.start_date <= as_of).distinct().order_by(s.customer_id)))
+                                    s.start_date <= as_of, s.billing_hold_reason.is_(None))
+        .distinct().order_by(s.customer_id)))
 
 
 def chunk_ranges(customer_ids: list[int], size: int) -> list[tuple[int, int]]:
@@ -266,7 +307,13 @@ def bill_customer_range(as_of: date, customer_range: tuple[int, int], job_run_id
         plans, failures = _bill_one_by_one(as_of, customer_range, job_run_id)
     invoices = [invoice for plan in plans for invoice in plan.invoices]
     return {"invoices": len(invoices), "lines": sum(len(i.lines) for i in invoices),
-            "total_cents": sum(plan.total_cents for plan in plans), **job_runs.failure_counts(failures)}
+            "total_cents": sum(plan.total_cents for plan in plans), **_held(plans), **job_runs.failure_counts(failures)}
+
+
+def _held(plans: list[BillingPlan]) -> dict:
+    """The count of subscriptions held for review, for the run's report (absent when none was)."""
+    held = sum(len(plan.holds) for plan in plans)
+    return {"held_for_review": held} if held else {}
 
 
 def _bill(as_of: date, job_run_id: int | None, **where) -> BillingPlan:
@@ -316,7 +363,12 @@ def _in_savepoint(work):
 
 def generate_invoice_for_customer(customer_id: int, as_of: date) -> Invoice | None:
     """Bill one customer now for everything due up to `as_of`; None when nothing is due."""
+    from isp_admin.services.bounds import check_dates
+    from isp_admin.services.clock import today
     from isp_admin.services.ledger import lock_customer
+
+    # Within the window every date keeps (a run for a day not yet come is refused where people ask for one).
+    check_dates(max(as_of, today()), future=False, as_of=as_of)
 
     lock_customer(customer_id)
     plan = plan_invoices(as_of, customer_id=customer_id, lock=True)

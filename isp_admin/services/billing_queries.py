@@ -53,6 +53,10 @@ class RunPreview:
 
 def preview_run(as_of: date, limit: int = PREVIEW_ROWS) -> RunPreview:
     """Dry-run every step of the nightly run for `as_of` with the same plan_* functions the run uses."""
+    from isp_admin.services.bounds import check_service_dates
+    from isp_admin.services.clock import today
+
+    check_service_dates(today(), as_of=as_of)
     plan = billing.plan_invoices(as_of)
     invoices = StepPreview("invoice", "Invoiced", plan.invoices[:limit], len(plan.invoices), plan.total_cents)
     steps = []

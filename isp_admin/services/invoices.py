@@ -14,6 +14,7 @@ from isp_admin.extensions import db
 from isp_admin.models import CreditAllocation, CreditNote, Invoice, InvoiceLine, PaymentAllocation, Subscription
 from isp_admin.models.base import utcnow
 from isp_admin.services import audit
+from isp_admin.services.bounds import MAX_LINES, check_service_dates, check_text
 from isp_admin.services.calendar import prorate, tax_on
 from isp_admin.services.ledger import apply_available_credit, lock_and_load, lock_customer, reactivate_if_paid, settle
 from isp_admin.services.numbering import allocate_numbers
@@ -37,6 +38,8 @@ def _locked(invoice_id: int) -> Invoice:
 def _validate_lines(lines: list[dict]) -> list[dict]:
     if not lines:
         raise Invalid("An invoice needs at least one line.", {"lines": "Add a line."})
+    if len(lines) > MAX_LINES:
+        raise Invalid(f"An invoice has at most {MAX_LINES} lines.", {"lines": f"At most {MAX_LINES}."})
     clean, errors = [], {}
     for index, line in enumerate(lines):
         description = (line.get("description") or "").strip()
@@ -67,6 +70,7 @@ def _fill_totals(invoice: Invoice, lines: list[dict]) -> None:
 
 def create_draft(customer_id: int, lines: list[dict], issue_date: date) -> Invoice:
     """Create a draft invoice of ad hoc lines (no number until issued)."""
+    check_service_dates(issue_date, issue_date=issue_date)
     customer = lock_customer(customer_id)
     clean = _validate_lines(lines)
     invoice = Invoice(customer_id=customer.id, status="draft", issue_date=issue_date,
@@ -159,6 +163,7 @@ def void(invoice_id: int, reason: str, today: date) -> CreditNote:
     """Void an issued invoice: a credit note cancels it and money already applied becomes customer credit."""
     if not (reason or "").strip():
         raise Invalid("Say why the invoice is void.", {"reason": "Required."})
+    check_text("reason", reason)
     invoice = _locked(invoice_id)
     if invoice.status == "draft":
         raise BusinessRuleViolation("A draft has nothing to void; delete it instead.")

@@ -15,6 +15,7 @@ from isp_admin.models import Invoice, Payment, PaymentAllocation
 from isp_admin.models.base import utcnow
 from isp_admin.models.payments import PAYMENT_METHODS
 from isp_admin.services import audit
+from isp_admin.services.bounds import MAX_AMOUNT_CENTS, check_text, date_error
 from isp_admin.services.ledger import (
     allocate_payment,
     apply_available_credit,
@@ -45,7 +46,7 @@ def _validate(amount_cents, method, received_on, today, reference) -> None:
         pass  # the named invoice's balance, read under the customer's lock
     elif not isinstance(amount_cents, int) or isinstance(amount_cents, bool) or amount_cents <= 0:
         errors["amount_cents"] = "An amount above zero."
-    elif amount_cents > 10**11:
+    elif amount_cents > MAX_AMOUNT_CENTS:
         errors["amount_cents"] = "The amount is too large."
     if method not in PAYMENT_METHODS:
         errors["method"] = f"One of {', '.join(PAYMENT_METHODS)}."
@@ -53,6 +54,8 @@ def _validate(amount_cents, method, received_on, today, reference) -> None:
         errors["received_on"] = "A date."
     elif received_on > today:
         errors["received_on"] = "A payment cannot be received in the future."
+    elif (why := date_error(received_on, today, future=False)) is not None:
+        errors["received_on"] = why
     if reference is not None and len(reference) > 120:
         errors["reference"] = "At most 120 characters."
     if errors:
@@ -136,6 +139,7 @@ def reverse_payment(payment_id: int, reason: str, today: date) -> Payment:
     """Reverse a payment (a bounced transfer): its allocations are undone and the invoices reopen."""
     if not (reason or "").strip():
         raise Invalid("Say why the payment is reversed.", {"reason": "Required."})
+    check_text("reason", reason)
     payment = lock_and_load(Payment, payment_id, "No such payment.")
     if payment.status == "reversed":
         raise BusinessRuleViolation("This payment is already reversed.")

@@ -12,6 +12,7 @@ from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
 from isp_admin.extensions import db
 from isp_admin.models import Subscription
 from isp_admin.services import audit
+from isp_admin.services.bounds import MAX_PRICE_CENTS, check_past_dates, check_service_dates
 from isp_admin.services.clock import today
 from isp_admin.services.customers import get_customer, refresh_status
 from isp_admin.services.ledger import lock_and_load, lock_customer
@@ -85,6 +86,10 @@ def add_subscription(customer_id: int, plan_id: int, start_date: date, billing_d
                      pppoe_username: str | None = None, static_ip: str | None = None,
                      cpe_mac: str | None = None, price_override_cents: int | None = None) -> Subscription:
     """Add a subscription; it is pending until its start date, then active."""
+    check_service_dates(today(), start_date=start_date)
+    if price_override_cents is not None and (isinstance(price_override_cents, bool) or not isinstance(
+            price_override_cents, int) or not 0 <= price_override_cents <= MAX_PRICE_CENTS):
+        raise Invalid("Please correct the price.", {"price_override_cents": f"0 to {MAX_PRICE_CENTS} cents."})
     customer = lock_customer(customer_id)
     if customer.status == "closed":
         raise BusinessRuleViolation("This customer's account is closed.")
@@ -178,6 +183,7 @@ def cancel(subscription_id: int, end_date: date) -> Subscription:
     sub = _locked(subscription_id)
     if sub.status == "cancelled":
         raise BusinessRuleViolation("This subscription is already cancelled.")
+    check_past_dates(today(), end_date=end_date)
     if end_date < sub.start_date:
         raise Invalid("The end date cannot be before the start date.", {"end_date": "On or after the start."})
     if end_date > today():
@@ -191,6 +197,16 @@ def cancel(subscription_id: int, end_date: date) -> Subscription:
     # Unused days of a period already billed in advance come back as a credit note.
     credit_unused_days(sub, end_date, "cancellation", today(), later_periods=True)
     return _apply(sub, "subscription.cancel", status="cancelled", suspension_reason=None, end_date=end_date)
+
+
+def approve_catch_up(subscription_id: int) -> Subscription:
+    """Approve a held catch-up: the next run bills every due period of this subscription, then the hold rule
+    applies again."""
+    sub = _locked(subscription_id)
+    if sub.billing_hold_reason is None:
+        raise BusinessRuleViolation("This subscription is not held for review.")
+    return _apply(sub, "subscription.approve_catch_up", billing_hold_reason=None, billing_held_on=None,
+                  catch_up_approved=True)
 
 
 def _apply(sub: Subscription, action: str, before: dict | None = None, **values) -> Subscription:

@@ -71,6 +71,8 @@ MATRIX = [
          lambda w: {"reason": "manual"}),
     Cell("POST", "/api/subscriptions/{subscription_id}/resume/", "write", STAFF_WHO_EDIT,
          ids={"subscription_id": "suspended_id"}),
+    Cell("POST", "/api/subscriptions/{subscription_id}/approve-catch-up/", "billing", MONEY,
+         ids={"subscription_id": "held_id"}),
     Cell("POST", "/api/subscriptions/{subscription_id}/cancel/", "write", STAFF_WHO_EDIT, lambda w: {}),
     Cell("GET", "/api/plans/", "read", EVERYONE),
     Cell("POST", "/api/plans/", "write", MONEY, lambda w: {"code": "ROLES-1", "name": "Roles", "download_mbps": 10,
@@ -121,6 +123,8 @@ def make_world() -> dict:
     sub = SubscriptionFactory(customer=customer, plan=plan, start_date=today() - timedelta(days=3),
                               billing_day=today().day, next_bill_date=today())
     suspended = SubscriptionFactory(customer=customer, plan=plan, status="suspended", suspension_reason="manual")
+    held = SubscriptionFactory(customer=customer, plan=plan, billing_hold_reason="40 periods due",
+                               billing_held_on=today())
     draft = invoice_service.create_draft(customer.id, [LINE], today())
     issued = invoice_service.create_draft(customer.id, [LINE], today())
     invoice_service.issue(issued.id, today())
@@ -129,6 +133,7 @@ def make_world() -> dict:
     world = {"plan_id": plan.id, "spare_plan_id": spare.id, "unused_plan_id": PlanFactory().id,
              "customer_id": customer.id,
              "idle_customer_id": CustomerFactory().id, "subscription_id": sub.id, "suspended_id": suspended.id,
+             "held_id": held.id,
              "draft_id": draft.id, "spare_draft_id": invoice_service.create_draft(customer.id, [LINE], today()).id,
              "invoice_id": issued.id, "payment_id": payment.id, "job_id": run.id}
     db.session.commit()

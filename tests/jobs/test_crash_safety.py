@@ -9,10 +9,9 @@ import contextlib
 import os
 import signal
 import time
-from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from isp_admin.extensions import db
 from isp_admin.jobs.queue import start_run
@@ -34,8 +33,11 @@ from tests.jobs.conftest import (
 def load_customers(count: int) -> tuple:
     """Load `count` realistic customers; return a date on which all are due, the periods due, and the plan."""
     generate(count, seed=7)
+    # Everyone due today: their bills moved 40 days back (a real run is never for a day still to come).
+    db.session.execute(text("UPDATE subscriptions SET next_bill_date = next_bill_date - 40, "
+                            "billed_from = billed_from - 40, start_date = LEAST(start_date, next_bill_date - 40)"))
     db.session.commit()
-    as_of = today() + timedelta(days=40)
+    as_of = today()
     plan = plan_invoices(as_of)
     expected = {(line.subscription_id, line.period_start)
                 for invoice in plan.invoices for line in invoice.lines if line.kind == "subscription"}

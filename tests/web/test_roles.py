@@ -88,6 +88,7 @@ MATRIX = [
     Route("POST", "/subscriptions/<subscription>/suspend", EDITORS, {"reason": "manual"},
           audit="subscription.suspend"),
     Route("POST", "/subscriptions/<suspended>/resume", EDITORS, audit="subscription.resume"),
+    Route("POST", "/subscriptions/<held>/approve-catch-up", PLANNERS, audit="subscription.approve_catch_up"),
     Route("POST", "/subscriptions/<subscription>/cancel", EDITORS, {"end_date": "2026-06-30"},
           audit="subscription.cancel"),
     Route("POST", "/subscriptions/<subscription>/network", EDITORS,
@@ -110,6 +111,7 @@ MATRIX = [
     Route("POST", "/admin/users/<staff>", ADMINS, {"role": "billing"}, audit="user.update"),
     Route("POST", "/admin/users/<staff>/deactivate", ADMINS, audit="user.update"),
     Route("POST", "/admin/users/<inactive_staff>/reactivate", ADMINS, audit="user.update"),
+    Route("POST", "/admin/users/<staff>/unlock", ADMINS, audit="user.unlock"),
     # Reports (read-only, every role)
     Route("GET", "/reports/", EVERYONE),
     Route("GET", "/reports/aging", EVERYONE),
@@ -208,10 +210,12 @@ def world(app):
     subscription = SubscriptionFactory.build(customer=customer, plan=plan)
     suspended = SubscriptionFactory.build(customer=customer, plan=plan, status="suspended",
                                           suspension_reason="manual")
+    held = SubscriptionFactory.build(customer=customer, plan=plan, billing_hold_reason="40 periods due",
+                                     billing_held_on=None)
     staff = UserFactory.build(role="support")
     inactive_staff = UserFactory.build(role="support", active=False)
-    db.session.add_all([plan, second_plan, spare_plan, retired_plan, customer, subscription, suspended, staff,
-                        inactive_staff])
+    db.session.add_all([plan, second_plan, spare_plan, retired_plan, customer, subscription, suspended, held,
+                        staff, inactive_staff])
     db.session.commit()  # one commit for the lot keeps each of the ~200 cells cheap
     staff_token, _ = create_token(staff.id, "staff script", "read", None)
     db.session.commit()
@@ -220,7 +224,8 @@ def world(app):
         **billing,
         "plan": plan.id, "second_plan": second_plan.id, "spare_plan": spare_plan.id,
         "retired_plan": retired_plan.id, "customer": customer.id, "subscription": subscription.id,
-        "suspended": suspended.id, "staff": staff.id, "staff_email": staff.email, "inactive_staff": inactive_staff.id,
+        "suspended": suspended.id, "held": held.id,
+        "staff": staff.id, "staff_email": staff.email, "inactive_staff": inactive_staff.id,
         "staff_token": staff_token.id,
     }
 

@@ -31,6 +31,9 @@ class SubscriptionSchema(ma.Schema):
     end_date = ma.fields.Date(allow_none=True)
     billing_day = ma.fields.Integer()
     next_bill_date = ma.fields.Date()
+    billing_hold_reason = ma.fields.String(allow_none=True, metadata={
+        "description": "Set when billing holds this subscription for review (a catch-up too long to issue)."})
+    billing_held_on = ma.fields.Date(allow_none=True)
     price_override_cents = ma.fields.Integer(allow_none=True, metadata={"description": "null: the plan's price."})
     pppoe_username = ma.fields.String(allow_none=True)
     static_ip = ma.fields.String(allow_none=True)
@@ -189,6 +192,16 @@ def suspend(values, subscription_id: int):
 def resume(subscription_id: int):
     """Resume a subscription suspended by hand."""
     return envelope(subscription_service.resume(subscription_id), "Subscription resumed.")
+
+
+@blp.route("/<id:subscription_id>/approve-catch-up/", methods=["POST"])
+@api_access("billing", "billing.edit")
+@transactional
+@blp.response(200, SubscriptionOne)
+@documented(blp, 404, 422)
+def approve_catch_up(subscription_id: int):
+    """Approve a catch-up held for review (more than MAX_CATCH_UP_PERIODS due): the next run bills it all."""
+    return envelope(subscription_service.approve_catch_up(subscription_id), "Catch-up approved.")
 
 
 @blp.route("/<id:subscription_id>/cancel/", methods=["POST"])

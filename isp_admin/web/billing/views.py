@@ -29,7 +29,11 @@ def run():
         return render_template("billing/run.html", form=form, preview=None, start_form=StartRunForm()), 400
     as_of = form.as_of.data or today()
     form.as_of.data = as_of
-    preview = billing_queries.preview_run(as_of)
+    try:
+        preview = billing_queries.preview_run(as_of)
+    except AppError as exc:  # a date outside the window (services/bounds.py): a form error, not an error page
+        form.as_of.errors = [*form.as_of.errors, *exc.details.values()]
+        return render_template("billing/run.html", form=form, preview=None, start_form=StartRunForm()), 422
     db.session.rollback()  # a dry run: whatever the planners touched is thrown away
     return render_template("billing/run.html", form=form, preview=preview, today=today(),
                            start_form=StartRunForm(formdata=None, as_of=as_of))

@@ -55,6 +55,12 @@ class ResumeForm(FlaskForm):
     submit = SubmitField("Resume")
 
 
+class ApproveCatchUpForm(FlaskForm):
+    """Approve a catch-up that billing held for review."""
+
+    submit = SubmitField("Approve the catch-up")
+
+
 class CancelForm(FlaskForm):
     """Cancel as of a date."""
 

@@ -11,6 +11,7 @@ from isp_admin.services.plans import get_plan, plan_choices
 from isp_admin.web.access import access
 from isp_admin.web.subscriptions.forms import (
     AddSubscriptionForm,
+    ApproveCatchUpForm,
     CancelForm,
     ChangePlanForm,
     NetworkForm,
@@ -59,6 +60,7 @@ def _render_detail(sub, **forms):
     return render_template(
         "subscriptions/detail.html", sub=sub, customer=customer, plan=plan, change_form=change,
         suspend_form=forms.get("suspend") or SuspendForm(formdata=None), resume_form=ResumeForm(formdata=None),
+        approve_form=ApproveCatchUpForm(formdata=None),
         cancel_form=cancel, network_form=network, history=entity_history("subscriptions", sub.id),
     )
 
@@ -98,6 +100,13 @@ def suspend(subscription_id: int):
 def resume(subscription_id: int):
     """Resume a manual or vacation suspension."""
     return _act(subscription_id, ResumeForm(), subscription_service.resume, "resume")
+
+
+@bp.post("/subscriptions/<id:subscription_id>/approve-catch-up")
+@access("billing.edit")
+def approve_catch_up(subscription_id: int):
+    """Approve a catch-up billing held for review."""
+    return _act(subscription_id, ApproveCatchUpForm(), subscription_service.approve_catch_up, "approve")
 
 
 @bp.post("/subscriptions/<id:subscription_id>/cancel")

@@ -1,6 +1,7 @@
 """Bare extension instances; each is initialised in create_app (never at import time)."""
+from flask import current_app
 from flask_limiter import Limit, Limiter
-from flask_login import LoginManager
+from flask_login import LoginManager as BaseLoginManager
 from flask_sqlalchemy import SQLAlchemy
 from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFProtect
@@ -18,6 +19,25 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+
+class LoginManager(BaseLoginManager):
+    """Flask-Login's manager, deleting the remember-me cookie with the flags it was set with.
+
+    Browsers ignore a Set-Cookie for a __Host- cookie without Secure, its deletion included: Flask-Login's own
+    deletion would leave the production remember-me cookie (__Host-remember_token) in place after sign-out.
+    """
+
+    def _clear_cookie(self, response):
+        config = current_app.config
+        response.delete_cookie(config.get("REMEMBER_COOKIE_NAME", "remember_token"),
+                               domain=config.get("REMEMBER_COOKIE_DOMAIN"),
+                               path=config.get("REMEMBER_COOKIE_PATH", "/"),
+                               secure=bool(config.get("REMEMBER_COOKIE_SECURE")),
+                               httponly=bool(config.get("REMEMBER_COOKIE_HTTPONLY", True)),
+                               samesite=config.get("REMEMBER_COOKIE_SAMESITE"))
+
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
 login_manager = LoginManager()

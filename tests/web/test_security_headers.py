@@ -141,9 +141,11 @@ def test_production_sends_hsts_and_secure_cookies(production_app):
     hsts = page.headers["Strict-Transport-Security"]
     assert int(re.search(r"max-age=(\d+)", hsts).group(1)) >= ONE_YEAR
     assert {"secure", "httponly", "samesite=lax"} <= cookie_flags(session_cookie(signed_in, "__Host-session"))
-    remember = [c for c in signed_in.headers.getlist("Set-Cookie") if c.startswith("remember_token=")]
+    remember = [c for c in signed_in.headers.getlist("Set-Cookie") if c.startswith("__Host-remember_token=")]
     assert len(remember) == 1
-    assert {"secure", "httponly", "samesite=lax"} <= cookie_flags(remember[0])
+    # A __Host- cookie: Secure, Path=/ and no Domain, so a sibling host cannot plant or overwrite it.
+    assert {"secure", "httponly", "samesite=lax", "path=/"} <= cookie_flags(remember[0])
+    assert not any(flag.startswith("domain=") for flag in cookie_flags(remember[0]))
 
 
 def test_every_cookie_of_sign_in_and_sign_out_is_hardened_in_production(production_app):
@@ -156,12 +158,12 @@ def test_every_cookie_of_sign_in_and_sign_out_is_hardened_in_production(producti
                  "sign-out": client.post("/logout", base_url="https://localhost")}
 
     set_cookies = {step: response.headers.getlist("Set-Cookie") for step, response in responses.items()}
-    assert sorted(c.split("=")[0] for c in set_cookies["sign-in"]) == ["__Host-session", "remember_token"]
-    assert sorted(c.split("=")[0] for c in set_cookies["sign-out"]) == ["__Host-session", "remember_token"]
+    assert sorted(c.split("=")[0] for c in set_cookies["sign-in"]) == ["__Host-remember_token", "__Host-session"]
+    assert sorted(c.split("=")[0] for c in set_cookies["sign-out"]) == ["__Host-remember_token", "__Host-session"]
     for step, cookies in set_cookies.items():
         for cookie in cookies:
             name, flags = cookie.split("=")[0], cookie_flags(cookie)
-            if name == "__Host-session":
+            if name.startswith("__Host-"):
                 # Browsers drop a __Host- cookie, its deletion included, unless Secure, Path=/ and host-only.
                 assert {"secure", "path=/"} <= flags and not any(f.startswith("domain=") for f in flags), cookie
             if "max-age=0" in flags:
@@ -169,7 +171,7 @@ def test_every_cookie_of_sign_in_and_sign_out_is_hardened_in_production(producti
             assert {"secure", "httponly", "samesite=lax"} <= flags, (step, cookie)
     # Sign-out deletes the remember-me cookie; the session cookie stays only to carry the "signed out" message.
     assert [c for c in set_cookies["sign-out"] if "max-age=0" in cookie_flags(c)] == [
-        c for c in set_cookies["sign-out"] if c.startswith("remember_token=")]
+        c for c in set_cookies["sign-out"] if c.startswith("__Host-remember_token=")]
     assert client.get("/", base_url="https://localhost").status_code == 302  # signed out for real
 
 

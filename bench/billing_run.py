@@ -191,7 +191,8 @@ def make_due(url: str) -> int:
 def start_workers(url: str, redis_url: str, queue: str, chunk: int, count: int, logdir: Path) -> list:
     """Start `count` `flask rq worker` processes as deployed; return (process, log file) pairs."""
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "RQ_QUEUE": queue, "FLASK_APP": "wsgi.py",
-           "APP_ENV": "production", "SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "WARNING",
+           "APP_ENV": "production", "PUBLIC_URL": "https://isp.example.com", "SECRET_KEY": secrets.token_hex(32),
+           "LOG_LEVEL": "WARNING",
            "BILLING_CHUNK_SIZE": str(chunk)}
     workers = []
     for index in range(count):

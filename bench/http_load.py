@@ -298,7 +298,8 @@ def worker_rss(master: int) -> list[float]:
 def server_env(url: str, redis_url: str) -> dict:
     """The environment of the flask commands and of gunicorn."""
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "FLASK_APP": "wsgi.py",
-           "APP_ENV": "production", "SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "WARNING",
+           "APP_ENV": "production", "PUBLIC_URL": "https://isp.example.com", "SECRET_KEY": secrets.token_hex(32),
+           "LOG_LEVEL": "WARNING",
            "GUNICORN_LOG_LEVEL": "warning", "RATELIMIT_ENABLED": "false", "PROXY_FIX_X_FOR": "1",
            "RQ_QUEUE": f"http_bench_{os.getpid()}", "GUNICORN_MAX_REQUESTS": "0"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the config makes (and removes) a private one

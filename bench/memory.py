@@ -39,7 +39,8 @@ WATCHED = ("alembic", "flask_migrate", "mako", "cryptography.hazmat", "rq", "rq_
 
 def probe_env() -> dict:
     """The environment of a worker: production settings, JSON logs; nothing is connected to at start."""
-    env = {**os.environ, "APP_ENV": "production", "SECRET_KEY": "m" * 48, "LOG_FORMAT": "json",
+    env = {**os.environ, "APP_ENV": "production", "PUBLIC_URL": "https://isp.example.com", "SECRET_KEY": "m" * 48,
+           "LOG_FORMAT": "json",
            "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
            "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from datetime import date, timedelta
 from pathlib import Path
@@ -75,6 +76,16 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
             raise ConfigError("SECRET_KEY must be set in production")
         secret = _development_secret(instance)
 
+    public_url = (env.get("PUBLIC_URL") or "").strip().rstrip("/") or None
+    if public_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", public_url):
+        raise ConfigError("PUBLIC_URL must be an absolute http(s) URL such as https://isp.example.com, "
+                          f"not {public_url!r}")
+    if production and not public_url:
+        # Links in mail (password resets, invitations) come from here, never from a request's Host header, which
+        # anyone can set: without it production would have no safe way to build them.
+        raise ConfigError("PUBLIC_URL must be set in production (e.g. https://isp.example.com): the links in "
+                          "password-reset and invitation emails are built from it")
+
     database_url = normalise_database_url(
         env.get("DATABASE_URL") or f"sqlite:///{instance / 'isp_admin.sqlite3'}"
     )
@@ -103,7 +114,7 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "MAIL_URL": env.get("MAIL_URL") or None,
         "MAIL_FROM": env.get("MAIL_FROM", "ISP Admin <no-reply@localhost>"),
         "MAIL_OUTBOX_DIR": str(instance / "outbox"),
-        "PUBLIC_URL": env.get("PUBLIC_URL") or None,
+        "PUBLIC_URL": public_url,
         # Authentication
         "PASSWORD_HASH_METHOD": env.get("PASSWORD_HASH_METHOD", "scrypt"),
         # Failed sign-ins are throttled per (account, client address): after MAX_FAILED_LOGINS failures that address

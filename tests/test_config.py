@@ -35,7 +35,8 @@ def test_redis_url_switches_limits_and_cache_to_redis(tmp_path):
 
 
 def test_production_cookies_are_secure(tmp_path):
-    config = load_config(tmp_path, {"APP_ENV": "production", "SECRET_KEY": "x" * 40})
+    config = load_config(tmp_path, {"APP_ENV": "production", "SECRET_KEY": "x" * 40,
+                                    "PUBLIC_URL": "https://isp.example.com"})
     assert config["SESSION_COOKIE_SECURE"] and config["REMEMBER_COOKIE_SECURE"]
     assert config["SESSION_COOKIE_HTTPONLY"] and config["REMEMBER_COOKIE_HTTPONLY"]
 
@@ -53,3 +54,13 @@ def test_an_unknown_environment_is_refused(tmp_path):
 ])
 def test_database_urls_use_psycopg3(url, expected):
     assert normalise_database_url(url) == expected
+
+
+def test_production_needs_a_public_url_for_the_links_it_mails(tmp_path):
+    base = {"APP_ENV": "production", "SECRET_KEY": "x" * 40}
+    with pytest.raises(ConfigError, match="PUBLIC_URL must be set in production"):
+        load_config(tmp_path, base)
+    with pytest.raises(ConfigError, match="absolute http"):
+        load_config(tmp_path, {**base, "PUBLIC_URL": "isp.example.com"})
+    assert load_config(tmp_path, {**base, "PUBLIC_URL": "https://isp.example.com/"})["PUBLIC_URL"] == \
+        "https://isp.example.com"

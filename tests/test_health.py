@@ -11,6 +11,7 @@ from isp_admin.extensions import db
 @pytest.fixture
 def production_app(tmp_path, monkeypatch, backends):
     monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("PUBLIC_URL", "https://isp.example.com")
     monkeypatch.setenv("SECRET_KEY", "s" * 48)
     monkeypatch.setenv("DATABASE_URL", backends["database_url"])
     monkeypatch.delenv("REDIS_URL", raising=False)

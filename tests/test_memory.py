@@ -39,7 +39,8 @@ print(json.dumps({"create_app": after_create, "ready": loaded(), "status": statu
 
 
 def _worker_env(backends) -> dict:
-    env = {**os.environ, "APP_ENV": "production", "SECRET_KEY": "m" * 48, "LOG_FORMAT": "json",
+    env = {**os.environ, "APP_ENV": "production", "SECRET_KEY": "m" * 48,
+           "PUBLIC_URL": "https://isp.example.com", "LOG_FORMAT": "json",
            "DATABASE_URL": backends["database_url"]}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.pop("REDIS_URL", None)

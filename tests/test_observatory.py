@@ -406,7 +406,7 @@ def csrf_token(html: str) -> str:
 def production_config(backends, instance, **env) -> dict:
     """Build the config a production deployment reads from its environment."""
     base = {
-        "APP_ENV": "production",
+        "APP_ENV": "production", "PUBLIC_URL": "https://isp.example.com",
         "SECRET_KEY": "observatory-test-secret-not-for-deployment-0123456789",
         "DATABASE_URL": backends["database_url"],
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",

@@ -205,7 +205,7 @@ def deployment(backends, tmp_path_factory):
                  if not k.startswith(("GUNICORN_", "PROMETHEUS_", "LOG_", "METRICS_", "RATE", "CACHE_", "RQ_"))}
     env = {
         **inherited,
-        "APP_ENV": "production",
+        "APP_ENV": "production", "PUBLIC_URL": "https://isp.example.com",
         "SECRET_KEY": "deploy-test-secret-key-" + uuid.uuid4().hex,
         "DATABASE_URL": database_url,
         "REDIS_URL": backends["redis_url"],

@@ -103,7 +103,7 @@ def test_session_cookie_is_http_only_and_same_site_but_not_secure_in_testing(cli
 def production_app(app, backends, tmp_path, monkeypatch):
     """An app built from a production environment (Talisman reads its settings once, at init)."""
     env = {
-        "APP_ENV": "production",
+        "APP_ENV": "production", "PUBLIC_URL": "https://isp.example.com",
         "SECRET_KEY": "production-secret-used-only-by-this-test",
         "DATABASE_URL": backends["database_url"],
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",

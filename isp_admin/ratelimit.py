@@ -1,25 +1,62 @@
-"""Rate-limit keys and limits: per API token or signed-in user, else per client address."""
+"""Rate-limit keys and limits: per API user (all their tokens) or signed-in user, else per client address."""
 import hashlib
 import logging
 from functools import partial
 
 from flask import current_app, request
 from flask_login import current_user
+from sqlalchemy.exc import SQLAlchemyError
 
 
-def _api_token_key() -> str | None:
-    # Keyed by a hash of the bearer secret, without a database read: an unknown token still gets its own
-    # bucket, and the auth check that follows refuses it.
+def _api_bearer_secret() -> str | None:
     if not request.path.startswith("/api/"):
         return None
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+    return secret.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _token_owner(secret: str) -> int | None:
+    # The limiter runs before the view, so this is where the token is first looked up; auth reuses the lookup
+    # (kept in flask.g), so keying on its owner costs no extra query.
+    from isp_admin.api.auth import resolve_bearer_token  # the API imports this module
+    from isp_admin.services.tokens import TokenRejected
+
+    try:
+        return resolve_bearer_token(secret).user_id
+    except TokenRejected:
         return None
-    return f"token:{hashlib.sha256(secret.strip().encode()).hexdigest()[:32]}"
+    except SQLAlchemyError:
+        # Flask-Limiter takes any error from a key function for a dead storage and drops to in-memory counting;
+        # the database's trouble is answered by auth instead (it looks the token up again and fails as a 503).
+        log.warning("token lookup for the rate-limit key failed; keying on the token", exc_info=True)
+        _rollback()
+        return None
+
+
+def _rollback() -> None:
+    from isp_admin.extensions import db
+
+    try:
+        db.session.rollback()
+    except SQLAlchemyError:
+        log.debug("rollback after a failed token lookup failed too", exc_info=True)
+
+
+def _api_token_key() -> str | None:
+    secret = _api_bearer_secret()
+    if secret is None:
+        return None
+    owner = _token_owner(secret)
+    if owner is not None:
+        # One budget per user, however many tokens they hold: another token must not buy another budget.
+        return f"api-user:{owner}"
+    # A rejected token still gets a bucket of its own (the auth check that follows refuses it, and counts it
+    # against its address's anonymous budget).
+    return f"token:{hashlib.sha256(secret.encode()).hexdigest()[:32]}"
 
 
 def rate_limit_key() -> str:
-    """Return the bucket for this request: the API token, else the staff user when signed in, else the IP."""
+    """Return the bucket for this request: the API token's owner, else the staff user when signed in, else the IP."""
     token_key = _api_token_key()
     if token_key:
         return token_key
@@ -30,7 +67,7 @@ def rate_limit_key() -> str:
 
 def default_limit() -> str:
     """Return the default limit string for this request (authenticated or anonymous)."""
-    if _api_token_key() or (current_user and current_user.is_authenticated):
+    if _api_bearer_secret() or (current_user and current_user.is_authenticated):
         return current_app.config["RATE_LIMIT_AUTHENTICATED"]
     return current_app.config["RATE_LIMIT_ANONYMOUS"]
 

@@ -23,6 +23,21 @@ def bearer_secret() -> str | None:
     return secret.strip() or None if scheme.lower() == "bearer" else None
 
 
+def resolve_bearer_token(secret: str) -> token_service.AuthenticatedToken:
+    """Return the live token for `secret` or raise TokenRejected, looked up at most once per request."""
+    # The rate limiter keys on the token's owner before the view's auth runs; both share this one lookup.
+    cached = g.get("bearer_token_lookup")
+    if cached is None or cached[0] != secret:
+        try:
+            cached = (secret, token_service.authenticate(secret, utcnow()))
+        except token_service.TokenRejected as exc:
+            cached = (secret, exc)
+        g.bearer_token_lookup = cached
+    if isinstance(cached[1], token_service.TokenRejected):
+        raise cached[1]
+    return cached[1]
+
+
 def _unauthenticated(message: str, error: str | None = None):
     challenge = f'{REALM}, error="{error}"' if error else REALM
     return error_response(401, "AUTHENTICATION_REQUIRED", message, headers={"WWW-Authenticate": challenge})
@@ -44,7 +59,7 @@ def _check_request(scope: str, permission: str):
     if secret is None:
         return _unauthenticated("Authentication required: send 'Authorization: Bearer <token>'.")
     try:
-        token = token_service.authenticate(secret, utcnow())
+        token = resolve_bearer_token(secret)
     except token_service.TokenRejected as exc:
         db.session.rollback()
         if not rejected_token_allowed():

@@ -1,13 +1,12 @@
-"""Rate limits from the environment: one budget per token, per signed-in user or per address; headers saying
-what is left; 429 as the envelope (or a page) with Retry-After; exact under a concurrent burst on Redis; and
-still enforced, in memory, when Redis goes away.
+"""Rate limits from the environment: one budget per API user (all their tokens), per signed-in user or per
+address; headers saying what is left; 429 as the envelope (or a page) with Retry-After; exact under a concurrent
+burst on Redis; and still enforced, in memory, when Redis goes away.
 
 Flask-Limiter keeps the first RATELIMIT_KEY_PREFIX it sees for the whole process, so counters are kept apart by
 fresh tokens, fresh client addresses, or a Redis server of the test's own.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import shutil
@@ -24,16 +23,36 @@ from functools import partial
 
 import pytest
 import redis
+from sqlalchemy import event, select, text
 
 from isp_admin import create_app
 from isp_admin.devserver import free_port, redis_server_binary, serve_in_background
 from isp_admin.extensions import db, limiter
+from isp_admin.models.users import ApiToken
+from isp_admin.services import tokens as token_service
 from tests.api.helpers import bearer
 from tests.api.test_idempotency import call, wait_until
-from tests.conftest import PASSWORD, FreshContextClient, app_config, clean_context
+from tests.conftest import PASSWORD, RUN_ID, FreshContextClient, app_config, clean_context
 from tests.factories import CustomerFactory, UserFactory
 
 _addresses = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_user_ids(app):
+    """Start this test's user ids past every earlier test's, so their per-user API budgets are never shared.
+
+    Each test empties the tables and restarts the id sequences, while the limit counters outlive it.
+    """
+    first = next(_user_id_blocks) * 10_000
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(text("SELECT setval(pg_get_serial_sequence('users', 'id'), :id)"), {"id": first})
+    else:
+        UserFactory(id=first)  # SQLite numbers the next row after the highest id
+    db.session.commit()
+
+
+_user_id_blocks = itertools.count(1)
 
 
 def unique_address() -> dict:
@@ -73,6 +92,49 @@ def test_a_token_has_one_budget_across_the_api_and_the_headers_say_what_is_left(
     assert_rate_limited_envelope(refused)
     assert refused.headers["X-API-Version"] == "1"
     assert other.status_code == 200 and other.headers["X-RateLimit-Remaining"] == "2"  # another token's budget
+
+
+def test_a_users_tokens_share_one_budget_and_other_users_keep_theirs(app, make_app):
+    client = limited_app(make_app, RATE_LIMIT_AUTHENTICATED="2/minute").test_client()
+    user, someone_else = UserFactory(role="readonly"), UserFactory(role="readonly")
+    first, second, theirs = bearer(user=user), bearer(user=user), bearer(user=someone_else)
+
+    spent = [client.get("/api/plans/", headers=first) for _ in range(2)]
+    with_second = client.get("/api/customers/", headers=second)  # a fresh token, but the same user's budget
+    other_user = client.get("/api/plans/", headers=theirs)
+
+    assert [a.status_code for a in spent] == [200, 200]
+    assert_rate_limited_envelope(with_second)
+    assert other_user.status_code == 200 and other_user.headers["X-RateLimit-Remaining"] == "1"
+
+
+def test_the_rate_limit_key_costs_no_extra_query(app, make_app):
+    limited = limited_app(make_app, RATE_LIMIT_AUTHENTICATED="50/minute")
+    headers = bearer()
+    with counted_statements(limited) as on:
+        assert limited.test_client().get("/api/plans/", headers=headers).status_code == 200
+    unlimited = make_app()
+    with counted_statements(unlimited) as off:
+        assert unlimited.test_client().get("/api/plans/", headers=headers).status_code == 200
+
+    assert len(on) == len(off), (on, off)  # the limiter's lookup of the token's owner is the one auth uses
+
+
+@contextmanager
+def counted_statements(served) -> Iterator[list[str]]:
+    """Collect the SQL statements `served` sends to the database inside the block."""
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    with served.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_anonymous_requests_are_limited_per_address(app, make_app):
@@ -126,9 +188,10 @@ def test_pages_answer_429_as_a_page_per_address_and_per_signed_in_user(app, make
 
 
 def token_count(store: redis.Redis, headers: dict) -> int:
-    """Read the token's request counter from the Redis that holds the limits."""
-    token = hashlib.sha256(headers["Authorization"].split()[1].encode()).hexdigest()[:32]
-    [counter] = store.keys(f"*token:{token}/*")
+    """Read the request counter of the token's owner from the Redis that holds the limits."""
+    token_hash = token_service.hash_secret(headers["Authorization"].split()[1])
+    owner = db.session.scalar(select(ApiToken.user_id).where(ApiToken.token_hash == token_hash))
+    [counter] = store.keys(f"*/test-rl:{RUN_ID}/api-user:{owner}/*")  # this run's counter (RATELIMIT_KEY_PREFIX)
     return int(store.get(counter))
 
 

@@ -20,6 +20,7 @@ MAX_AMOUNT_CENTS = 10**11
 MAX_PRICE_CENTS = 10**10
 MAX_LINES = 200
 MAX_REASON = 500
+MAX_PAGE_NUMBER = 1_000_000  # a ?page= beyond this lands on the last page; beyond bigint it was a database error
 
 
 def earliest() -> date:

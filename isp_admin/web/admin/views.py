@@ -7,6 +7,7 @@ from flask_wtf import FlaskForm
 
 from isp_admin.services import users as user_service
 from isp_admin.services.audit import entity_history
+from isp_admin.services.bounds import MAX_PAGE_NUMBER
 from isp_admin.web.access import access
 from isp_admin.web.admin.forms import InviteUserForm, RoleForm
 from isp_admin.web.auth.views import _send_reset_link
@@ -20,7 +21,8 @@ PER_PAGE = 50
 @access("users.manage")
 def users():
     """List staff users."""
-    page = user_service.list_users(max(1, request.args.get("page", 1, type=int)), PER_PAGE)
+    # Clamped: an absurd ?page= would become an OFFSET past PostgreSQL's bigint (a 500 instead of an empty page).
+    page = user_service.list_users(min(max(1, request.args.get("page", 1, type=int)), MAX_PAGE_NUMBER), PER_PAGE)
     return render_template("admin/users.html", page=page, action_form=FlaskForm(),
                            states=user_service.sign_in_states(page.items))
 

@@ -11,6 +11,7 @@ from isp_admin.errors import AppError
 from isp_admin.services import billing, delivery, invoice_queries
 from isp_admin.services import invoices as invoice_service
 from isp_admin.services import pdf as pdf_service
+from isp_admin.services.bounds import check_service_dates
 from isp_admin.services.clock import today
 from isp_admin.services.customers import get_customer
 from isp_admin.web.access import access
@@ -205,6 +206,12 @@ def statement(customer_id: int):
         flash("Please correct the dates.", "danger")
         return render_template("invoices/statement.html", form=form, customer=customer, statement=None), 400
     end = form.end.data or today()
+    try:  # the report window every date keeps (services/bounds.py), before any arithmetic on it
+        check_service_dates(today(), start=form.start.data or end, end=end)
+    except AppError as exc:
+        for name, why in exc.details.items():
+            getattr(form, name).errors = [*getattr(form, name).errors, why]
+        return render_template("invoices/statement.html", form=form, customer=customer, statement=None), 422
     start = form.start.data or _year_before(end)
     form.start.data, form.end.data = start, end
     return render_template("invoices/statement.html", form=form, customer=customer,

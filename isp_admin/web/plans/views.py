@@ -6,6 +6,7 @@ from flask_wtf import FlaskForm
 
 from isp_admin.services import plans as plan_service
 from isp_admin.services.audit import entity_history
+from isp_admin.services.bounds import MAX_PAGE_NUMBER
 from isp_admin.web.access import access
 from isp_admin.web.plans.forms import PlanForm
 from isp_admin.web.unit_of_work import REFUSED, perform
@@ -18,7 +19,8 @@ PER_PAGE = 50
 @access("view")
 def index():
     """List plans with their live subscription counts."""
-    page = max(1, request.args.get("page", 1, type=int))
+    # Clamped: an absurd ?page= would become an OFFSET past PostgreSQL's bigint (a 500); past the end lands below.
+    page = min(max(1, request.args.get("page", 1, type=int)), MAX_PAGE_NUMBER)
     rows, total = plan_service.list_plans_with_usage(page, PER_PAGE)
     pages = max(1, -(-total // PER_PAGE))
     if page > pages:  # a stale or typed page number lands on the last page, not on a false "no plans"

@@ -624,3 +624,17 @@ def test_sign_in_needs_the_csrf_token(app, make_app):
         response = sign_in(client, user.email, csrf_token=token)
         assert response.status_code == 302
         assert is_signed_in(client)
+
+
+@pytest.mark.parametrize("weak", ["password1234", "qwertyuiop123", "P@ssw0rd2026!"])
+def test_a_guessable_password_is_refused_with_the_reason_and_the_old_one_still_works(client, login, weak):
+    user = login("support")
+
+    response = client.post("/account/password", data={"current_password": PASSWORD, "password": weak,
+                                                       "confirm": weak})
+
+    body = response.get_data(as_text=True)
+    assert response.status_code in (200, 422) and "too easy to guess" in body.lower().replace("\n", " "), body[-800:]
+    db.session.refresh(user)
+    assert check_password_hash(user.password_hash, PASSWORD)
+

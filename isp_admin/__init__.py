@@ -50,7 +50,7 @@ def register_extensions(app: Flask) -> None:
     from isp_admin.errors import register_session_teardown
     from isp_admin.extensions import cache, csrf, db, limiter, login_manager
     from isp_admin.observability.timing import register_timing
-    from isp_admin.ratelimit import guard_limiter_response_hook, register_retry_after_cleanup
+    from isp_admin.ratelimit import guard_limiter_response_hook, register_retry_after_cleanup, start_afresh
     from isp_admin.security import register_cors, register_security_headers
     from isp_admin.web.auth.session import register_user_loader
 
@@ -65,6 +65,7 @@ def register_extensions(app: Flask) -> None:
     register_cors(app)  # before the limiter: it answers CORS preflights, which must not spend a client's budget
     register_retry_after_cleanup(app)  # before the limiter: its hook must run after the limiter's
     limiter.init_app(app)
+    start_afresh(limiter)
     guard_limiter_response_hook(app, limiter)
     cache.init_app(app)
     register_security_headers(app)  # Talisman (CSP, HSTS, cookie flags), CORP/COOP, no-store when signed in

@@ -111,6 +111,16 @@ def register_retry_after_cleanup(app) -> None:
         return response
 
 
+def start_afresh(limiter) -> None:
+    """Put the limiter back on its configured storage after init_app.
+
+    Flask-Limiter keeps "the storage died, use memory" on the Limiter object and init_app does not clear it; one
+    object serves every app built in a process (tests, a CLI that builds two), so an app would inherit the last
+    one's lost Redis and count in memory, where other workers cannot see it. Call right after limiter.init_app.
+    """
+    limiter._storage_dead = False  # noqa: SLF001  (no public reset; pinned release, tested in test_rate_limits)
+
+
 def guard_limiter_response_hook(app, limiter) -> None:
     """Make the limiter's after_request hook (headers, conditional deductions) unable to fail a response.
 

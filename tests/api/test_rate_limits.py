@@ -301,3 +301,22 @@ def test_with_redis_lost_limits_hold_in_memory_and_pages_still_answer(app_on_own
     paid = client.post("/api/billing/payments/", json={"customer_id": customer.id, "amount_cents": 500,
                                                        "method": "cash"}, headers=writer)
     assert paid.status_code == 201 and paid.headers["X-RateLimit-Remaining"] == "4"
+
+
+def test_an_app_built_after_another_lost_its_redis_counts_in_redis_again(app_on_own_redis, make_app, backends):
+    # One Limiter object serves every app of a process; the first app's dead Redis must not put the next on memory.
+    if not backends["redis_url"]:
+        pytest.skip("the shared counter under test is Redis")
+    lost, redis_process = app_on_own_redis
+    redis_process.send_signal(signal.SIGKILL)
+    redis_process.wait()
+    headers = bearer()
+    assert lost.test_client().get("/api/plans/", headers=headers).status_code == 200  # served from the fallback
+    assert limiter._storage_dead  # noqa: SLF001  (the state that used to leak)
+
+    served = limited_app(make_app, RATE_LIMIT_AUTHENTICATED="20/minute")
+    assert served.test_client().get("/api/plans/", headers=headers).status_code == 200
+
+    store = redis.Redis.from_url(backends["redis_url"])
+    assert token_count(store, headers) == 1  # in the shared Redis, where every worker sees it
+    store.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
@@ -12,7 +13,7 @@ from isp_admin.extensions import limiter
 from isp_admin.models import User
 from isp_admin.ratelimit import client_ip_key, login_limit, password_reset_limit
 from isp_admin.services import users as user_service
-from isp_admin.services.audit import Actor, acting_as
+from isp_admin.services.audit import Actor, acting_as, current_actor
 from isp_admin.services.mail import send_email
 from isp_admin.web.access import PUBLIC, access
 from isp_admin.web.auth.forms import ChangePasswordForm, ForgotPasswordForm, LoginForm, ResetPasswordForm
@@ -98,12 +99,28 @@ def forgot_password():
     """Email a reset link if the account exists; say the same thing either way."""
     form = ForgotPasswordForm()
     if form.validate_on_submit():
-        user = commit_once(user_service.claim_reset_email, form.email.data)
-        if user is not None:
-            _send_reset_link(user, invited=False)
         flash("If that address belongs to an account, a reset link is on its way.", "info")
-        return redirect(url_for("auth.login"))
+        response = redirect(url_for("auth.login"))
+        # Everything that depends on whether the address is known (the lookup, the quota's audit write, the SMTP
+        # conversation) runs once the answer has gone out, so the answer is the same, byte for byte and to the
+        # millisecond, for every address: a stopwatch cannot tell staff addresses from others.
+        response.call_on_close(partial(_mail_reset_link_after_answer, current_app._get_current_object(),
+                                       form.email.data, current_actor(), request.script_root))
+        return response
     return render_template("auth/forgot_password.html", form=form)
+
+
+def _mail_reset_link_after_answer(app, email: str, actor: Actor, script_root: str) -> None:
+    """Claim a reset email for `email` and send it; runs after the response, so it logs rather than raises."""
+    # A request context of its own: the link is built with url_for under the original script root (the asking
+    # request's context is gone by now), and the quota's audit event keeps the asker's address through `actor`.
+    with app.test_request_context(environ_overrides={"SCRIPT_NAME": script_root}), acting_as(actor):
+        try:
+            user = commit_once(user_service.claim_reset_email, email)
+            if user is not None:
+                _send_reset_link(user, invited=False)
+        except Exception:  # noqa: BLE001  (nobody is waiting for an answer; the log is where this must show)
+            app.logger.exception("could not handle a password reset request")
 
 
 def _send_reset_link(user, invited: bool) -> bool:

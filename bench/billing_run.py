@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/billing_run.py [--customers 100000] [--chunk 1000]
 
 Creates a throwaway PostgreSQL database next to BENCH_DATABASE_URL (default the local `test` database's
 server), loads customers with `generate-test-data`, makes every live subscription due on one date, then:
-1. times the real run (isp_admin.services.billing.bill_customer_range per chunk, one transaction each —
+1. times the real run (isp_admin.services.billing.run.bill_customer_range per chunk, one transaction each —
    the same function the RQ workers and the CLI call), and
 2. times an INSERT … SELECT that computes the same lines in SQL alone (the floor: no invoices, numbers,
    audit, outbox or credit), rolled back.
@@ -135,8 +135,8 @@ def run(url: str, chunk: int) -> dict:
     """Make every live subscription due on AS_OF, then time the set-based floor and the real run."""
     from isp_admin import create_app
     from isp_admin.extensions import db
-    from isp_admin.services import billing
-    from isp_admin.services.audit import SYSTEM, acting_as
+    from isp_admin.services.billing import run as billing
+    from isp_admin.services.platform.audit import SYSTEM, acting_as
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "BILLING_CHUNK_SIZE": chunk, "LOG_LEVEL": "WARNING"})
     with app.app_context(), acting_as(SYSTEM):
@@ -242,7 +242,7 @@ def wait_for_workers(queue, workers: list, timeout: float = 120) -> None:
 def wait_for_run(run_id: int, queue, workers: list, timeout: float) -> dict:
     """Poll the run's job_runs row until it finishes; fail with the worker logs on error, stall or timeout."""
     from isp_admin.extensions import db
-    from isp_admin.services import job_runs
+    from isp_admin.services.platform import job_runs
 
     label = f"run #{run_id} on {len(workers)} worker(s)"
     started = changed = shown = time.monotonic()

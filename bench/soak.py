@@ -79,8 +79,9 @@ def seed(app, customers: int, rng: random.Random) -> dict:
     admin's token. Returns the token and the plan ids."""
     from isp_admin.extensions import db
     from isp_admin.models import Customer, Plan, Subscription, User
-    from isp_admin.services import invoices, tokens
-    from isp_admin.services.clock import today
+    from isp_admin.services.billing import invoices
+    from isp_admin.services.identity import tokens
+    from isp_admin.services.platform.clock import today
 
     with app.app_context():
         day = today()
@@ -271,7 +272,7 @@ def biller(base: str, token: str, env: dict, until: float, runs: list, stop_even
 def check(app, tally: Tally, seeded_payments: set[int], seeded_void_notes: int) -> dict:
     """Every invariant after the load: a dict of named problem lists (all empty when sound) and counts."""
     from isp_admin.extensions import db
-    from isp_admin.services.clock import today
+    from isp_admin.services.platform.clock import today
     from tests.concurrency.invariants import coverage_problems, ledger_problems
 
     with app.app_context():

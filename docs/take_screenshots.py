@@ -38,9 +38,9 @@ def load_demo_data(app, password: str) -> dict:
     from flask_migrate import upgrade
 
     from isp_admin.extensions import db
-    from isp_admin.services import test_data
-    from isp_admin.services import users as user_service
-    from isp_admin.services.audit import SYSTEM, Actor, acting_as
+    from isp_admin.services.identity import users as user_service
+    from isp_admin.services.platform.audit import SYSTEM, Actor, acting_as
+    from isp_admin.services.sample_data import generator as test_data
 
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
@@ -64,9 +64,9 @@ def make_history() -> dict:
 
     from isp_admin.extensions import db
     from isp_admin.models import Customer, Plan, Subscription
-    from isp_admin.services import customers as customer_service
-    from isp_admin.services import subscriptions as subscription_service
-    from isp_admin.services.clock import today
+    from isp_admin.services.customers import accounts as customer_service
+    from isp_admin.services.customers import subscriptions as subscription_service
+    from isp_admin.services.platform.clock import today
 
     sub = db.session.scalars(
         select(Subscription).join(Customer).where(Subscription.status == "active", Customer.status == "active")

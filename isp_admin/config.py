@@ -177,7 +177,7 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "NIGHTLY_CRON": env.get("NIGHTLY_CRON", "30 1 * * *"),
         # A late nightly run replays at most this many missed days (DESIGN §3 "A late run equals the on-time runs").
         "NIGHTLY_CATCH_UP_DAYS": int(env.get("NIGHTLY_CATCH_UP_DAYS", "62")),
-        # Bounded values (services/bounds.py): the window every date a person or script sends must fall in, and
+        # Bounded values (services/platform/bounds.py): the window every date a person or script sends must fall in, and
         # the longest catch-up a run issues without review.
         "EARLIEST_DATE": date.fromisoformat(env.get("EARLIEST_DATE", "2000-01-01")),  # a typo fails at start
         "SERVICE_HORIZON_DAYS": int(env.get("SERVICE_HORIZON_DAYS", "366")),

@@ -25,7 +25,7 @@ def escape_like(text: str) -> str:
 
 def register_database_events(app: Flask) -> None:
     """Attach the connect hook to the app's engine (per-request SQL timing lives in observability.timing)."""
-    from isp_admin.services.after_commit import register_after_commit
+    from isp_admin.services.platform.after_commit import register_after_commit
 
     register_after_commit()
     with app.app_context():

@@ -19,7 +19,7 @@ def _token_owner(secret: str) -> int | None:
     # The limiter runs before the view, so this is where the token is first looked up; auth reuses the lookup
     # (kept in flask.g), so keying on its owner costs no extra query.
     from isp_admin.api.auth import resolve_bearer_token  # the API imports this module
-    from isp_admin.services.tokens import TokenRejected
+    from isp_admin.services.identity.tokens import TokenRejected
 
     try:
         return resolve_bearer_token(secret).user_id

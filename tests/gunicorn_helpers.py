@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from isp_admin.devserver import free_port
 from isp_admin.extensions import db
-from isp_admin.services import tokens as token_service
+from isp_admin.services.identity import tokens as token_service
 from tests.conftest import ROOT, RUN_ID
 from tests.factories import UserFactory
 

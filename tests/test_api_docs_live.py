@@ -29,12 +29,12 @@ from sqlalchemy import func, select
 from isp_admin import create_app
 from isp_admin.extensions import db
 from isp_admin.models import ApiToken, Customer, IdempotencyKey, Invoice, JobRun, Payment, Subscription
-from isp_admin.services import tokens as token_service
-from isp_admin.services import users as user_service
-from isp_admin.services.audit import SYSTEM, acting_as
-from isp_admin.services.clock import today
-from isp_admin.services.demo import bill_history
-from isp_admin.services.test_data import ensure_plans, generate
+from isp_admin.services.identity import tokens as token_service
+from isp_admin.services.identity import users as user_service
+from isp_admin.services.platform.audit import SYSTEM, acting_as
+from isp_admin.services.platform.clock import today
+from isp_admin.services.sample_data.demo import bill_history
+from isp_admin.services.sample_data.generator import ensure_plans, generate
 from tests.conftest import (
     CI,
     REDIS_URL,

@@ -14,11 +14,11 @@ from sqlalchemy import func, select
 from isp_admin import create_app
 from isp_admin.extensions import db
 from isp_admin.models import Invoice, Payment
-from isp_admin.services import backup as backup_service
-from isp_admin.services.audit import SYSTEM, acting_as
-from isp_admin.services.clock import today
-from isp_admin.services.demo import bill_history
-from isp_admin.services.test_data import generate
+from isp_admin.services.platform import backup as backup_service
+from isp_admin.services.platform.audit import SYSTEM, acting_as
+from isp_admin.services.platform.clock import today
+from isp_admin.services.sample_data.demo import bill_history
+from isp_admin.services.sample_data.generator import generate
 from tests.conftest import RUN_ID, app_config, create_database, drop_database
 
 KEY = "a long backup passphrase for tests"

@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 
 from isp_admin.extensions import db
 from isp_admin.models import Invoice, Payment, User
-from isp_admin.services.reconcile import reconcile
+from isp_admin.services.billing.reconcile import reconcile
 
 
 def test_demo_has_paid_and_overdue_invoices_that_reconcile(app, runner):

@@ -89,7 +89,7 @@ def test_the_detailed_report_is_for_admins_and_health_tokens_only(app, client, l
 def test_the_detailed_report_covers_every_component(app, client, login, backends):
     from datetime import date
 
-    from isp_admin.services import job_runs
+    from isp_admin.services.platform import job_runs
 
     run = job_runs.start_run("nightly", date(2026, 11, 1), dry_run=False, triggered_by="test")
     job_runs.fail_run(run.id, "mail server down")

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from isp_admin.extensions import db
-from isp_admin.services import tokens as token_service
+from isp_admin.services.identity import tokens as token_service
 from tests.factories import PASSWORD, CustomerFactory, UserFactory
 
 CARD = "4111 1111 1111 1111"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from isp_admin.services.mail import build_message, send_email
+from isp_admin.services.messaging.mail import build_message, send_email
 from tests.factories import UserFactory
 from tests.web.test_auth import (
     RESET_SENT,

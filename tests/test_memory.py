@@ -19,7 +19,7 @@ from tests.conftest import ROOT
 
 HEAVY = ("alembic", "flask_migrate", "mako", "cryptography.hazmat", "cryptography.fernet", "rq", "rq_scheduler",
          "weasyprint", "pydyf", "rich", "pygments", "faker", "factory", "isp_admin.cli.",
-         "isp_admin.services.test_data", "isp_admin.services.backup")
+         "isp_admin.services.sample_data.generator", "isp_admin.services.platform.backup")
 
 WORKER = """
 import json, sys

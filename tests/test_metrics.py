@@ -10,7 +10,7 @@ from isp_admin.extensions import cache, db
 from isp_admin.models import Invoice
 from isp_admin.models.base import utcnow
 from isp_admin.observability.metrics import BUSINESS_CACHE_KEY
-from isp_admin.services.clock import today
+from isp_admin.services.platform.clock import today
 from tests.api.helpers import bearer
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
@@ -89,7 +89,7 @@ def test_business_gauges_match_the_database(client):
 
 
 def test_job_runs_are_reported_by_kind_and_outcome(client, runner):
-    from isp_admin.services import job_runs
+    from isp_admin.services.platform import job_runs
 
     run = job_runs.start_run("mark_overdue", today(), dry_run=False, triggered_by="test")
     job_runs.fail_run(run.id, "boom")

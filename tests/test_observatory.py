@@ -42,7 +42,7 @@ from isp_admin import create_app
 from isp_admin.config import load_config
 from isp_admin.extensions import db
 from isp_admin.models import User
-from isp_admin.services.users import make_reset_token
+from isp_admin.services.identity.users import make_reset_token
 from tests.api.helpers import bearer
 from tests.conftest import RUN_ID
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory

@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from isp_admin.extensions import db
 from isp_admin.models import ApiToken
-from isp_admin.services.audit import SYSTEM, acting_as
-from isp_admin.services.clock import today
-from isp_admin.services.demo import bill_history
-from isp_admin.services.test_data import generate
+from isp_admin.services.platform.audit import SYSTEM, acting_as
+from isp_admin.services.platform.clock import today
+from isp_admin.services.sample_data.demo import bill_history
+from isp_admin.services.sample_data.generator import generate
 from tests.factories import UserFactory
 
 ENDPOINTS = [

@@ -9,7 +9,7 @@ from sqlalchemy import event, text
 
 from isp_admin import create_app
 from isp_admin.extensions import db
-from isp_admin.services import customers as customer_service
+from isp_admin.services.customers import accounts as customer_service
 from tests.conftest import (
     RUN_ID,
     FreshContextClient,

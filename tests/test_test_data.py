@@ -20,13 +20,13 @@ from isp_admin.models import (
     Plan,
     Subscription,
 )
-from isp_admin.services.audit import SYSTEM, acting_as
-from isp_admin.services.clock import today
-from isp_admin.services.collections import run_mark_overdue
-from isp_admin.services.ledger import customer_balance
-from isp_admin.services.payments import record_payment
-from isp_admin.services.reconcile import reconcile
-from isp_admin.services.test_data import generate
+from isp_admin.services.billing.collections import run_mark_overdue
+from isp_admin.services.billing.ledger import customer_balance
+from isp_admin.services.billing.payments import record_payment
+from isp_admin.services.billing.reconcile import reconcile
+from isp_admin.services.platform.audit import SYSTEM, acting_as
+from isp_admin.services.platform.clock import today
+from isp_admin.services.sample_data.generator import generate
 from tests.conftest import ROOT, app_config, truncate_all
 
 

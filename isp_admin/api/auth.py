@@ -10,8 +10,8 @@ from isp_admin.extensions import db
 from isp_admin.models.base import utcnow
 from isp_admin.permissions import PERMISSIONS
 from isp_admin.ratelimit import rejected_token_allowed
-from isp_admin.services import tokens as token_service
-from isp_admin.services.audit import Actor, set_actor_provider
+from isp_admin.services.identity import tokens as token_service
+from isp_admin.services.platform.audit import Actor, set_actor_provider
 
 REALM = 'Bearer realm="isp-admin"'
 URL_TOKEN_PARAMS = ("access_token", "token")

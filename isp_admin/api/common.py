@@ -14,8 +14,8 @@ from isp_admin.api.arguments import ApiArgumentsParser
 from isp_admin.api.envelope import envelope, timestamp
 from isp_admin.api.errors import invalid_arguments
 from isp_admin.api.versioning import API_VERSION
-from isp_admin.services import versions
-from isp_admin.services.pagination import Page
+from isp_admin.services.platform import versions
+from isp_admin.services.platform.pagination import Page
 
 MAX_PAGE_SIZE = 200
 CURSOR_ARGS = ("page", "after", "before")

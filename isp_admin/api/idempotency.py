@@ -36,7 +36,7 @@ from isp_admin.errors import AppError, Conflict, error_response
 from isp_admin.extensions import db
 from isp_admin.models import IdempotencyKey
 from isp_admin.models.base import utcnow
-from isp_admin.services.retention import IDEMPOTENCY_KEY_TTL as KEY_TTL
+from isp_admin.services.platform.retention import IDEMPOTENCY_KEY_TTL as KEY_TTL
 
 log = logging.getLogger(__name__)
 HEADER = "Idempotency-Key"

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from isp_admin.cli.data import data_cli
-from isp_admin.services import backup as backup_service
+from isp_admin.services.platform import backup as backup_service
 
 
 def _key() -> str:

@@ -14,10 +14,13 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from isp_admin.extensions import db
-from isp_admin.services import billing, collections, delivery, job_runs
-from isp_admin.services.audit import SYSTEM, acting_as
-from isp_admin.services.clock import today
-from isp_admin.services.money import format_cents
+from isp_admin.services.billing import collections
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.money import format_cents
+from isp_admin.services.messaging import delivery
+from isp_admin.services.platform import job_runs
+from isp_admin.services.platform.audit import SYSTEM, acting_as
+from isp_admin.services.platform.clock import today
 
 billing_cli = AppGroup("billing", help="Billing and collections steps.")
 
@@ -63,7 +66,7 @@ def _preview(kind: str, as_of: date, apply: bool) -> dict:
         return {"queued": len(ids)}
     affected = PLANS[kind](as_of)
     if kind == "enforce_overdue":  # a suspension's amount is what the customer owes past due
-        from isp_admin.services.ledger import overdue_cents
+        from isp_admin.services.billing.ledger import overdue_cents
 
         owed = {c: overdue_cents(c, as_of) for c in {a.customer_id for a in affected}}
         for a in affected:
@@ -140,7 +143,7 @@ def _step_command(name: str, kind: str):
     @click.option("--dry-run", "preview", is_flag=True, help="Print who would be affected, with amounts.")
     def command(as_of, preview: bool) -> None:
         from isp_admin.errors import Invalid
-        from isp_admin.services import bounds
+        from isp_admin.services.platform import bounds
 
         day = as_of.date() if as_of else today()
         try:
@@ -160,7 +163,7 @@ for _name, _kind in STEP_COMMANDS.items():
 @billing_cli.command("reconcile")
 def reconcile_command() -> None:
     """Recompute every balance from its rows; print each mismatch and exit 1 if there is any."""
-    from isp_admin.services.reconcile import reconcile
+    from isp_admin.services.billing.reconcile import reconcile
 
     mismatches = reconcile()
     for m in mismatches:

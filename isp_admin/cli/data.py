@@ -9,11 +9,11 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from isp_admin.extensions import db
-from isp_admin.services import users as user_service
-from isp_admin.services.audit import SYSTEM, acting_as
-from isp_admin.services.clock import today
-from isp_admin.services.demo import bill_history
-from isp_admin.services.test_data import MAX_HISTORY_MONTHS, generate
+from isp_admin.services.identity import users as user_service
+from isp_admin.services.platform.audit import SYSTEM, acting_as
+from isp_admin.services.platform.clock import today
+from isp_admin.services.sample_data.demo import bill_history
+from isp_admin.services.sample_data.generator import MAX_HISTORY_MONTHS, generate
 
 data_cli = AppGroup("data", help="Test data and demo set-up.")
 
@@ -72,7 +72,7 @@ def cleanup_old_data(days: int, preview: bool) -> None:
 
     Money records are never touched.
     """
-    from isp_admin.services.retention import cleanup_old_data as cleanup
+    from isp_admin.services.platform.retention import cleanup_old_data as cleanup
 
     result = cleanup(days, dry_run=preview)
     if preview:

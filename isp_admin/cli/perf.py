@@ -27,9 +27,9 @@ from isp_admin.errors import AppError
 from isp_admin.extensions import db
 from isp_admin.models import User
 from isp_admin.models.base import utcnow
-from isp_admin.services import tokens as token_service
-from isp_admin.services import users as user_service
-from isp_admin.services.audit import SYSTEM, acting_as
+from isp_admin.services.identity import tokens as token_service
+from isp_admin.services.identity import users as user_service
+from isp_admin.services.platform.audit import SYSTEM, acting_as
 
 perf_cli = AppGroup("perf", help="Measure the API's latency and queries per request.")
 

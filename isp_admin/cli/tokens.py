@@ -9,9 +9,9 @@ from flask.cli import AppGroup
 from isp_admin.errors import AppError
 from isp_admin.extensions import db
 from isp_admin.models.base import utcnow
-from isp_admin.services import tokens as token_service
-from isp_admin.services import users as user_service
-from isp_admin.services.audit import SYSTEM, acting_as
+from isp_admin.services.identity import tokens as token_service
+from isp_admin.services.identity import users as user_service
+from isp_admin.services.platform.audit import SYSTEM, acting_as
 
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
 

@@ -7,8 +7,8 @@ from flask.cli import AppGroup
 from isp_admin.errors import AppError
 from isp_admin.extensions import db
 from isp_admin.models.users import ROLES
-from isp_admin.services import users as user_service
-from isp_admin.services.audit import SYSTEM, acting_as
+from isp_admin.services.identity import users as user_service
+from isp_admin.services.platform.audit import SYSTEM, acting_as
 
 users_cli = AppGroup("users", help="Manage staff users.")
 

@@ -15,7 +15,7 @@ from flask import current_app
 from isp_admin.errors import AppError, Invalid
 from isp_admin.extensions import db
 from isp_admin.models import JobRun
-from isp_admin.services import job_runs
+from isp_admin.services.platform import job_runs
 
 if TYPE_CHECKING:
     from rq import Queue
@@ -120,8 +120,8 @@ def start_run(kind: str, as_of: date, triggered_by: str) -> JobRun:
     """Record a run of `kind` for `as_of` and enqueue its coordinating job; commits, so workers see the run."""
     if kind not in KINDS:
         raise Invalid("Unknown kind of run.", {"kind": f"Choose one of: {', '.join(KINDS)}."})
-    from isp_admin.services.bounds import check_past_dates
-    from isp_admin.services.clock import today
+    from isp_admin.services.platform.bounds import check_past_dates
+    from isp_admin.services.platform.clock import today
 
     check_past_dates(today(), as_of=as_of)
     queue = get_queue()  # before writing anything: no orphan "running" row when Redis is down

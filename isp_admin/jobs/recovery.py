@@ -31,7 +31,7 @@ from isp_admin.extensions import db
 from isp_admin.jobs.queue import FANNED_OUT, KINDS, NIGHTLY_STEPS, get_queue, queue_name, run_job_id
 from isp_admin.models import JobRun
 from isp_admin.models.base import utcnow
-from isp_admin.services import audit, job_runs
+from isp_admin.services.platform import audit, job_runs
 
 log = logging.getLogger(__name__)
 # Runs the CLI does in its own process (run_inline) have no RQ jobs: they are not the workers' to resume.
@@ -401,7 +401,7 @@ class SweepThread(threading.Thread):
 
     def sweep_once(self, interval: int) -> list[Outcome]:
         """Take the deployment's sweep lock (it expires by itself) and sweep; [] when another worker holds it."""
-        from isp_admin.services.audit import SYSTEM, acting_as
+        from isp_admin.services.platform.audit import SYSTEM, acting_as
 
         if self.connection is None:
             timeout = self.app.config["REDIS_SOCKET_TIMEOUT"]

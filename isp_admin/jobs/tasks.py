@@ -31,8 +31,11 @@ from isp_admin.jobs.queue import (
     queue_name,
 )
 from isp_admin.models import JobRun
-from isp_admin.services import billing, collections, delivery, job_runs
-from isp_admin.services.clock import today
+from isp_admin.services.billing import collections
+from isp_admin.services.billing import run as billing
+from isp_admin.services.messaging import delivery
+from isp_admin.services.platform import job_runs
+from isp_admin.services.platform.clock import today
 
 DELIVERY_CHUNK_SIZE = 200
 log = logging.getLogger(__name__)

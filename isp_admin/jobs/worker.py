@@ -19,7 +19,7 @@ from flask import Flask, has_app_context
 from rq import Worker, worker_registration
 
 from isp_admin.extensions import db
-from isp_admin.services.audit import SYSTEM, acting_as
+from isp_admin.services.platform.audit import SYSTEM, acting_as
 
 log = structlog.get_logger("isp_admin.jobs")
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)

@@ -69,7 +69,7 @@ class ChangeVersion(db.Model):
     """A table's data version: PostgreSQL bumps it in every transaction that changes the table (migration 0004).
 
     Caches of counts, page anchors and list ETags are keyed by these numbers, so a cached figure is used only while
-    its table is exactly as it was computed from (isp_admin.services.versions).
+    its table is exactly as it was computed from (isp_admin.services.platform.versions).
     """
 
     __tablename__ = "change_versions"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from wtforms import StringField, ValidationError
 
-from isp_admin.services.money import cents_to_input, parse_money
+from isp_admin.services.billing.money import cents_to_input, parse_money
 
 
 class MoneyField(StringField):

@@ -9,8 +9,8 @@ from markupsafe import Markup, escape
 from wtforms import Form
 
 from isp_admin.errors import AppError
-from isp_admin.services.money import format_cents
-from isp_admin.services.versions import VersionedCache
+from isp_admin.services.billing.money import format_cents
+from isp_admin.services.platform.versions import VersionedCache
 from isp_admin.web.access import can
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from isp_admin.extensions import db
-from isp_admin.services import tokens as token_service
+from isp_admin.services.identity import tokens as token_service
 from tests.factories import UserFactory
 
 

@@ -14,8 +14,8 @@ from sqlalchemy import insert
 
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Invoice, Payment, Plan, Subscription
-from isp_admin.services.clock import today
-from isp_admin.services.customers import invalidate_customer_totals
+from isp_admin.services.customers.accounts import invalidate_customer_totals
+from isp_admin.services.platform.clock import today
 from tests.api.helpers import bearer
 from tests.api.test_envelope import assert_error
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory

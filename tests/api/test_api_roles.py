@@ -16,10 +16,11 @@ import redis
 from sqlalchemy import text
 
 from isp_admin.extensions import db
-from isp_admin.services import invoices as invoice_service
-from isp_admin.services import job_runs, payments
-from isp_admin.services.clock import today
-from isp_admin.services.tokens import allowed_scopes
+from isp_admin.services.billing import invoices as invoice_service
+from isp_admin.services.billing import payments
+from isp_admin.services.identity.tokens import allowed_scopes
+from isp_admin.services.platform import job_runs
+from isp_admin.services.platform.clock import today
 from tests.api.helpers import bearer
 from tests.api.test_billing_api import BULK_REDIS_DB, drop_queue
 from tests.api.test_envelope import assert_error

@@ -14,8 +14,8 @@ from sqlalchemy import func, select, update
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, CreditNote, Invoice, InvoiceLine, JobRun, Notification, Payment
-from isp_admin.services import invoices as invoice_service
-from isp_admin.services.clock import today
+from isp_admin.services.billing import invoices as invoice_service
+from isp_admin.services.platform.clock import today
 from tests.api.helpers import bearer
 from tests.api.test_customers_api import assert_ok
 from tests.api.test_envelope import assert_error

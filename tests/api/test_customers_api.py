@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer
-from isp_admin.services.clock import today
+from isp_admin.services.platform.clock import today
 from tests.api.helpers import bearer
 from tests.api.test_envelope import TIMESTAMP, assert_error
 from tests.factories import CustomerFactory, SubscriptionFactory

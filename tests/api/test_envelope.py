@@ -7,7 +7,7 @@ from datetime import timedelta
 from isp_admin.extensions import db
 from isp_admin.models import ApiToken
 from isp_admin.models.base import utcnow
-from isp_admin.services import tokens as token_service
+from isp_admin.services.identity import tokens as token_service
 from tests.api.helpers import bearer
 from tests.factories import PlanFactory, UserFactory
 

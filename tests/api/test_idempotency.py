@@ -26,7 +26,7 @@ from isp_admin.devserver import serve_in_background
 from isp_admin.extensions import db
 from isp_admin.models import Customer, IdempotencyKey, Invoice, JobRun, Payment
 from isp_admin.models.base import utcnow
-from isp_admin.services.clock import today
+from isp_admin.services.platform.clock import today
 from tests.conftest import RUN_ID, clean_context
 from tests.factories import CustomerFactory, SubscriptionFactory, UserFactory
 from tests.gunicorn_helpers import PAYMENTS, billing_token, call, gunicorn, send_together, wait_until

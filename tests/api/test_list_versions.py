@@ -15,8 +15,9 @@ from sqlalchemy import insert, text
 from isp_admin.extensions import db
 from isp_admin.models import Customer
 from isp_admin.models.customers import CUSTOMER_STATUSES
-from isp_admin.services import customers, versions
-from isp_admin.services.customers import create_customer, update_customer
+from isp_admin.services.customers import accounts as customers
+from isp_admin.services.customers.accounts import create_customer, update_customer
+from isp_admin.services.platform import versions
 from tests.api.helpers import bearer
 from tests.conftest import is_postgres
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory

@@ -16,7 +16,7 @@ from openapi_spec_validator import validate as validate_openapi
 
 from isp_admin.errors import HTTP_CODES, AppError
 from isp_admin.jobs.queue import QueueUnavailable
-from isp_admin.services.tokens import TokenRejected
+from isp_admin.services.identity.tokens import TokenRejected
 from tests.api.helpers import bearer
 from tests.conftest import clean_context
 from tests.factories import CustomerFactory, SubscriptionFactory

@@ -29,7 +29,7 @@ from isp_admin import create_app
 from isp_admin.devserver import free_port, redis_server_binary, serve_in_background
 from isp_admin.extensions import db, limiter
 from isp_admin.models.users import ApiToken
-from isp_admin.services import tokens as token_service
+from isp_admin.services.identity import tokens as token_service
 from tests.api.helpers import bearer
 from tests.api.test_idempotency import call, wait_until
 from tests.conftest import PASSWORD, RUN_ID, FreshContextClient, app_config, clean_context

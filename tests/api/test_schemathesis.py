@@ -36,11 +36,11 @@ from schemathesis.openapi.checks import RejectedPositiveData
 from isp_admin import create_app
 from isp_admin.api.postman import example_value
 from isp_admin.extensions import db
-from isp_admin.services import invoices as invoice_service
-from isp_admin.services import job_runs
-from isp_admin.services import payments as payment_service
-from isp_admin.services import tokens as token_service
-from isp_admin.services.clock import today
+from isp_admin.services.billing import invoices as invoice_service
+from isp_admin.services.billing import payments as payment_service
+from isp_admin.services.identity import tokens as token_service
+from isp_admin.services.platform import job_runs
+from isp_admin.services.platform.clock import today
 from tests.conftest import PG_URL, app_config, clean_context
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 

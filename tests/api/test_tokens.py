@@ -11,7 +11,7 @@ from isp_admin.errors import Forbidden, Invalid
 from isp_admin.extensions import db
 from isp_admin.models import ApiToken, AuditEvent
 from isp_admin.models.base import utcnow
-from isp_admin.services import tokens as token_service
+from isp_admin.services.identity import tokens as token_service
 from tests.factories import UserFactory
 
 

@@ -23,7 +23,7 @@ from datetime import date
 from sqlalchemy import text
 
 from isp_admin.extensions import db
-from isp_admin.services.reconcile import reconcile
+from isp_admin.services.billing.reconcile import reconcile
 
 
 def _rows(sql: str, **params) -> list:

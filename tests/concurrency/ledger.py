@@ -10,9 +10,10 @@ from sqlalchemy import func, select
 
 from isp_admin.extensions import db
 from isp_admin.models import CreditNote, Invoice, InvoiceLine, Payment, PaymentAllocation, Subscription
-from isp_admin.services import billing, payments
-from isp_admin.services import invoices as invoice_service
-from isp_admin.services.clock import today
+from isp_admin.services.billing import invoices as invoice_service
+from isp_admin.services.billing import payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.platform.clock import today
 from tests.factories import SubscriptionFactory
 
 

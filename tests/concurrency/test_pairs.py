@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from isp_admin.extensions import db
 from isp_admin.models import Invoice, InvoiceLine, Payment, Subscription
-from isp_admin.services import subscriptions as subscription_service
-from isp_admin.services.calendar import prorate, tax_on
-from isp_admin.services.clock import today
+from isp_admin.services.billing.calendar import prorate, tax_on
+from isp_admin.services.customers import subscriptions as subscription_service
+from isp_admin.services.platform.clock import today
 from tests.concurrency import ledger
 from tests.concurrency.invariants import coverage_problems, ledger_problems
 from tests.concurrency.racing import Request, assert_clean, race

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 
 from isp_admin.extensions import db
 from isp_admin.models import JobRun, Payment
-from isp_admin.services.clock import today
+from isp_admin.services.platform.clock import today
 from tests.e2e.test_browser import RECORD_CSP_VIOLATIONS
 from tests.factories import UserFactory
 from tests.web.billing_world import billed_customer

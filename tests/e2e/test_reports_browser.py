@@ -7,8 +7,8 @@ import pytest
 from playwright.sync_api import expect
 
 from isp_admin.extensions import db
-from isp_admin.services import invoices
-from isp_admin.services.clock import today
+from isp_admin.services.billing import invoices
+from isp_admin.services.platform.clock import today
 from tests.e2e.test_browser import CSP_WORDS, RECORD_CSP_VIOLATIONS
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 

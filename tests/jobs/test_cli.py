@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Invoice, InvoiceLine, JobRun, Notification, Subscription
-from isp_admin.services import billing
+from isp_admin.services.billing import run as billing
 from tests.conftest import clean_context
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 

@@ -16,10 +16,10 @@ from sqlalchemy import select, text
 from isp_admin.extensions import db
 from isp_admin.jobs.queue import start_run
 from isp_admin.models import InvoiceLine, JobRun
-from isp_admin.services.billing import plan_invoices
-from isp_admin.services.clock import today
-from isp_admin.services.reconcile import reconcile
-from isp_admin.services.test_data import generate
+from isp_admin.services.billing.reconcile import reconcile
+from isp_admin.services.billing.run import plan_invoices
+from isp_admin.services.platform.clock import today
+from isp_admin.services.sample_data.generator import generate
 from tests.jobs.conftest import (
     assert_gapless,
     invoice_numbers,

@@ -12,8 +12,10 @@ from sqlalchemy import select
 from isp_admin.errors import BusinessRuleViolation
 from isp_admin.extensions import db
 from isp_admin.models import Invoice, JobRun, Notification
-from isp_admin.services import billing, collections, delivery, invoices, payments
-from isp_admin.services.pdf import render_invoice_pdf
+from isp_admin.services.billing import collections, invoices, payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.pdf import render_invoice_pdf
+from isp_admin.services.messaging import delivery
 from tests.conftest import clean_context
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 from tests.web.test_auth import free_port, running_smtp_server
@@ -106,7 +108,7 @@ def test_the_pdf_shows_the_lines_with_their_proration(mail_app):
     invoice = billing.generate_invoice_for_customer(customer.id, date(2026, 3, 22))
     db.session.commit()
 
-    from isp_admin.services.pdf import render_invoice_html
+    from isp_admin.services.billing.pdf import render_invoice_html
 
     html = render_invoice_html(invoice.id)
     assert "Ben Otieno" in html and "INV-2026-000001" in html and "Acme Fibre Ltd" in html

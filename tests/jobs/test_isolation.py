@@ -15,8 +15,10 @@ from isp_admin.extensions import db
 from isp_admin.jobs import tasks
 from isp_admin.jobs.queue import start_run
 from isp_admin.models import Invoice, InvoiceLine, JobRun, Subscription
-from isp_admin.services import billing, collections, job_runs
-from isp_admin.services.reconcile import reconcile
+from isp_admin.services.billing import collections
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.reconcile import reconcile
+from isp_admin.services.platform import job_runs
 from tests.conftest import is_postgres
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 from tests.jobs.conftest import assert_gapless, invoice_numbers, line_counts, run_worker

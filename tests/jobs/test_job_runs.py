@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from isp_admin.extensions import db
 from isp_admin.jobs.queue import QueueUnavailable, get_queue, start_run
 from isp_admin.models import JobRun
-from isp_admin.services import job_runs
+from isp_admin.services.platform import job_runs
 from tests.conftest import clean_context
 from tests.web.test_auth import free_port
 

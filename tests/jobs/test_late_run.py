@@ -29,10 +29,10 @@ from isp_admin.extensions import cache, db
 from isp_admin.jobs import tasks
 from isp_admin.jobs.queue import get_queue, start_run
 from isp_admin.models import Customer, Invoice, InvoiceLine, JobRun, Notification, Subscription
-from isp_admin.services import job_runs
-from isp_admin.services.calendar import tax_on
-from isp_admin.services.payments import record_payment
-from isp_admin.services.reconcile import reconcile
+from isp_admin.services.billing.calendar import tax_on
+from isp_admin.services.billing.payments import record_payment
+from isp_admin.services.billing.reconcile import reconcile
+from isp_admin.services.platform import job_runs
 from tests.conftest import truncate_all
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 from tests.jobs.conftest import run_worker

@@ -23,9 +23,9 @@ from isp_admin.jobs.queue import get_queue, run_job_id, start_run
 from isp_admin.jobs.schedule import scheduled
 from isp_admin.models import AuditEvent, JobRun
 from isp_admin.models.base import utcnow
-from isp_admin.services import job_runs
-from isp_admin.services.billing import customers_due as due_customer_ids
-from isp_admin.services.billing import plan_invoices
+from isp_admin.services.billing.run import customers_due as due_customer_ids
+from isp_admin.services.billing.run import plan_invoices
+from isp_admin.services.platform import job_runs
 from tests.factories import PASSWORD, UserFactory
 from tests.jobs.conftest import assert_gapless, invoice_numbers, line_counts, run_worker, start_flask
 from tests.jobs.test_crash_safety import descendants

@@ -17,7 +17,9 @@ from isp_admin.models import (
     PaymentAllocation,
 )
 from isp_admin.models.base import utcnow
-from isp_admin.services import billing, invoices, job_runs, payments
+from isp_admin.services.billing import invoices, payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.platform import job_runs
 from tests.factories import CustomerFactory, SubscriptionFactory
 
 DAY = date(2026, 3, 1)

@@ -9,9 +9,9 @@ from isp_admin.extensions import db
 from isp_admin.jobs import tasks
 from isp_admin.jobs.queue import get_queue, start_run
 from isp_admin.models import AuditEvent, InvoiceLine, JobRun, Notification
-from isp_admin.services import job_runs
-from isp_admin.services.billing import plan_invoices
-from isp_admin.services.job_runs import progress
+from isp_admin.services.billing.run import plan_invoices
+from isp_admin.services.platform import job_runs
+from isp_admin.services.platform.job_runs import progress
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 from tests.jobs.conftest import assert_gapless, invoice_numbers, line_counts, run_worker
 from tests.web.test_auth import running_smtp_server

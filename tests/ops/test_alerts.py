@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from isp_admin.extensions import cache, db
 from isp_admin.observability.metrics import BUSINESS_CACHE_KEY
-from isp_admin.services import job_runs
-from isp_admin.services.clock import today
+from isp_admin.services.platform import job_runs
+from isp_admin.services.platform.clock import today
 from tests.conftest import ROOT
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"

@@ -28,7 +28,7 @@ from isp_admin.config import engine_options, load_config, redis_timeouts
 from isp_admin.devserver import free_port, redis_server_binary
 from isp_admin.extensions import db, limiter
 from isp_admin.models import JobRun
-from isp_admin.services.clock import today
+from isp_admin.services.platform.clock import today
 from tests.api.helpers import bearer
 from tests.api.test_idempotency import wait_until
 from tests.conftest import PASSWORD, FreshContextClient, app_config, clean_context

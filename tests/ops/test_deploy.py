@@ -36,7 +36,7 @@ from isp_admin import create_app
 from isp_admin.devserver import free_port
 from isp_admin.extensions import db
 from isp_admin.models import Invoice
-from isp_admin.services.clock import today
+from isp_admin.services.platform.clock import today
 from tests.conftest import ROOT, RUN_ID, app_config, create_database, drop_database
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 

@@ -3,7 +3,7 @@ a read between a service's invalidation and its commit cannot leave the old figu
 from __future__ import annotations
 
 from isp_admin.extensions import db
-from isp_admin.services import customers
+from isp_admin.services.customers import accounts as customers
 from tests.factories import CustomerFactory
 
 

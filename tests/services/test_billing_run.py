@@ -11,8 +11,10 @@ from sqlalchemy.exc import IntegrityError
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Invoice, InvoiceLine, Notification, Subscription
-from isp_admin.services import billing, payments, subscriptions
-from isp_admin.services.reconcile import reconcile
+from isp_admin.services.billing import payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.reconcile import reconcile
+from isp_admin.services.customers import subscriptions
 from tests.conftest import is_postgres
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
@@ -224,7 +226,7 @@ def test_earlier_credit_pays_the_new_invoice_automatically(app):
     [still_open] = invoices_of(partly.customer_id)
     assert (still_open.status, still_open.amount_paid_cents, still_open.balance_cents) == ("open", 1000, 2480)
     # The rest of the overpayment stays credit for the next invoice.
-    from isp_admin.services.ledger import customer_balance
+    from isp_admin.services.billing.ledger import customer_balance
 
     assert customer_balance(covered.customer_id, D(2026, 3, 1)).credit_cents == 5000 - 3480
     assert reconcile() == []

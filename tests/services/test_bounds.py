@@ -11,9 +11,11 @@ from sqlalchemy import select, text
 from isp_admin.errors import Invalid
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, InvoiceLine, Subscription
-from isp_admin.services import billing, invoices, payments, subscriptions
-from isp_admin.services.clock import today
-from isp_admin.services.reconcile import reconcile
+from isp_admin.services.billing import invoices, payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.reconcile import reconcile
+from isp_admin.services.customers import subscriptions
+from isp_admin.services.platform.clock import today
 from tests.api.helpers import bearer
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 

@@ -5,7 +5,7 @@ from datetime import date
 
 import pytest
 
-from isp_admin.services.calendar import add_months, bill_date, next_bill_date_after
+from isp_admin.services.billing.calendar import add_months, bill_date, next_bill_date_after
 
 
 @pytest.mark.parametrize(("year", "day", "expected"), [

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Invoice, Notification, Subscription
-from isp_admin.services import collections, invoices, payments
+from isp_admin.services.billing import collections, invoices, payments
 from tests.factories import CustomerFactory, SubscriptionFactory
 
 D = date

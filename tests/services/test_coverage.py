@@ -12,11 +12,13 @@ from sqlalchemy import select, text
 
 from isp_admin.extensions import db
 from isp_admin.models import InvoiceLine, Subscription, SuspensionPeriod
-from isp_admin.services import billing, collections, payments, subscriptions
-from isp_admin.services.coverage import coverage_problems
-from isp_admin.services.invoices import plan_changed_on
-from isp_admin.services.ledger import customer_balance
-from isp_admin.services.reconcile import reconcile
+from isp_admin.services.billing import collections, payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.coverage import coverage_problems
+from isp_admin.services.billing.invoices import plan_changed_on
+from isp_admin.services.billing.ledger import customer_balance
+from isp_admin.services.billing.reconcile import reconcile
+from isp_admin.services.customers import subscriptions
 from tests.conftest import delete_all_rows
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 

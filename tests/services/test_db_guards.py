@@ -10,7 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from isp_admin.extensions import db
-from isp_admin.services import billing, invoices, payments
+from isp_admin.services.billing import invoices, payments
+from isp_admin.services.billing import run as billing
 from tests.factories import PlanFactory, SubscriptionFactory
 
 D = date

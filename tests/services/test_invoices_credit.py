@@ -10,9 +10,11 @@ from sqlalchemy.exc import IntegrityError
 from isp_admin.errors import BusinessRuleViolation, Invalid
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, CreditAllocation, CreditNote, Invoice, InvoiceLine, PaymentAllocation
-from isp_admin.services import billing, collections, invoices, payments, subscriptions
-from isp_admin.services.ledger import customer_balance
-from isp_admin.services.reconcile import reconcile
+from isp_admin.services.billing import collections, invoices, payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.ledger import customer_balance
+from isp_admin.services.billing.reconcile import reconcile
+from isp_admin.services.customers import subscriptions
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 D = date

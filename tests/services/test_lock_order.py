@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import event
 
 from isp_admin.extensions import db
-from isp_admin.services import billing, invoices, payments, subscriptions
+from isp_admin.services.billing import invoices, payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.customers import subscriptions
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 D = date

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from isp_admin.services.money import cents_to_input, format_cents, parse_money
+from isp_admin.services.billing.money import cents_to_input, format_cents, parse_money
 
 
 @pytest.mark.parametrize(("typed", "cents"), [

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from isp_admin.extensions import db
 from isp_admin.models import CreditNote, DocumentSequence, Invoice
-from isp_admin.services import invoices
-from isp_admin.services.numbering import allocate_numbers
+from isp_admin.services.billing import invoices
+from isp_admin.services.billing.numbering import allocate_numbers
 from tests.conftest import is_postgres
 from tests.factories import CustomerFactory
 

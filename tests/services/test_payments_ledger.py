@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Invoice, Notification, Payment, PaymentAllocation, Subscription
-from isp_admin.services import invoices, payments
-from isp_admin.services.ledger import customer_balance
-from isp_admin.services.reconcile import reconcile
+from isp_admin.services.billing import invoices, payments
+from isp_admin.services.billing.ledger import customer_balance
+from isp_admin.services.billing.reconcile import reconcile
 from tests.conftest import is_postgres
 from tests.factories import CustomerFactory, SubscriptionFactory
 from tests.services.test_billing_run import in_threads

@@ -20,10 +20,12 @@ from isp_admin.models import (
     PaymentAllocation,
     Subscription,
 )
-from isp_admin.services import billing, collections, invoices, payments, subscriptions
-from isp_admin.services.invoices import plan_changed_on
-from isp_admin.services.ledger import customer_balance
-from isp_admin.services.reconcile import reconcile
+from isp_admin.services.billing import collections, invoices, payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.invoices import plan_changed_on
+from isp_admin.services.billing.ledger import customer_balance
+from isp_admin.services.billing.reconcile import reconcile
+from isp_admin.services.customers import subscriptions
 from tests.conftest import delete_all_rows
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 

@@ -10,8 +10,9 @@ from sqlalchemy import select
 from isp_admin.errors import BusinessRuleViolation
 from isp_admin.extensions import db
 from isp_admin.models import CreditNote, Invoice, InvoiceLine, Subscription
-from isp_admin.services import billing, subscriptions
-from isp_admin.services.calendar import bill_date, due_periods, prorate, round_half_up, tax_on
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.calendar import bill_date, due_periods, prorate, round_half_up, tax_on
+from isp_admin.services.customers import subscriptions
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 D = date

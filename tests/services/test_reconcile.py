@@ -7,8 +7,10 @@ import pytest
 from sqlalchemy import text
 
 from isp_admin.extensions import db
-from isp_admin.services import billing, invoices, payments, subscriptions
-from isp_admin.services.reconcile import reconcile
+from isp_admin.services.billing import invoices, payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.reconcile import reconcile
+from isp_admin.services.customers import subscriptions
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 D = date

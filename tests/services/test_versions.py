@@ -13,10 +13,10 @@ from sqlalchemy import insert, text
 
 from isp_admin.extensions import db
 from isp_admin.models import Plan, Subscription
-from isp_admin.services import versions
-from isp_admin.services.clock import today
-from isp_admin.services.customers import create_customer, update_customer
-from isp_admin.services.versions import VersionedCache
+from isp_admin.services.customers.accounts import create_customer, update_customer
+from isp_admin.services.platform import versions
+from isp_admin.services.platform.clock import today
+from isp_admin.services.platform.versions import VersionedCache
 from tests.api.test_api_lists import make_invoice, make_payment
 from tests.conftest import is_postgres
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory

@@ -6,7 +6,7 @@ from datetime import date
 
 from isp_admin.extensions import db
 from isp_admin.models import Invoice, InvoiceLine, JobRun, Notification, Payment, PaymentAllocation
-from isp_admin.services import billing
+from isp_admin.services.billing import run as billing
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 # A subscription starting on 10 January with billing day 1 is first billed for 22 of January's 31 days.

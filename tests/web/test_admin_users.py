@@ -10,7 +10,7 @@ from werkzeug.routing import Rule
 from isp_admin.errors import BusinessRuleViolation
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, User
-from isp_admin.services import users as user_service
+from isp_admin.services.identity import users as user_service
 from tests.factories import UserFactory
 from tests.web.test_auth import (
     FAILED,

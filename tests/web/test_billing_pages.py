@@ -13,9 +13,11 @@ from sqlalchemy import func, select
 
 from isp_admin.extensions import db
 from isp_admin.models import Invoice, JobRun, Notification
-from isp_admin.services import billing, billing_queries, collections
-from isp_admin.services import payments as payment_service
-from isp_admin.services.clock import today
+from isp_admin.services.billing import collections
+from isp_admin.services.billing import operations as billing_queries
+from isp_admin.services.billing import payments as payment_service
+from isp_admin.services.billing import run as billing
+from isp_admin.services.platform.clock import today
 from tests.conftest import REDIS_URL, RUN_ID
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 from tests.web.billing_world import billed_customer, billing_records

@@ -9,10 +9,11 @@ from sqlalchemy import func, select
 
 from isp_admin.extensions import cache, db
 from isp_admin.models import AuditEvent, Customer, Plan
-from isp_admin.services import subscriptions as subscription_service
-from isp_admin.services import test_data, versions
-from isp_admin.services.clock import today
-from isp_admin.services.pagination import encode_cursor
+from isp_admin.services.customers import subscriptions as subscription_service
+from isp_admin.services.platform import versions
+from isp_admin.services.platform.clock import today
+from isp_admin.services.platform.pagination import encode_cursor
+from isp_admin.services.sample_data import generator as test_data
 from tests.conftest import is_postgres
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 
 from isp_admin.extensions import db
-from isp_admin.services import subscriptions as subscription_service
-from isp_admin.services.clock import today
-from isp_admin.services.dashboard import dashboard_summary
+from isp_admin.services.customers import subscriptions as subscription_service
+from isp_admin.services.platform.clock import today
+from isp_admin.services.reporting.dashboard import dashboard_summary
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 

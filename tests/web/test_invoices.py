@@ -9,10 +9,11 @@ from sqlalchemy import func, select
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, CreditNote, Invoice, InvoiceLine, Notification
-from isp_admin.services import billing, test_data
-from isp_admin.services import invoices as invoice_service
-from isp_admin.services import payments as payment_service
-from isp_admin.services.clock import today
+from isp_admin.services.billing import invoices as invoice_service
+from isp_admin.services.billing import payments as payment_service
+from isp_admin.services.billing import run as billing
+from isp_admin.services.platform.clock import today
+from isp_admin.services.sample_data import generator as test_data
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 from tests.web.billing_world import START, billed_customer
 

@@ -10,10 +10,13 @@ from sqlalchemy import func, select
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Payment, PaymentAllocation
-from isp_admin.services import billing, invoice_queries, ledger, test_data
-from isp_admin.services import invoices as invoice_service
-from isp_admin.services import payments as payment_service
-from isp_admin.services.clock import today
+from isp_admin.services.billing import invoices as invoice_service
+from isp_admin.services.billing import ledger
+from isp_admin.services.billing import payments as payment_service
+from isp_admin.services.billing import queries as invoice_queries
+from isp_admin.services.billing import run as billing
+from isp_admin.services.platform.clock import today
+from isp_admin.services.sample_data import generator as test_data
 from tests.factories import CustomerFactory
 from tests.web.billing_world import START, billed_customer
 

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from isp_admin.errors import BusinessRuleViolation
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Plan, Subscription
-from isp_admin.services import subscriptions as subscription_service
-from isp_admin.services.clock import today
+from isp_admin.services.customers import subscriptions as subscription_service
+from isp_admin.services.platform.clock import today
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 FIBRE = {

@@ -18,9 +18,16 @@ from flask_migrate import upgrade
 from isp_admin import create_app
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Invoice, Plan
-from isp_admin.services import billing, invoices, payments
-from isp_admin.services.clock import today
-from isp_admin.services.reports import ar_aging, invalidate_reports, invoiced_vs_collected, mrr_by_plan, top_debtors
+from isp_admin.services.billing import invoices, payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.platform.clock import today
+from isp_admin.services.reporting.reports import (
+    ar_aging,
+    invalidate_reports,
+    invoiced_vs_collected,
+    mrr_by_plan,
+    top_debtors,
+)
 from tests.conftest import ROOT, FreshContextClient, app_config
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 

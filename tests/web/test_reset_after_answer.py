@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent
-from isp_admin.services import users as user_service
-from isp_admin.services.users import RESET_SENT
+from isp_admin.services.identity import users as user_service
+from isp_admin.services.identity.users import RESET_SENT
 from tests.factories import UserFactory
 from tests.gunicorn_helpers import gunicorn
 from tests.web.test_auth import unique_address

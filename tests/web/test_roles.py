@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from isp_admin import create_app
 from isp_admin.extensions import cache, db
-from isp_admin.services.tokens import create_token
+from isp_admin.services.identity.tokens import create_token
 from tests.conftest import app_config, delete_all_rows
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 from tests.web.billing_world import billing_records

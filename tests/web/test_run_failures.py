@@ -6,7 +6,7 @@ from datetime import date
 
 from isp_admin.extensions import db
 from isp_admin.jobs import tasks
-from isp_admin.services import billing
+from isp_admin.services.billing import run as billing
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 AS_OF = date(2026, 3, 1)

@@ -10,7 +10,7 @@ from isp_admin import create_app
 from isp_admin.config import ConfigError, load_config
 from isp_admin.extensions import db
 from isp_admin.security import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS
-from isp_admin.services.users import make_reset_token
+from isp_admin.services.identity.users import make_reset_token
 from tests.api.helpers import bearer
 from tests.conftest import RUN_ID, clean_context
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Subscription
-from isp_admin.services.clock import today
+from isp_admin.services.platform.clock import today
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 

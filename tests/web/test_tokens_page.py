@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from isp_admin.extensions import db
 from isp_admin.models import ApiToken
-from isp_admin.services import tokens as token_service
+from isp_admin.services.identity import tokens as token_service
 from tests.factories import UserFactory
 
 

@@ -14,10 +14,10 @@ import isp_admin.web
 from isp_admin.errors import Conflict
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Plan, User
-from isp_admin.services import customers as customer_service
-from isp_admin.services import plans as plan_service
-from isp_admin.services import subscriptions as subscription_service
-from isp_admin.services import users as user_service
+from isp_admin.services.customers import accounts as customer_service
+from isp_admin.services.customers import plans as plan_service
+from isp_admin.services.customers import subscriptions as subscription_service
+from isp_admin.services.identity import users as user_service
 from isp_admin.web.unit_of_work import REFUSED, commit_once, perform
 from tests.factories import PlanFactory, UserFactory
 

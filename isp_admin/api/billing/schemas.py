@@ -8,7 +8,7 @@ from isp_admin.api.common import ListQuery, ordering_field
 from isp_admin.api.envelope import envelope_schema
 from isp_admin.models.invoices import INVOICE_STATUSES
 from isp_admin.models.payments import PAYMENT_METHODS, PAYMENT_STATUSES
-from isp_admin.services.invoice_queries import INVOICE_ORDERINGS, PAYMENT_ORDERINGS
+from isp_admin.services.billing.queries import INVOICE_ORDERINGS, PAYMENT_ORDERINGS
 
 ID = {"validate": ma.validate.Range(min=1, max=2**31 - 1)}
 CENTS = {"validate": ma.validate.Range(min=0, max=10**11)}

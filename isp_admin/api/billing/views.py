@@ -10,9 +10,13 @@ from isp_admin.api.envelope import envelope
 from isp_admin.api.idempotency import idempotent, transactional
 from isp_admin.errors import Invalid
 from isp_admin.jobs.queue import start_run
-from isp_admin.services import billing, delivery, invoice_queries, job_runs, payments
-from isp_admin.services import invoices as invoice_service
-from isp_admin.services.clock import today
+from isp_admin.services.billing import invoices as invoice_service
+from isp_admin.services.billing import payments
+from isp_admin.services.billing import queries as invoice_queries
+from isp_admin.services.billing import run as billing
+from isp_admin.services.messaging import delivery
+from isp_admin.services.platform import job_runs
+from isp_admin.services.platform.clock import today
 
 blp = api_blueprint("api_billing", __name__, "/api/billing",
                     "Billing: invoices, payments, figures, and invoice generation.")

@@ -22,8 +22,8 @@ from isp_admin.api.envelope import envelope, envelope_schema
 from isp_admin.api.idempotency import transactional
 from isp_admin.api.sqljson import row_json_sql
 from isp_admin.models.customers import CUSTOMER_STATUSES, Customer
-from isp_admin.services import customers as customer_service
-from isp_admin.services import versions
+from isp_admin.services.customers import accounts as customer_service
+from isp_admin.services.platform import versions
 
 blp = api_blueprint("api_customers", __name__, "/api/customers", "Customers: the people and businesses served.")
 

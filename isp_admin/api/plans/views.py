@@ -8,7 +8,7 @@ from isp_admin.api.auth import api_access
 from isp_admin.api.common import api_blueprint, documented
 from isp_admin.api.envelope import PageQuery, envelope, envelope_schema, page_links
 from isp_admin.api.idempotency import transactional
-from isp_admin.services import plans as plan_service
+from isp_admin.services.customers import plans as plan_service
 
 blp = api_blueprint("api_plans", __name__, "/api/plans", "Service plans: speeds and prices.")
 

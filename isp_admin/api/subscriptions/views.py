@@ -11,8 +11,8 @@ from isp_admin.api.common import ListQuery, api_blueprint, documented, list_enve
 from isp_admin.api.envelope import envelope, envelope_schema
 from isp_admin.api.idempotency import transactional
 from isp_admin.models.subscriptions import SUBSCRIPTION_STATUSES, SUSPENSION_REASONS
-from isp_admin.services import subscriptions as subscription_service
-from isp_admin.services.clock import today
+from isp_admin.services.customers import subscriptions as subscription_service
+from isp_admin.services.platform.clock import today
 
 blp = api_blueprint("api_subscriptions", __name__, "/api/subscriptions",
                     "Subscriptions: a customer's service on a plan, with its network identifiers.")

@@ -5,9 +5,9 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
-from isp_admin.services import users as user_service
-from isp_admin.services.audit import entity_history
-from isp_admin.services.bounds import MAX_PAGE_NUMBER
+from isp_admin.services.identity import users as user_service
+from isp_admin.services.platform.audit import entity_history
+from isp_admin.services.platform.bounds import MAX_PAGE_NUMBER
 from isp_admin.web.access import access
 from isp_admin.web.admin.forms import InviteUserForm, RoleForm
 from isp_admin.web.auth.views import _send_reset_link

@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from isp_admin.extensions import db
 from isp_admin.models import User
-from isp_admin.services import versions
-from isp_admin.services.audit import SYSTEM, Actor, set_actor_provider
+from isp_admin.services.platform import versions
+from isp_admin.services.platform.audit import SYSTEM, Actor, set_actor_provider
 
 
 def _load_user(session_id: str) -> User | None:

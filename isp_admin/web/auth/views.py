@@ -12,9 +12,9 @@ from isp_admin.errors import Invalid
 from isp_admin.extensions import limiter
 from isp_admin.models import User
 from isp_admin.ratelimit import client_ip_key, login_limit, password_reset_limit
-from isp_admin.services import users as user_service
-from isp_admin.services.audit import Actor, acting_as, current_actor
-from isp_admin.services.mail import send_email
+from isp_admin.services.identity import users as user_service
+from isp_admin.services.messaging.mail import send_email
+from isp_admin.services.platform.audit import Actor, acting_as, current_actor
 from isp_admin.web.access import PUBLIC, access
 from isp_admin.web.auth.forms import ChangePasswordForm, ForgotPasswordForm, LoginForm, ResetPasswordForm
 from isp_admin.web.unit_of_work import REFUSED, commit_once, perform
@@ -70,7 +70,7 @@ def _sign_in_attempt(email: str, password: str):
     result = user_service.authenticate(email, password, request.remote_addr)
     if isinstance(result, User):
         with acting_as(Actor("user", result.id, result.email, request.remote_addr)):
-            from isp_admin.services import audit
+            from isp_admin.services.platform import audit
 
             audit.record("user.login", result)
     return result

@@ -9,8 +9,10 @@ from flask_wtf import FlaskForm
 from isp_admin.errors import AppError
 from isp_admin.extensions import db
 from isp_admin.jobs.queue import start_run
-from isp_admin.services import billing_queries, delivery, job_runs
-from isp_admin.services.clock import today
+from isp_admin.services.billing import operations as billing_queries
+from isp_admin.services.messaging import delivery
+from isp_admin.services.platform import job_runs
+from isp_admin.services.platform.clock import today
 from isp_admin.web.access import access
 from isp_admin.web.billing.forms import NotificationFilterForm, RunDateForm, StartRunForm
 from isp_admin.web.templating import page_size
@@ -31,7 +33,7 @@ def run():
     form.as_of.data = as_of
     try:
         preview = billing_queries.preview_run(as_of)
-    except AppError as exc:  # a date outside the window (services/bounds.py): a form error, not an error page
+    except AppError as exc:  # a date outside the window (services/platform/bounds.py): a form error, not an error page
         form.as_of.errors = [*form.as_of.errors, *exc.details.values()]
         return render_template("billing/run.html", form=form, preview=None, start_form=StartRunForm()), 422
     db.session.rollback()  # a dry run: whatever the planners touched is thrown away

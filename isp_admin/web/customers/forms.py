@@ -4,7 +4,7 @@ from wtforms import EmailField, SelectField, StringField, SubmitField, TextAreaF
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp
 
 from isp_admin.models.customers import CUSTOMER_STATUSES
-from isp_admin.services.customers import SORTS
+from isp_admin.services.customers.accounts import SORTS
 
 
 class CustomerForm(FlaskForm):

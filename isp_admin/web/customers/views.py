@@ -4,10 +4,10 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 
-from isp_admin.services import customers as customer_service
-from isp_admin.services.clock import today
-from isp_admin.services.invoice_queries import account_overview
-from isp_admin.services.plans import plan_choices
+from isp_admin.services.billing.queries import account_overview
+from isp_admin.services.customers import accounts as customer_service
+from isp_admin.services.customers.plans import plan_choices
+from isp_admin.services.platform.clock import today
 from isp_admin.web.access import access
 from isp_admin.web.customers.forms import CustomerFilterForm, CustomerForm
 from isp_admin.web.subscriptions.forms import AddSubscriptionForm

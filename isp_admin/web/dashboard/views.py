@@ -1,7 +1,7 @@
 """The dashboard: customers by status, subscriptions by plan, MRR, and customers the last run left out."""
 from flask import Blueprint, render_template
 
-from isp_admin.services.dashboard import dashboard_summary, last_run_failures
+from isp_admin.services.reporting.dashboard import dashboard_summary, last_run_failures
 from isp_admin.web.access import access, can
 
 bp = Blueprint("dashboard", __name__)

@@ -8,12 +8,14 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_wtf import FlaskForm
 
 from isp_admin.errors import AppError
-from isp_admin.services import billing, delivery, invoice_queries
-from isp_admin.services import invoices as invoice_service
-from isp_admin.services import pdf as pdf_service
-from isp_admin.services.bounds import check_service_dates
-from isp_admin.services.clock import today
-from isp_admin.services.customers import get_customer
+from isp_admin.services.billing import invoices as invoice_service
+from isp_admin.services.billing import pdf as pdf_service
+from isp_admin.services.billing import queries as invoice_queries
+from isp_admin.services.billing import run as billing
+from isp_admin.services.customers.accounts import get_customer
+from isp_admin.services.messaging import delivery
+from isp_admin.services.platform.bounds import check_service_dates
+from isp_admin.services.platform.clock import today
 from isp_admin.web.access import access
 from isp_admin.web.invoices.forms import DraftForm, InvoiceFilterForm, StatementForm, VoidForm
 from isp_admin.web.templating import page_size
@@ -206,7 +208,7 @@ def statement(customer_id: int):
         flash("Please correct the dates.", "danger")
         return render_template("invoices/statement.html", form=form, customer=customer, statement=None), 400
     end = form.end.data or today()
-    try:  # the report window every date keeps (services/bounds.py), before any arithmetic on it
+    try:  # the report window every date keeps (services/platform/bounds.py), before any arithmetic on it
         check_service_dates(today(), start=form.start.data or end, end=end)
     except AppError as exc:
         for name, why in exc.details.items():

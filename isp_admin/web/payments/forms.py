@@ -8,8 +8,8 @@ from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaFi
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from isp_admin.models.payments import PAYMENT_METHODS, PAYMENT_STATUSES
-from isp_admin.services.clock import today
-from isp_admin.services.money import format_cents
+from isp_admin.services.billing.money import format_cents
+from isp_admin.services.platform.clock import today
 from isp_admin.web.fields import MoneyField
 
 # Provider payments arrive through the API with the provider's reference; staff record the rest.

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
-from isp_admin.services import invoice_queries
-from isp_admin.services import payments as payment_service
-from isp_admin.services.clock import today
-from isp_admin.services.customers import get_customer
+from isp_admin.services.billing import payments as payment_service
+from isp_admin.services.billing import queries as invoice_queries
+from isp_admin.services.customers.accounts import get_customer
+from isp_admin.services.platform.clock import today
 from isp_admin.web.access import access
 from isp_admin.web.payments.forms import CustomerPickForm, PaymentFilterForm, PaymentForm, ReverseForm
 from isp_admin.web.templating import page_size

@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 
-from isp_admin.services import plans as plan_service
-from isp_admin.services.audit import entity_history
-from isp_admin.services.bounds import MAX_PAGE_NUMBER
+from isp_admin.services.customers import plans as plan_service
+from isp_admin.services.platform.audit import entity_history
+from isp_admin.services.platform.bounds import MAX_PAGE_NUMBER
 from isp_admin.web.access import access
 from isp_admin.web.plans.forms import PlanForm
 from isp_admin.web.unit_of_work import REFUSED, perform

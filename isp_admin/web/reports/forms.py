@@ -8,8 +8,8 @@ from wtforms import DateField, MonthField, ValidationError
 from wtforms.validators import Optional
 
 from isp_admin.errors import Invalid
-from isp_admin.services.clock import today
-from isp_admin.services.reports import month_range
+from isp_admin.services.platform.clock import today
+from isp_admin.services.reporting.reports import month_range
 
 # Far enough for any real ledger, near enough that date arithmetic on the bounds never overflows.
 FIRST_YEAR, LAST_YEAR = 1970, 2999

@@ -6,9 +6,9 @@ import io
 
 from flask import Blueprint, Response, abort, current_app, render_template, request
 
-from isp_admin.services import reports
-from isp_admin.services.clock import today
-from isp_admin.services.money import cents_to_input
+from isp_admin.services.billing.money import cents_to_input
+from isp_admin.services.platform.clock import today
+from isp_admin.services.reporting import reports
 from isp_admin.web.access import access
 from isp_admin.web.reports.forms import AsOfForm, MonthRangeForm
 

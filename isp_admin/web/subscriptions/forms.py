@@ -5,8 +5,8 @@ from flask_wtf import FlaskForm
 from wtforms import DateField, IntegerField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from isp_admin.services.clock import today
-from isp_admin.services.plans import plan_choices
+from isp_admin.services.customers.plans import plan_choices
+from isp_admin.services.platform.clock import today
 from isp_admin.web.fields import MoneyField
 
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, url_for
 
-from isp_admin.services import customers as customer_service
-from isp_admin.services import subscriptions as subscription_service
-from isp_admin.services.audit import entity_history
-from isp_admin.services.clock import today
-from isp_admin.services.plans import get_plan, plan_choices
+from isp_admin.services.customers import accounts as customer_service
+from isp_admin.services.customers import subscriptions as subscription_service
+from isp_admin.services.customers.plans import get_plan, plan_choices
+from isp_admin.services.platform.audit import entity_history
+from isp_admin.services.platform.clock import today
 from isp_admin.web.access import access
 from isp_admin.web.subscriptions.forms import (
     AddSubscriptionForm,

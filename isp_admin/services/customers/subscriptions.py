@@ -11,13 +11,13 @@ from sqlalchemy.exc import IntegrityError
 from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
 from isp_admin.extensions import db
 from isp_admin.models import Subscription
-from isp_admin.services import audit
-from isp_admin.services.bounds import MAX_PRICE_CENTS, check_past_dates, check_service_dates
-from isp_admin.services.clock import today
-from isp_admin.services.customers import get_customer, refresh_status
-from isp_admin.services.ledger import lock_and_load, lock_customer
-from isp_admin.services.plans import get_plan
-from isp_admin.services.suspensions import close_suspension, open_suspension, restart_billing
+from isp_admin.services.billing.ledger import lock_and_load, lock_customer
+from isp_admin.services.customers.accounts import get_customer, refresh_status
+from isp_admin.services.customers.plans import get_plan
+from isp_admin.services.customers.suspensions import close_suspension, open_suspension, restart_billing
+from isp_admin.services.platform import audit
+from isp_admin.services.platform.bounds import MAX_PRICE_CENTS, check_past_dates, check_service_dates
+from isp_admin.services.platform.clock import today
 
 MANUAL_REASONS = ("manual", "vacation")
 _PPPOE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
@@ -132,7 +132,7 @@ def update_network(subscription_id: int, pppoe_username: str | None, static_ip: 
 def change_plan(subscription_id: int, plan_id: int) -> Subscription:
     """Move a live subscription to another active plan today: credit the old plan's unused days of the billed
     period and charge the rest of it on the new plan (DESIGN §3)."""
-    from isp_admin.services.invoices import charge_rest_of_period, credit_unused_days, plan_changed_on
+    from isp_admin.services.billing.invoices import charge_rest_of_period, credit_unused_days, plan_changed_on
 
     sub = _locked(subscription_id)
     if sub.status == "cancelled":
@@ -190,7 +190,7 @@ def cancel(subscription_id: int, end_date: date) -> Subscription:
         # Cancelling takes effect now (the login and IP are freed at once); a future date would be a lie.
         raise Invalid("A cancellation takes effect today; choose today or an earlier date.",
                       {"end_date": "Today or earlier."})
-    from isp_admin.services.invoices import credit_unused_days
+    from isp_admin.services.billing.invoices import credit_unused_days
 
     if sub.status == "suspended":
         close_suspension(sub.id, end_date)
@@ -222,7 +222,7 @@ def _apply(sub: Subscription, action: str, before: dict | None = None, **values)
 
 
 def _changed() -> None:
-    from isp_admin.services.dashboard import invalidate_dashboard
+    from isp_admin.services.reporting.dashboard import invalidate_dashboard
 
     invalidate_dashboard()
 
@@ -237,7 +237,7 @@ def list_subscriptions(*, status: str | None = None, customer_id: int | None = N
     """Return one page of subscriptions matching the filters, with a capped count: two queries."""
     from isp_admin.database import escape_like
     from isp_admin.models import Customer, Plan
-    from isp_admin.services.invoice_queries import keyset_by_id, ordering_column
+    from isp_admin.services.billing.queries import keyset_by_id, ordering_column
 
     s, p, c = Subscription.__table__.c, Plan.__table__.c, Customer.__table__.c
     conditions = []

@@ -14,10 +14,10 @@ from sqlalchemy import and_, exists, func, select, update
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Invoice, Notification, Subscription
 from isp_admin.models.base import utcnow
-from isp_admin.services import audit
-from isp_admin.services.ledger import lock_customer, reactivate_if_paid
-from isp_admin.services.notifications import queue_many
-from isp_admin.services.suspensions import open_suspensions
+from isp_admin.services.billing.ledger import lock_customer, reactivate_if_paid
+from isp_admin.services.customers.suspensions import open_suspensions
+from isp_admin.services.messaging.notifications import queue_many
+from isp_admin.services.platform import audit
 
 BALANCE = Invoice.total_cents - Invoice.amount_paid_cents - Invoice.credit_applied_cents
 REMINDER_KINDS = {"before": "reminder_before", "due": "reminder_due", "after": "reminder_after"}
@@ -111,7 +111,7 @@ def run_enforce_overdue(today: date) -> int:
         oldest = _oldest_overdue_invoices(customer_ids, today)
         queue_many([dict(customer_id=c, invoice_id=oldest.get(c), kind="suspension", recipient=None,
                          subject="Your service is suspended for non-payment") for c in customer_ids])
-    from isp_admin.services.dashboard import invalidate_dashboard
+    from isp_admin.services.reporting.dashboard import invalidate_dashboard
 
     invalidate_dashboard()
     return len(rows)
@@ -147,7 +147,7 @@ def run_reactivate_paid(today: date, failures: list[dict] | None = None) -> int:
     """Reactivate them; return how many subscriptions (customers that fail are left out, added to `failures`)."""
     import logging
 
-    from isp_admin.services.job_runs import failure, is_transient
+    from isp_admin.services.platform.job_runs import failure, is_transient
 
     reactivated = 0
     for customer_id in sorted({a.customer_id for a in plan_reactivate_paid(today)}):

@@ -27,8 +27,8 @@ from isp_admin.models import (
 )
 from isp_admin.models.invoices import INVOICE_STATUSES
 from isp_admin.models.payments import PAYMENT_METHODS
-from isp_admin.services.audit import entity_history
-from isp_admin.services.pagination import Page, keyset_page
+from isp_admin.services.platform.audit import entity_history
+from isp_admin.services.platform.pagination import Page, keyset_page
 
 COUNT_CAP = 10_000
 BALANCE = Invoice.total_cents - Invoice.amount_paid_cents - Invoice.credit_applied_cents
@@ -223,7 +223,7 @@ class PaymentDetail:
 
 def payment_detail(payment_id: int) -> PaymentDetail:
     """Return a payment with its customer, allocations (and their invoices) and audit history."""
-    from isp_admin.services.payments import allocations_of
+    from isp_admin.services.billing.payments import allocations_of
 
     row = db.session.execute(select(Payment, Customer).join(Customer, Customer.id == Payment.customer_id)
                              .where(Payment.id == payment_id)).first()

@@ -8,8 +8,9 @@ from sqlalchemy import select, text
 
 from isp_admin.extensions import db
 from isp_admin.models import Invoice
-from isp_admin.services import billing, collections, payments
-from isp_admin.services.calendar import bill_date_on_or_before
+from isp_admin.services.billing import collections, payments
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.calendar import bill_date_on_or_before
 
 
 def bill_history(today: date, seed: int = 42) -> dict:

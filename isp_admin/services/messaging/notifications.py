@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Notification
-from isp_admin.services.bulk import is_postgres
+from isp_admin.services.platform.bulk import is_postgres
 
 
 def _insert():

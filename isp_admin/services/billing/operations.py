@@ -9,9 +9,10 @@ from sqlalchemy import select
 from isp_admin.errors import NotFound
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Invoice, JobRun, Notification
-from isp_admin.services import billing, collections
-from isp_admin.services.invoice_queries import keyset_by_id
-from isp_admin.services.pagination import Page
+from isp_admin.services.billing import collections
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.queries import keyset_by_id
+from isp_admin.services.platform.pagination import Page
 
 PREVIEW_ROWS = 200
 # The nightly run's collection steps, in the order it runs them.
@@ -53,8 +54,8 @@ class RunPreview:
 
 def preview_run(as_of: date, limit: int = PREVIEW_ROWS) -> RunPreview:
     """Dry-run every step of the nightly run for `as_of` with the same plan_* functions the run uses."""
-    from isp_admin.services.bounds import check_service_dates
-    from isp_admin.services.clock import today
+    from isp_admin.services.platform.bounds import check_service_dates
+    from isp_admin.services.platform.clock import today
 
     check_service_dates(today(), as_of=as_of)
     plan = billing.plan_invoices(as_of)

@@ -12,11 +12,11 @@ from isp_admin.database import escape_like
 from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
 from isp_admin.extensions import cache, db
 from isp_admin.models import AuditEvent, Customer, Plan, Subscription
-from isp_admin.services import audit, versions
-from isp_admin.services.after_commit import forget_now_and_after_commit
-from isp_admin.services.dashboard import invalidate_dashboard
-from isp_admin.services.pagination import Page, decode_cursor, encode_cursor, keyset_page
-from isp_admin.services.users import normalise_email
+from isp_admin.services.identity.users import normalise_email
+from isp_admin.services.platform import audit, versions
+from isp_admin.services.platform.after_commit import forget_now_and_after_commit
+from isp_admin.services.platform.pagination import Page, decode_cursor, encode_cursor, keyset_page
+from isp_admin.services.reporting.dashboard import invalidate_dashboard
 
 EDITABLE = ("name", "email", "phone", "service_address", "billing_address", "tax_id", "notes")
 SORTS = {"name": "name", "-name": "name", "account": "account_number", "-account": "account_number",
@@ -94,7 +94,7 @@ def update_customer(customer_id: int, **values) -> Customer:
 def close_customer(customer_id: int) -> Customer:
     """Close an account that has no live service and owes nothing; customers are closed, never deleted."""
     from isp_admin.models import Invoice
-    from isp_admin.services.ledger import lock_customer
+    from isp_admin.services.billing.ledger import lock_customer
 
     customer = lock_customer(customer_id)
     if customer.status == "closed":

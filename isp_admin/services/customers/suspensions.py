@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from isp_admin.extensions import db
 from isp_admin.models import Subscription, SuspensionPeriod
-from isp_admin.services.bulk import bulk_insert
+from isp_admin.services.platform.bulk import bulk_insert
 
 
 def open_suspension(sub: Subscription, reason: str, day: date) -> SuspensionPeriod:
@@ -53,7 +53,7 @@ def restart_billing(sub: Subscription, day: date) -> None:
     # Without a record (a row written before suspension periods existed) the old rule stands: skip to `day`.
     suspended_from = period.started_on if period is not None else sub.next_bill_date
     if sub.next_bill_date < suspended_from:
-        from isp_admin.services.billing import plan_invoices, write_invoices
+        from isp_admin.services.billing.run import plan_invoices, write_invoices
 
         db.session.flush()  # the run's query must see the subscription active
         plan = plan_invoices(suspended_from - timedelta(days=1), subscription_id=sub.id, lock=True)

@@ -15,12 +15,12 @@ from isp_admin.errors import BusinessRuleViolation, NotFound
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Invoice, Notification
 from isp_admin.models.base import utcnow
-from isp_admin.services import audit
-from isp_admin.services.bulk import is_postgres
-from isp_admin.services.clock import today
-from isp_admin.services.ledger import customer_balance
-from isp_admin.services.mail import send_email
-from isp_admin.services.pdf import company, pdf_filename, render_invoice_pdf
+from isp_admin.services.billing.ledger import customer_balance
+from isp_admin.services.billing.pdf import company, pdf_filename, render_invoice_pdf
+from isp_admin.services.messaging.mail import send_email
+from isp_admin.services.platform import audit
+from isp_admin.services.platform.bulk import is_postgres
+from isp_admin.services.platform.clock import today
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -125,7 +125,7 @@ def send_invoice(invoice_id: int) -> Notification:
     notification = db.session.scalar(select(Notification).where(
         Notification.invoice_id == invoice_id, Notification.kind == "invoice"))
     if notification is None:
-        from isp_admin.services.notifications import queue_notification
+        from isp_admin.services.messaging.notifications import queue_notification
 
         queue_notification(invoice.customer_id, "invoice", invoice.id, f"Invoice {invoice.number}")
         notification = db.session.scalar(select(Notification).where(

@@ -9,8 +9,8 @@ from sqlalchemy import exists, func, select
 from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
 from isp_admin.extensions import cache, db
 from isp_admin.models import Plan, Subscription
-from isp_admin.services import audit
-from isp_admin.services.after_commit import forget_now_and_after_commit
+from isp_admin.services.platform import audit
+from isp_admin.services.platform.after_commit import forget_now_and_after_commit
 
 FIELDS = ("code", "name", "download_mbps", "upload_mbps", "data_cap_gb", "monthly_price_cents",
           "setup_fee_cents", "tax_rate_bp")
@@ -154,7 +154,7 @@ def plan_choices(active_only: bool = True) -> list[tuple[int, str]]:
 
 def invalidate_plan_caches() -> None:
     """Forget cached plan pickers and the dashboard."""
-    from isp_admin.services.dashboard import invalidate_dashboard
+    from isp_admin.services.reporting.dashboard import invalidate_dashboard
 
     forget_now_and_after_commit(_forget_choices)
     invalidate_dashboard()

@@ -14,7 +14,7 @@ from isp_admin.errors import NotFound
 from isp_admin.extensions import db
 from isp_admin.models import JobRun
 from isp_admin.models.base import utcnow
-from isp_admin.services.bulk import is_postgres
+from isp_admin.services.platform.bulk import is_postgres
 
 PAGE_SIZE = 25
 # Counts whose name starts with "_" are bookkeeping (the chunks already counted), not shown to people.

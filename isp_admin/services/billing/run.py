@@ -18,12 +18,12 @@ from sqlalchemy import bindparam, case, exists, func, select, text, update
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Invoice, InvoiceLine, Notification, Plan, Subscription
 from isp_admin.models.base import utcnow
-from isp_admin.services import audit, job_runs
-from isp_admin.services.bounds import max_catch_up_periods
-from isp_admin.services.bulk import bulk_insert, is_postgres, reserve_ids, update_dates_by_id
-from isp_admin.services.calendar import due_periods, prorate, tax_on
-from isp_admin.services.ledger import apply_available_credit, unallocated_payments, unapplied_credit_notes
-from isp_admin.services.numbering import allocate_numbers
+from isp_admin.services.billing.calendar import due_periods, prorate, tax_on
+from isp_admin.services.billing.ledger import apply_available_credit, unallocated_payments, unapplied_credit_notes
+from isp_admin.services.billing.numbering import allocate_numbers
+from isp_admin.services.platform import audit, job_runs
+from isp_admin.services.platform.bounds import max_catch_up_periods
+from isp_admin.services.platform.bulk import bulk_insert, is_postgres, reserve_ids, update_dates_by_id
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None
     # Brand-new invoices cannot collide on (invoice_id, kind), so the outbox rows can be copied in too.
     bulk_insert(Notification.__table__, _with_recipients(mail_rows, now))
     _apply_credit_where_any([p.customer_id for p in plan.invoices], as_of)
-    from isp_admin.services.reports import invalidate_reports
+    from isp_admin.services.reporting.reports import invalidate_reports
 
     invalidate_reports()
     return ids
@@ -363,9 +363,9 @@ def _in_savepoint(work):
 
 def generate_invoice_for_customer(customer_id: int, as_of: date) -> Invoice | None:
     """Bill one customer now for everything due up to `as_of`; None when nothing is due."""
-    from isp_admin.services.bounds import check_dates
-    from isp_admin.services.clock import today
-    from isp_admin.services.ledger import lock_customer
+    from isp_admin.services.billing.ledger import lock_customer
+    from isp_admin.services.platform.bounds import check_dates
+    from isp_admin.services.platform.clock import today
 
     # Within the window every date keeps (a run for a day not yet come is refused where people ask for one).
     check_dates(max(as_of, today()), future=False, as_of=as_of)

@@ -16,7 +16,7 @@ from sqlalchemy import and_, extract, func, select
 from isp_admin.errors import Invalid
 from isp_admin.extensions import cache, db
 from isp_admin.models import Customer, Invoice, Payment, Plan, Subscription
-from isp_admin.services.after_commit import forget_now_and_after_commit
+from isp_admin.services.platform.after_commit import forget_now_and_after_commit
 
 CACHE_TIMEOUT = 60
 GENERATION_KEY = "reports:generation"

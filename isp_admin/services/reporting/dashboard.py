@@ -7,7 +7,7 @@ from sqlalchemy import case, func, select
 
 from isp_admin.extensions import cache, db
 from isp_admin.models import Customer, JobRun, Plan, Subscription
-from isp_admin.services.after_commit import forget_now_and_after_commit
+from isp_admin.services.platform.after_commit import forget_now_and_after_commit
 
 CACHE_KEY = "dashboard:summary"
 
@@ -43,7 +43,7 @@ class RunFailures:
 
 def last_run_failures() -> RunFailures | None:
     """Return the latest finished top-level run if it left customers out, else None (never cached: one row)."""
-    from isp_admin.services.job_runs import failed_count
+    from isp_admin.services.platform.job_runs import failed_count
 
     run = db.session.scalar(select(JobRun).where(JobRun.parent_id.is_(None), JobRun.dry_run.is_(False),
                                                  JobRun.status != "running")
@@ -55,7 +55,7 @@ def last_run_failures() -> RunFailures | None:
 
 def invalidate_dashboard() -> None:
     """Forget the cached dashboard (and the reports built on the same figures); every write calls this."""
-    from isp_admin.services.reports import invalidate_reports
+    from isp_admin.services.reporting.reports import invalidate_reports
 
     forget_now_and_after_commit(_forget_summary)
     invalidate_reports()

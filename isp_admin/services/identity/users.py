@@ -21,7 +21,7 @@ from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, User
 from isp_admin.models.base import utcnow
 from isp_admin.models.users import ROLES, SignInThrottle
-from isp_admin.services import audit
+from isp_admin.services.platform import audit
 
 MIN_PASSWORD_LENGTH = 12
 ZXCVBN_MAX_LENGTH = 72  # zxcvbn refuses longer input

@@ -16,7 +16,7 @@ from isp_admin.models import (
     PaymentAllocation,
     Subscription,
 )
-from isp_admin.services.coverage import coverage_problems
+from isp_admin.services.billing.coverage import coverage_problems
 
 
 @dataclass
@@ -110,7 +110,7 @@ def _issued_invoices_changed() -> list[Mismatch]:
 def _credit_note_mismatches() -> list[Mismatch]:
     """One cancellation credit per subscription, one plan-change credit per subscription and day, each worth
     exactly the unused days of the lines billed when it was made."""
-    from isp_admin.services.invoices import unused_credit
+    from isp_admin.services.billing.invoices import unused_credit
 
     out = []
     notes = db.session.execute(

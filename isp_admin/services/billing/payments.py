@@ -14,9 +14,7 @@ from isp_admin.extensions import db
 from isp_admin.models import Invoice, Payment, PaymentAllocation
 from isp_admin.models.base import utcnow
 from isp_admin.models.payments import PAYMENT_METHODS
-from isp_admin.services import audit
-from isp_admin.services.bounds import MAX_AMOUNT_CENTS, check_text, date_error
-from isp_admin.services.ledger import (
+from isp_admin.services.billing.ledger import (
     allocate_payment,
     apply_available_credit,
     lock_and_load,
@@ -25,6 +23,8 @@ from isp_admin.services.ledger import (
     reactivate_if_paid,
     settle,
 )
+from isp_admin.services.platform import audit
+from isp_admin.services.platform.bounds import MAX_AMOUNT_CENTS, check_text, date_error
 
 
 def get_payment(payment_id: int) -> Payment:
@@ -127,8 +127,8 @@ def record_payment(customer_id: int, amount_cents: int | None, method: str, rece
     db.session.flush()
     apply_available_credit(customer.id, today)  # older unapplied money, if any, now has somewhere to go
     reactivate_if_paid(customer.id, today)
-    from isp_admin.services.dashboard import invalidate_dashboard
-    from isp_admin.services.reports import invalidate_reports
+    from isp_admin.services.reporting.dashboard import invalidate_dashboard
+    from isp_admin.services.reporting.reports import invalidate_reports
 
     invalidate_dashboard()
     invalidate_reports()
@@ -161,7 +161,7 @@ def reverse_payment(payment_id: int, reason: str, today: date) -> Payment:
     db.session.flush()
     # The customer's other unapplied money (credit) now has somewhere to go, as after any ledger change.
     apply_available_credit(payment.customer_id, today)
-    from isp_admin.services.reports import invalidate_reports
+    from isp_admin.services.reporting.reports import invalidate_reports
 
     invalidate_reports()
     return payment

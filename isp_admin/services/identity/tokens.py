@@ -14,7 +14,7 @@ from isp_admin.models import User
 from isp_admin.models.base import utcnow
 from isp_admin.models.users import TOKEN_SCOPES, ApiToken
 from isp_admin.permissions import PERMISSIONS
-from isp_admin.services import audit, versions
+from isp_admin.services.platform import audit, versions
 
 SECRET_PREFIX = "ispa_"  # noqa: S105  (a public marker that makes leaked tokens easy to spot, not a secret)
 DISPLAY_PREFIX_LENGTH = 12

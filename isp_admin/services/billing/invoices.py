@@ -13,11 +13,17 @@ from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
 from isp_admin.extensions import db
 from isp_admin.models import CreditAllocation, CreditNote, Invoice, InvoiceLine, PaymentAllocation, Subscription
 from isp_admin.models.base import utcnow
-from isp_admin.services import audit
-from isp_admin.services.bounds import MAX_LINES, check_service_dates, check_text
-from isp_admin.services.calendar import prorate, tax_on
-from isp_admin.services.ledger import apply_available_credit, lock_and_load, lock_customer, reactivate_if_paid, settle
-from isp_admin.services.numbering import allocate_numbers
+from isp_admin.services.billing.calendar import prorate, tax_on
+from isp_admin.services.billing.ledger import (
+    apply_available_credit,
+    lock_and_load,
+    lock_customer,
+    reactivate_if_paid,
+    settle,
+)
+from isp_admin.services.billing.numbering import allocate_numbers
+from isp_admin.services.platform import audit
+from isp_admin.services.platform.bounds import MAX_LINES, check_service_dates, check_text
 
 T = TypeVar("T")
 
@@ -135,12 +141,12 @@ def issue(invoice_id: int, today: date) -> Invoice:
     db.session.flush()
     audit.record("invoice.issue", invoice, after={"number": invoice.number, "total_cents": invoice.total_cents},
                  customer_id=invoice.customer_id)
-    from isp_admin.services.notifications import queue_notification
+    from isp_admin.services.messaging.notifications import queue_notification
 
     queue_notification(invoice.customer_id, "invoice", invoice.id, f"Invoice {invoice.number}")
     apply_available_credit(invoice.customer_id, today)
     settle(invoice, today)  # a zero invoice owes nothing: paid at issue, never left open
-    from isp_admin.services.reports import invalidate_reports
+    from isp_admin.services.reporting.reports import invalidate_reports
 
     invalidate_reports()
     return invoice
@@ -192,7 +198,7 @@ def void(invoice_id: int, reason: str, today: date) -> CreditNote:
                  customer_id=invoice.customer_id)
     apply_available_credit(invoice.customer_id, today)
     reactivate_if_paid(invoice.customer_id, today)
-    from isp_admin.services.reports import invalidate_reports
+    from isp_admin.services.reporting.reports import invalidate_reports
 
     invalidate_reports()
     return note
@@ -288,7 +294,7 @@ def credit_unused_days(sub: Subscription, day: date, kind: str, today: date,
                         subscription_id=sub.id)
     apply_available_credit(sub.customer_id, today)
     reactivate_if_paid(sub.customer_id, today)
-    from isp_admin.services.reports import invalidate_reports
+    from isp_admin.services.reporting.reports import invalidate_reports
 
     invalidate_reports()
     return note

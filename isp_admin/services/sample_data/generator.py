@@ -20,16 +20,18 @@ from isp_admin.errors import Invalid
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Invoice, Payment, PaymentAllocation, Plan, Subscription
 from isp_admin.models.base import utcnow
-from isp_admin.services import audit, billing, collections
-from isp_admin.services.bulk import bulk_insert, is_postgres, reserve_ids
-from isp_admin.services.calendar import bill_date_on_or_before, next_bill_date_after
-from isp_admin.services.clock import today
-from isp_admin.services.customers import invalidate_customer_totals, refresh_status
-from isp_admin.services.dashboard import invalidate_dashboard
-from isp_admin.services.ledger import OPEN, reactivate_subscription
-from isp_admin.services.notifications import queue_many
-from isp_admin.services.payments import fingerprint
-from isp_admin.services.reports import invalidate_reports
+from isp_admin.services.billing import collections
+from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.calendar import bill_date_on_or_before, next_bill_date_after
+from isp_admin.services.billing.ledger import OPEN, reactivate_subscription
+from isp_admin.services.billing.payments import fingerprint
+from isp_admin.services.customers.accounts import invalidate_customer_totals, refresh_status
+from isp_admin.services.messaging.notifications import queue_many
+from isp_admin.services.platform import audit
+from isp_admin.services.platform.bulk import bulk_insert, is_postgres, reserve_ids
+from isp_admin.services.platform.clock import today
+from isp_admin.services.reporting.dashboard import invalidate_dashboard
+from isp_admin.services.reporting.reports import invalidate_reports
 
 FIRST = [
     "Amina", "James", "Wanjiru", "Carlos", "Mei", "Olu", "Sofia", "Liam", "Priya", "Kofi", "Elena", "Noah",

@@ -22,7 +22,7 @@ from isp_admin.models import (
     Subscription,
 )
 from isp_admin.models.base import utcnow
-from isp_admin.services import audit
+from isp_admin.services.platform import audit
 
 OPEN = ("open", "overdue")
 
@@ -201,8 +201,8 @@ def reactivate_if_paid(customer_id: int, today: date) -> list[Subscription]:
     for sub in subs:
         reactivate_subscription(sub, today)
     if subs:
-        from isp_admin.services.customers import refresh_status
-        from isp_admin.services.notifications import queue_notification
+        from isp_admin.services.customers.accounts import refresh_status
+        from isp_admin.services.messaging.notifications import queue_notification
 
         refresh_status(db.session.get(Customer, customer_id))
         queue_notification(customer_id, "reactivation", None, "Your service has been restored")
@@ -211,7 +211,7 @@ def reactivate_if_paid(customer_id: int, today: date) -> list[Subscription]:
 
 def reactivate_subscription(sub: Subscription, today: date) -> None:
     """Make a suspended subscription active: periods begun while active are billed, days suspended are not."""
-    from isp_admin.services.suspensions import restart_billing
+    from isp_admin.services.customers.suspensions import restart_billing
 
     before = {"status": sub.status, "suspension_reason": sub.suspension_reason,
               "next_bill_date": sub.next_bill_date.isoformat()}

@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from isp_admin.extensions import db
 from isp_admin.models import DocumentSequence
-from isp_admin.services.bulk import is_postgres
+from isp_admin.services.platform.bulk import is_postgres
 
 
 def allocate_numbers(prefix: str, year: int, count: int) -> list[str]:

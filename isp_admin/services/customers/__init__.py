@@ -1,0 +1,1 @@
+"""Customers and their service: accounts, the customer list, subscriptions, plans, suspension periods."""

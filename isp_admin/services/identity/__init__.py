@@ -1,0 +1,1 @@
+"""Who is acting: staff accounts, sign-in checks, password resets, API tokens."""

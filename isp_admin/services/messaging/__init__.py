@@ -1,0 +1,1 @@
+"""Mail to customers and staff: the notification outbox, composing and delivering it, SMTP."""

@@ -1,0 +1,1 @@
+"""Read-only figures: the reports and the dashboard, cached beside what invalidates them."""

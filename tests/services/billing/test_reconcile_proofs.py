@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 
 from isp_admin.extensions import db
-from tests.services.test_reconcile import books  # noqa: F401  (the fixture: a varied, clean history)
+from tests.services.billing.test_reconcile import books  # noqa: F401  (the fixture: a varied, clean history)
 
 
 def one(sql: str, **params) -> tuple:

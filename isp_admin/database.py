@@ -34,11 +34,6 @@ def register_database_events(app: Flask) -> None:
         event.listen(engine, "connect", _enable_sqlite_foreign_keys)
 
 
-def dialect_name() -> str:
-    """Return the name of the current database dialect ('postgresql' or 'sqlite')."""
-    return db.engine.dialect.name
-
-
 # Indexes that exist only on PostgreSQL (trigram search) are created by migrations, not declared on the
 # models; Alembic must neither drop them nor report them as drift.
 POSTGRES_ONLY_INDEX_PREFIX = "trgm_"

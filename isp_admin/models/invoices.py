@@ -4,14 +4,22 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from isp_admin.extensions import db
 from isp_admin.models.base import UTCDateTime, in_list, utcnow
 
 INVOICE_STATUSES = ("draft", "open", "overdue", "paid", "void")
+# Issued and not settled: what a customer still owes on, what payments and credit are applied to.
+OPEN_STATUSES = ("open", "overdue")
 LINE_KINDS = ("subscription", "setup_fee", "plan_change", "adjustment")
 CREDIT_NOTE_KINDS = ("void", "cancellation", "plan_change", "manual")
+
+
+def invoice_balance(columns):
+    """Return what is still owed from anything carrying the invoice's money columns (a row, `Invoice.__table__.c`)."""
+    return columns.total_cents - columns.amount_paid_cents - columns.credit_applied_cents
 
 
 class DocumentSequence(db.Model):
@@ -67,10 +75,20 @@ class Invoice(db.Model):
     lines = relationship("InvoiceLine", lazy="raise", order_by="InvoiceLine.id")
     customer = relationship("Customer", lazy="raise")
 
-    @property
+    @hybrid_property
     def balance_cents(self) -> int:
-        """What is still owed on this invoice."""
-        return self.total_cents - self.amount_paid_cents - self.credit_applied_cents
+        """What is still owed on this invoice (on the class: the same arithmetic as a SQL expression)."""
+        return invoice_balance(self)
+
+    @hybrid_property
+    def is_open(self) -> bool:
+        """Whether the invoice is issued and not settled (on the class: a status IN (...) condition)."""
+        return self.status in OPEN_STATUSES
+
+    @is_open.inplace.expression
+    @classmethod
+    def _is_open_expression(cls):
+        return cls.status.in_(OPEN_STATUSES)
 
 
 class InvoiceLine(db.Model):

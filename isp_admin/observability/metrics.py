@@ -30,10 +30,10 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from isp_admin.access import PUBLIC, access
 from isp_admin.errors import error_response
 from isp_admin.extensions import cache, db, talisman
 from isp_admin.observability.timing import current_timing
-from isp_admin.web.access import PUBLIC, access
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUERY_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21, 50, 100)
@@ -137,10 +137,10 @@ def business_figures() -> dict:
     from isp_admin.models import Invoice, JobRun, Subscription
     from isp_admin.models.base import utcnow
 
-    balance = Invoice.total_cents - Invoice.amount_paid_cents - Invoice.credit_applied_cents
     open_count, overdue, receivables = db.session.execute(
-        select(func.count(), func.count().filter(Invoice.status == "overdue"), func.coalesce(func.sum(balance), 0))
-        .where(Invoice.status.in_(("open", "overdue")))).one()
+        select(func.count(), func.count().filter(Invoice.status == "overdue"),
+               func.coalesce(func.sum(Invoice.balance_cents), 0))
+        .where(Invoice.is_open)).one()
     subscriptions = dict(db.session.execute(select(Subscription.status, func.count()).group_by(Subscription.status))
                          .all())
     since = utcnow() - timedelta(hours=24)

@@ -12,14 +12,13 @@ from flask import current_app
 from sqlalchemy import and_, exists, func, select, update
 
 from isp_admin.extensions import db
-from isp_admin.models import AuditEvent, Customer, Invoice, Notification, Subscription
+from isp_admin.models import Customer, Invoice, Notification, Subscription
 from isp_admin.models.base import utcnow
 from isp_admin.services.billing.ledger import lock_customer, reactivate_if_paid
 from isp_admin.services.customers.suspensions import open_suspensions
 from isp_admin.services.messaging.notifications import queue_many
 from isp_admin.services.platform import audit
 
-BALANCE = Invoice.total_cents - Invoice.amount_paid_cents - Invoice.credit_applied_cents
 REMINDER_KINDS = {"before": "reminder_before", "due": "reminder_due", "after": "reminder_after"}
 
 
@@ -36,33 +35,25 @@ class Affected:
     subscription_id: int | None = None
 
 
-def _bulk_audit(action: str, entity_type: str, rows: list[tuple[int, int]], after: dict) -> None:
-    if not rows:
-        return
-    actor, now = audit.current_actor(), utcnow()
-    db.session.execute(AuditEvent.__table__.insert(), [dict(
-        at=now, actor_type=actor.type, actor_id=actor.id, actor_label=actor.label, action=action,
-        entity_type=entity_type, entity_id=entity_id, customer_id=customer_id, before=None, after=after,
-        ip=actor.ip) for entity_id, customer_id in rows])
-
-
 # --- mark overdue -------------------------------------------------------------------------------------------
 
 def plan_mark_overdue(today: date) -> list[Affected]:
     """Open invoices past their due date with money owed."""
     rows = db.session.execute(
-        select(Invoice.id, Invoice.number, Invoice.customer_id, Customer.name, BALANCE.label("balance"))
+        select(Invoice.id, Invoice.number, Invoice.customer_id, Customer.name, Invoice.balance_cents.label("balance"))
         .join(Customer, Customer.id == Invoice.customer_id)
-        .where(Invoice.status == "open", Invoice.due_date < today, BALANCE > 0).order_by(Invoice.id)).all()
+        .where(Invoice.status == "open", Invoice.due_date < today, Invoice.balance_cents > 0)
+        .order_by(Invoice.id)).all()
     return [Affected(r.customer_id, r.name, "mark_overdue", r.number, r.balance, invoice_id=r.id) for r in rows]
 
 
 def run_mark_overdue(today: date) -> int:
     """Mark open invoices overdue once today is past their due date; return how many."""
     rows = db.session.execute(
-        update(Invoice).where(Invoice.status == "open", Invoice.due_date < today, BALANCE > 0)
+        update(Invoice).where(Invoice.status == "open", Invoice.due_date < today, Invoice.balance_cents > 0)
         .values(status="overdue", updated_at=utcnow()).returning(Invoice.id, Invoice.customer_id)).all()
-    _bulk_audit("invoice.overdue", "invoices", [(r.id, r.customer_id) for r in rows], {"status": "overdue"})
+    audit.record_many("invoice.overdue", "invoices", [(r.id, r.customer_id) for r in rows],
+                      after={"status": "overdue"})
     return len(rows)
 
 
@@ -71,7 +62,7 @@ def run_mark_overdue(today: date) -> int:
 def _enforceable(today: date):
     grace = current_app.config["GRACE_DAYS"]
     past_grace = exists().where(Invoice.customer_id == Subscription.customer_id,
-                                Invoice.status.in_(("open", "overdue")), BALANCE > 0,
+                                Invoice.is_open, Invoice.balance_cents > 0,
                                 Invoice.due_date < today - timedelta(days=grace))
     return and_(Subscription.status == "active", past_grace)
 
@@ -98,8 +89,8 @@ def run_enforce_overdue(today: date) -> int:
         .values(status="suspended", suspension_reason="non_payment", updated_at=utcnow())
         .returning(Subscription.id, Subscription.customer_id), execution_options={"synchronize_session": False}
     ).all()
-    _bulk_audit("subscription.suspend", "subscriptions", [(r.id, r.customer_id) for r in rows],
-                {"status": "suspended", "suspension_reason": "non_payment"})
+    audit.record_many("subscription.suspend", "subscriptions", [(r.id, r.customer_id) for r in rows],
+                      after={"status": "suspended", "suspension_reason": "non_payment"})
     open_suspensions([(r.id, r.customer_id) for r in rows], "non_payment", today)
     customer_ids = sorted({r.customer_id for r in rows})
     if customer_ids:
@@ -120,7 +111,7 @@ def run_enforce_overdue(today: date) -> int:
 def _oldest_overdue_invoices(customer_ids: list[int], today: date) -> dict[int, int]:
     rows = db.session.execute(
         select(Invoice.customer_id, func.min(Invoice.id)).where(
-            Invoice.customer_id.in_(customer_ids), Invoice.status.in_(("open", "overdue")), BALANCE > 0,
+            Invoice.customer_id.in_(customer_ids), Invoice.is_open, Invoice.balance_cents > 0,
             Invoice.due_date < today).group_by(Invoice.customer_id)).all()
     return dict(rows)
 
@@ -129,7 +120,7 @@ def _oldest_overdue_invoices(customer_ids: list[int], today: date) -> dict[int, 
 
 def _paid_up_suspended(today: date):
     overdue = exists().where(Invoice.customer_id == Subscription.customer_id,
-                             Invoice.status.in_(("open", "overdue")), BALANCE > 0, Invoice.due_date < today)
+                             Invoice.is_open, Invoice.balance_cents > 0, Invoice.due_date < today)
     return and_(Subscription.status == "suspended", Subscription.suspension_reason == "non_payment", ~overdue)
 
 
@@ -179,9 +170,9 @@ def plan_reminders(today: date) -> list[Affected]:
         return []
     rows = db.session.execute(
         select(Invoice.id, Invoice.number, Invoice.customer_id, Invoice.due_date, Customer.name,
-               BALANCE.label("balance"))
+               Invoice.balance_cents.label("balance"))
         .join(Customer, Customer.id == Invoice.customer_id)
-        .where(Invoice.status.in_(("open", "overdue")), BALANCE > 0,
+        .where(Invoice.is_open, Invoice.balance_cents > 0,
                Invoice.due_date <= today - timedelta(days=schedule[0]))).all()
     sent = set(db.session.execute(select(Notification.invoice_id, Notification.kind).where(
         Notification.invoice_id.in_([r.id for r in rows]), Notification.kind.in_(REMINDER_KINDS.values()))).all())

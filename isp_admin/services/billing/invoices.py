@@ -324,8 +324,3 @@ def charge_rest_of_period(sub: Subscription, day: date, price_cents: int, tax_ra
     _fill_totals(invoice, [{"amount_cents": amount, "tax_cents": tax_on(amount, tax_rate_bp)}])
     db.session.flush()
     return issue(invoice.id, today)
-
-
-def recompute_status(invoice: Invoice, today: date) -> None:
-    """Re-derive an issued invoice's status (after a reversal)."""
-    settle(invoice, today)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 
 from isp_admin.extensions import db
 from isp_admin.models import (
@@ -23,8 +23,6 @@ from isp_admin.models import (
 )
 from isp_admin.models.base import utcnow
 from isp_admin.services.platform import audit
-
-OPEN = ("open", "overdue")
 
 
 def lock_customer(customer_id: int) -> Customer:
@@ -64,7 +62,7 @@ def lock_and_load(model, row_id: int, missing: str):
 def open_invoices(customer_id: int) -> list[Invoice]:
     """Return the customer's unpaid issued invoices, oldest due date first."""
     return list(db.session.scalars(
-        select(Invoice).where(Invoice.customer_id == customer_id, Invoice.status.in_(OPEN))
+        select(Invoice).where(Invoice.customer_id == customer_id, Invoice.is_open)
         .order_by(Invoice.due_date, Invoice.id)))
 
 
@@ -115,7 +113,7 @@ def _spread(amount: int, invoices: list[Invoice], today: date, allocate) -> int:
         if amount <= 0:
             break
         take = min(amount, invoice.balance_cents)
-        if take <= 0 or invoice.status not in OPEN:
+        if take <= 0 or not invoice.is_open:
             continue
         allocate(invoice, take)
         amount -= take
@@ -173,11 +171,10 @@ class Balance:
 
 def customer_balance(customer_id: int, today: date) -> Balance:
     """Return the customer's balance from its invoices, payments and credit notes."""
-    balance = Invoice.total_cents - Invoice.amount_paid_cents - Invoice.credit_applied_cents
     owed, overdue = db.session.execute(
-        select(func.coalesce(func.sum(balance), 0),
-               func.coalesce(func.sum(balance).filter(Invoice.due_date < today), 0))
-        .where(Invoice.customer_id == customer_id, Invoice.status.in_(OPEN))).one()
+        select(func.coalesce(func.sum(Invoice.balance_cents), 0),
+               func.coalesce(func.sum(Invoice.balance_cents).filter(Invoice.due_date < today), 0))
+        .where(Invoice.customer_id == customer_id, Invoice.is_open)).one()
     credit = sum(left for _, left in unallocated_payments(customer_id)) + \
         sum(left for _, left in unapplied_credit_notes(customer_id))
     return Balance(int(owed), int(overdue), credit)
@@ -185,10 +182,9 @@ def customer_balance(customer_id: int, today: date) -> Balance:
 
 def overdue_cents(customer_id: int, today: date) -> int:
     """Return what the customer owes on invoices past their due date."""
-    balance = Invoice.total_cents - Invoice.amount_paid_cents - Invoice.credit_applied_cents
     return int(db.session.scalar(
-        select(func.coalesce(func.sum(balance), 0))
-        .where(Invoice.customer_id == customer_id, Invoice.status.in_(OPEN), Invoice.due_date < today)))
+        select(func.coalesce(func.sum(Invoice.balance_cents), 0))
+        .where(Invoice.customer_id == customer_id, Invoice.is_open, Invoice.due_date < today)))
 
 
 def reactivate_if_paid(customer_id: int, today: date) -> list[Subscription]:
@@ -221,12 +217,3 @@ def reactivate_subscription(sub: Subscription, today: date) -> None:
     audit.record("subscription.reactivate", sub, before=before,
                  after={"status": "active", "suspension_reason": None,
                         "next_bill_date": sub.next_bill_date.isoformat()}, customer_id=sub.customer_id)
-
-
-def active_allocations_total(invoice_id: int) -> tuple[int, int]:
-    """Return (payments, credit) actively allocated to an invoice, straight from the allocation rows."""
-    paid = db.session.scalar(select(func.coalesce(func.sum(PaymentAllocation.amount_cents), 0)).where(
-        and_(PaymentAllocation.invoice_id == invoice_id, PaymentAllocation.reversed_at.is_(None))))
-    credit = db.session.scalar(select(func.coalesce(func.sum(CreditAllocation.amount_cents), 0)).where(
-        and_(CreditAllocation.invoice_id == invoice_id, CreditAllocation.reversed_at.is_(None))))
-    return int(paid), int(credit)

@@ -90,10 +90,10 @@ def record_payment(customer_id: int, amount_cents: int | None, method: str, rece
         target = db.session.get(Invoice, invoice_id)  # fresh: lock_customer forgot every earlier read
         if target is None or target.customer_id != customer.id:
             raise Invalid("That invoice is not this customer's.", {"invoice_id": "Not found for this customer."})
-        if target.status not in ("open", "overdue") and amount_cents is None:
+        if not target.is_open and amount_cents is None:
             raise BusinessRuleViolation(f"Invoice {target.number or target.id} has nothing to pay "
                                         f"(it is {target.status}).")
-        if target.status not in ("open", "overdue"):
+        if not target.is_open:
             raise BusinessRuleViolation(f"Invoice {target.number or target.id} is {target.status}; "
                                         "the payment would go to credit. Record it without an invoice.")
         if amount_cents is None:

@@ -25,13 +25,12 @@ from isp_admin.models import (
     Payment,
     PaymentAllocation,
 )
-from isp_admin.models.invoices import INVOICE_STATUSES
+from isp_admin.models.invoices import INVOICE_STATUSES, OPEN_STATUSES, invoice_balance
 from isp_admin.models.payments import PAYMENT_METHODS
 from isp_admin.services.platform.audit import entity_history
 from isp_admin.services.platform.pagination import Page, keyset_page
 
 COUNT_CAP = 10_000
-BALANCE = Invoice.total_cents - Invoice.amount_paid_cents - Invoice.credit_applied_cents
 STATEMENT_LIMIT = 500
 FULL_NUMBER = re.compile(r"[A-Z]{2,4}-\d{4}-\d{6}")
 
@@ -110,7 +109,7 @@ def list_invoices(*, status: str | None = None, customer: str | None = None, num
             conditions.append(column <= high)
     stmt = (select(i.id, i.number, i.status, i.issue_date, i.due_date, i.currency, i.subtotal_cents, i.tax_cents,
                    i.total_cents, i.amount_paid_cents, i.credit_applied_cents,
-                   (i.total_cents - i.amount_paid_cents - i.credit_applied_cents).label("balance_cents"),
+                   invoice_balance(i).label("balance_cents"),
                    i.sent_at, i.paid_at, i.voided_at, i.created_at,
                    i.customer_id, c.name.label("customer_name"), c.account_number)
             .join(Customer.__table__, c.id == i.customer_id).where(*conditions))
@@ -163,8 +162,8 @@ def invoice_detail(invoice_id: int) -> InvoiceDetail:
 def open_invoice_choices(customer_id: int) -> list[tuple[int, str, int, date]]:
     """Return (id, number, balance, due date) of the customer's unpaid issued invoices, oldest due first."""
     return [tuple(r) for r in db.session.execute(
-        select(Invoice.id, Invoice.number, BALANCE, Invoice.due_date)
-        .where(Invoice.customer_id == customer_id, Invoice.status.in_(("open", "overdue")))
+        select(Invoice.id, Invoice.number, Invoice.balance_cents, Invoice.due_date)
+        .where(Invoice.customer_id == customer_id, Invoice.is_open)
         .order_by(Invoice.due_date, Invoice.id).limit(200))]
 
 
@@ -254,9 +253,10 @@ class AccountOverview:
 def account_overview(customer_id: int, today: date, recent: int = 5) -> AccountOverview:
     """Return what the customer owes, has overdue and holds in credit, and its latest invoices and payments."""
     # The same sums as ledger.customer_balance, in one statement: the customer page has a tight query budget.
-    mine = Invoice.customer_id == customer_id, Invoice.status.in_(("open", "overdue"))
-    owed = select(func.coalesce(func.sum(BALANCE), 0)).where(*mine).scalar_subquery()
-    overdue = select(func.coalesce(func.sum(BALANCE), 0)).where(*mine, Invoice.due_date < today).scalar_subquery()
+    mine = Invoice.customer_id == customer_id, Invoice.is_open
+    owed = select(func.coalesce(func.sum(Invoice.balance_cents), 0)).where(*mine).scalar_subquery()
+    overdue = (select(func.coalesce(func.sum(Invoice.balance_cents), 0)).where(*mine, Invoice.due_date < today)
+               .scalar_subquery())
     allocated = (select(func.coalesce(func.sum(PaymentAllocation.amount_cents), 0))
                  .where(PaymentAllocation.payment_id == Payment.id, PaymentAllocation.reversed_at.is_(None))
                  .correlate(Payment).scalar_subquery())
@@ -270,7 +270,7 @@ def account_overview(customer_id: int, today: date, recent: int = 5) -> AccountO
     sums = db.session.execute(select(owed, overdue, unallocated, unapplied)).one()
     invoices = db.session.execute(
         select(Invoice.id, Invoice.number, Invoice.status, Invoice.issue_date, Invoice.due_date, Invoice.currency,
-               Invoice.total_cents, BALANCE.label("balance_cents"))
+               Invoice.total_cents, Invoice.balance_cents.label("balance_cents"))
         .where(Invoice.customer_id == customer_id).order_by(Invoice.id.desc()).limit(recent)).mappings().all()
     payments = db.session.execute(
         select(Payment.id, Payment.amount_cents, Payment.currency, Payment.method, Payment.reference,
@@ -337,7 +337,7 @@ def invoice_stats(issued_from: date | None = None, issued_to: date | None = None
                               i.issue_date <= issued_to if issued_to else None) if c is not None]
     rows = db.session.execute(
         select(i.status, func.count(), func.coalesce(func.sum(i.total_cents), 0),
-               func.coalesce(func.sum(i.total_cents - i.amount_paid_cents - i.credit_applied_cents), 0))
+               func.coalesce(func.sum(invoice_balance(i)), 0))
         .where(*conditions).group_by(i.status)).all()
     by_status = {status: {"count": 0, "total_cents": 0, "balance_cents": 0} for status in INVOICE_STATUSES}
     for status, count, total, balance in rows:
@@ -347,7 +347,7 @@ def invoice_stats(issued_from: date | None = None, issued_to: date | None = None
         "issued_from": issued_from, "issued_to": issued_to, "currency": current_app.config["CURRENCY"],
         "by_status": by_status,
         "invoiced_cents": sum(by_status[s]["total_cents"] for s in issued),
-        "outstanding_cents": by_status["open"]["balance_cents"] + by_status["overdue"]["balance_cents"],
+        "outstanding_cents": sum(by_status[s]["balance_cents"] for s in OPEN_STATUSES),
         "overdue_cents": by_status["overdue"]["balance_cents"],
         "overdue_count": by_status["overdue"]["count"],
     }

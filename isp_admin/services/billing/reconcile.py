@@ -16,6 +16,7 @@ from isp_admin.models import (
     PaymentAllocation,
     Subscription,
 )
+from isp_admin.models.invoices import OPEN_STATUSES
 from isp_admin.services.billing.coverage import coverage_problems
 
 
@@ -61,7 +62,7 @@ def reconcile() -> list[Mismatch]:
         balance = inv.total_cents - paid.get(inv.id, 0) - credited.get(inv.id, 0)
         if inv.status == "paid" and balance != 0:
             checks.append(("paid but a balance remains", 0, balance))
-        if inv.status in ("open", "overdue") and balance <= 0:
+        if inv.status in OPEN_STATUSES and balance <= 0:
             checks.append(("unpaid but nothing is owed", inv.status, balance))
         if inv.status == "void" and paid.get(inv.id, 0):
             checks.append(("void but payments still applied", 0, paid.get(inv.id, 0)))
@@ -143,9 +144,7 @@ def _ledger_mismatches() -> list[Mismatch]:
     invoiced = _sums(Invoice, Invoice.customer_id, Invoice.total_cents, Invoice.status != "draft")
     received = _sums(Payment, Payment.customer_id, Payment.amount_cents, Payment.status == "completed")
     credited = _sums(CreditNote, CreditNote.customer_id, CreditNote.amount_cents)
-    owed = _sums(Invoice, Invoice.customer_id,
-                 Invoice.total_cents - Invoice.amount_paid_cents - Invoice.credit_applied_cents,
-                 Invoice.status.in_(("open", "overdue", "paid")))
+    owed = _sums(Invoice, Invoice.customer_id, Invoice.balance_cents, Invoice.status.in_((*OPEN_STATUSES, "paid")))
     alloc_pay = dict(db.session.execute(
         select(Payment.customer_id, func.sum(PaymentAllocation.amount_cents))
         .join(Payment, Payment.id == PaymentAllocation.payment_id)

@@ -16,7 +16,7 @@ from flask import current_app
 from sqlalchemy import bindparam, case, exists, func, select, text, update
 
 from isp_admin.extensions import db
-from isp_admin.models import AuditEvent, Customer, Invoice, InvoiceLine, Notification, Plan, Subscription
+from isp_admin.models import Customer, Invoice, InvoiceLine, Notification, Plan, Subscription
 from isp_admin.models.base import utcnow
 from isp_admin.services.billing.calendar import due_periods, prorate, tax_on
 from isp_admin.services.billing.ledger import apply_available_credit, unallocated_payments, unapplied_credit_notes
@@ -180,7 +180,6 @@ def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None
     due = as_of + timedelta(days=current_app.config["PAYMENT_TERMS_DAYS"])
     ids = reserve_ids(Invoice.__table__, len(plan.invoices))
     invoice_rows, line_rows, audit_rows, mail_rows = [], [], [], []
-    actor = audit.current_actor()
     for invoice_id, planned in zip(ids, plan.invoices, strict=True):
         subtotal, tax = planned.subtotal_cents, planned.tax_cents  # summed once, not per use
         free = subtotal + tax == 0  # nothing owed: paid at issue, never left open awaiting a payment
@@ -196,11 +195,8 @@ def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None
                 description=line.description, period_start=line.period_start, period_end=line.period_end,
                 days=line.days, period_days=line.period_days, quantity=1, unit_price_cents=line.unit_price_cents,
                 amount_cents=line.amount_cents, tax_rate_bp=line.tax_rate_bp, tax_cents=line.tax_cents))
-        audit_rows.append(dict(
-            at=now, actor_type=actor.type, actor_id=actor.id, actor_label=actor.label, action="invoice.issue",
-            entity_type="invoices", entity_id=invoice_id, customer_id=planned.customer_id, before=None,
-            after={"number": None, "total_cents": subtotal + tax, "issue_date": as_of.isoformat()},
-            ip=actor.ip))
+        audit_rows.append((invoice_id, planned.customer_id,
+                           {"number": None, "total_cents": subtotal + tax, "issue_date": as_of.isoformat()}))
         mail_rows.append(dict(customer_id=planned.customer_id, invoice_id=invoice_id, kind="invoice",
                               recipient=None, subject=None))
     _advance_subscriptions(plan, now)  # needs no number
@@ -209,11 +205,11 @@ def write_invoices(plan: BillingPlan, as_of: date, job_run_id: int | None = None
     numbers = allocate_numbers("INV", as_of.year, len(plan.invoices))
     for number, invoice_row, audit_row, mail_row in zip(numbers, invoice_rows, audit_rows, mail_rows, strict=True):
         invoice_row["number"] = number
-        audit_row["after"]["number"] = number
+        audit_row[2]["number"] = number
         mail_row["subject"] = f"Invoice {number}"
     bulk_insert(Invoice.__table__, invoice_rows)
     bulk_insert(InvoiceLine.__table__, line_rows)
-    bulk_insert(AuditEvent.__table__, audit_rows, json_columns=("before", "after"))
+    audit.record_many("invoice.issue", "invoices", audit_rows)
     # Brand-new invoices cannot collide on (invoice_id, kind), so the outbox rows can be copied in too.
     bulk_insert(Notification.__table__, _with_recipients(mail_rows, now))
     _apply_credit_where_any([p.customer_id for p in plan.invoices], as_of)
@@ -233,12 +229,9 @@ def _hold_for_review(holds: list[tuple[int, int, str]], as_of: date) -> None:
         .values(billing_hold_reason=bindparam("reason"), billing_held_on=as_of),
         [{"sub_id": sub_id, "reason": reason} for sub_id, _, reason in holds],
         execution_options={"synchronize_session": False})
-    actor, now = audit.current_actor(), utcnow()
-    bulk_insert(AuditEvent.__table__, [dict(
-        at=now, actor_type=actor.type, actor_id=actor.id, actor_label=actor.label, action="subscription.billing_hold",
-        entity_type="subscriptions", entity_id=sub_id, customer_id=customer_id, before=None,
-        after={"billing_hold_reason": reason, "billing_held_on": as_of.isoformat()}, ip=actor.ip)
-        for sub_id, customer_id, reason in holds], json_columns=("before", "after"))
+    audit.record_many("subscription.billing_hold", "subscriptions", [
+        (sub_id, customer_id, {"billing_hold_reason": reason, "billing_held_on": as_of.isoformat()})
+        for sub_id, customer_id, reason in holds])
 
 
 def _with_recipients(rows: list[dict], now) -> list[dict]:

@@ -1,7 +1,7 @@
 """Write audit events; the acting user, token or job comes from a context set at the edge."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -12,6 +12,8 @@ from sqlalchemy import inspect
 
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent
+from isp_admin.models.base import utcnow
+from isp_admin.services.platform.bulk import bulk_insert
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,17 @@ def record(action: str, entity, *, before: dict | None = None, after: dict | Non
     )
     db.session.add(event)
     return event
+
+
+def record_many(action: str, entity_type: str, rows: Iterable[tuple], *, before: dict | None = None,
+                after: dict | None = None) -> None:
+    """Add one audit event per (entity_id, customer_id[, after]) row to the current transaction, in one INSERT."""
+    actor, now = current_actor(), utcnow()
+    # A row's own third item, when given, replaces the shared `after` (each invoice issued has its own number).
+    events = [dict(at=now, actor_type=actor.type, actor_id=actor.id, actor_label=actor.label, action=action,
+                   entity_type=entity_type, entity_id=row[0], customer_id=row[1], before=before,
+                   after=row[2] if len(row) > 2 else after, ip=actor.ip) for row in rows]
+    bulk_insert(AuditEvent.__table__, events, json_columns=("before", "after"))
 
 
 def entity_history(entity_type: str, entity_id: int, limit: int = 50) -> list[AuditEvent]:

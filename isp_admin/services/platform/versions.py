@@ -17,7 +17,6 @@ from sqlalchemy import literal_column, text
 
 from isp_admin.extensions import db
 
-TRACKED = ("customers", "subscriptions", "plans")
 # One string per table: "<version>.<xmin of its row>". The xmin changes with every write of the row (a restore
 # from backup included), so a version number replayed by a restore never matches a tag issued before it.
 _SQL = ("(SELECT string_agg(name || '=' || version || '.' || xmin::text, ',') FROM change_versions)")

@@ -16,12 +16,12 @@ from sqlalchemy import and_, extract, func, select
 from isp_admin.errors import Invalid
 from isp_admin.extensions import cache, db
 from isp_admin.models import Customer, Invoice, Payment, Plan, Subscription
+from isp_admin.models.invoices import OPEN_STATUSES
 from isp_admin.services.platform.after_commit import forget_now_and_after_commit
 
 CACHE_TIMEOUT = 60
 GENERATION_KEY = "reports:generation"
-OPEN = ("open", "overdue")
-ISSUED = ("open", "overdue", "paid")
+ISSUED = (*OPEN_STATUSES, "paid")
 MAX_MONTHS = 36
 AGING_CUSTOMERS = 100
 TOP_DEBTORS = 50
@@ -34,7 +34,6 @@ BUCKETS = (
     ("days_61_90", "61–90 days", 61, 90),
     ("days_over_90", "Over 90 days", 91, None),
 )
-BALANCE = Invoice.total_cents - Invoice.amount_paid_cents - Invoice.credit_applied_cents
 
 
 def _cached(name: str, params: tuple, compute: Callable[[], object]):
@@ -99,7 +98,7 @@ def _bucket_conditions(as_of: date) -> list:
 
 def _open_on(as_of: date) -> tuple:
     """Invoices owing money that were issued by `as_of`."""
-    return (Invoice.status.in_(OPEN), Invoice.issue_date <= as_of, BALANCE > 0)
+    return (Invoice.is_open, Invoice.issue_date <= as_of, Invoice.balance_cents > 0)
 
 
 def ar_aging(as_of: date) -> AgingReport:
@@ -109,15 +108,15 @@ def ar_aging(as_of: date) -> AgingReport:
 
 def _ar_aging(as_of: date) -> AgingReport:
     conditions = _bucket_conditions(as_of)
-    sums = [func.coalesce(func.sum(BALANCE).filter(c), 0) for c in conditions]
+    sums = [func.coalesce(func.sum(Invoice.balance_cents).filter(c), 0) for c in conditions]
     summary = db.session.execute(
         select(*sums, *[func.count().filter(c) for c in conditions], func.count(Invoice.customer_id.distinct()))
         .where(*_open_on(as_of))).one()
     per_customer = (
         select(Invoice.customer_id, *[s.label(f"b{i}") for i, s in enumerate(sums)],
-               func.sum(BALANCE).label("total"))
+               func.sum(Invoice.balance_cents).label("total"))
         .where(*_open_on(as_of)).group_by(Invoice.customer_id)
-        .order_by(func.sum(BALANCE).desc(), Invoice.customer_id).limit(AGING_CUSTOMERS).subquery())
+        .order_by(func.sum(Invoice.balance_cents).desc(), Invoice.customer_id).limit(AGING_CUSTOMERS).subquery())
     rows = db.session.execute(
         select(per_customer, Customer.account_number, Customer.name)
         .join(Customer, Customer.id == per_customer.c.customer_id)
@@ -289,10 +288,11 @@ def top_debtors(as_of: date) -> DebtorsReport:
 
 def _top_debtors(as_of: date) -> DebtorsReport:
     overdue = Invoice.due_date < as_of
-    overdue_sum = func.sum(BALANCE).filter(overdue)
+    overdue_sum = func.sum(Invoice.balance_cents).filter(overdue)
     rows = db.session.execute(
         select(Customer.id, Customer.account_number, Customer.name, Customer.status, overdue_sum,
-               func.sum(BALANCE), func.count().filter(overdue), func.min(Invoice.due_date).filter(overdue))
+               func.sum(Invoice.balance_cents), func.count().filter(overdue),
+               func.min(Invoice.due_date).filter(overdue))
         .join(Invoice, Invoice.customer_id == Customer.id).where(*_open_on(as_of))
         .group_by(Customer.id, Customer.account_number, Customer.name, Customer.status)
         .having(overdue_sum > 0).order_by(overdue_sum.desc(), Customer.id).limit(TOP_DEBTORS)).all()

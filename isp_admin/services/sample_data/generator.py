@@ -20,10 +20,11 @@ from isp_admin.errors import Invalid
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer, Invoice, Payment, PaymentAllocation, Plan, Subscription
 from isp_admin.models.base import utcnow
+from isp_admin.models.invoices import OPEN_STATUSES
 from isp_admin.services.billing import collections
 from isp_admin.services.billing import run as billing
 from isp_admin.services.billing.calendar import bill_date_on_or_before, next_bill_date_after
-from isp_admin.services.billing.ledger import OPEN, reactivate_subscription
+from isp_admin.services.billing.ledger import reactivate_subscription
 from isp_admin.services.billing.payments import fingerprint
 from isp_admin.services.customers.accounts import invalidate_customer_totals, refresh_status
 from isp_admin.services.messaging.notifications import queue_many
@@ -284,7 +285,7 @@ class _Book:
             if amount <= 0:
                 break
             take = min(amount, bill.total - bill.paid)
-            if take <= 0 or bill.status not in OPEN:
+            if take <= 0 or bill.status not in OPEN_STATUSES:
                 continue
             self.allocations.append((index, bill.id, take))
             bill.paid += take
@@ -294,7 +295,7 @@ class _Book:
             if bill.status != before:
                 self.events.append((bill.id, customer_id, before, bill.status))
             self.touched[bill.id] = bill
-        self.bills[customer_id] = bills = [b for b in bills if b.status in OPEN]
+        self.bills[customer_id] = bills = [b for b in bills if b.status in OPEN_STATUSES]
         if customer_id in self.suspended and not any(b.due < self.day for b in bills):
             self.suspended.discard(customer_id)
             self.paid_up.append(customer_id)

@@ -7,11 +7,12 @@ from flask import g, request
 
 from isp_admin.errors import error_response
 from isp_admin.extensions import db
-from isp_admin.models.base import utcnow
 from isp_admin.permissions import PERMISSIONS
 from isp_admin.ratelimit import rejected_token_allowed
 from isp_admin.services.identity import tokens as token_service
 from isp_admin.services.platform.audit import Actor, set_actor_provider
+from isp_admin.services.platform.clock import utcnow
+from isp_admin.unit_of_work import commit_step
 
 REALM = 'Bearer realm="isp-admin"'
 URL_TOKEN_PARAMS = ("access_token", "token")
@@ -36,6 +37,14 @@ def resolve_bearer_token(secret: str) -> token_service.AuthenticatedToken:
     if isinstance(cached[1], token_service.TokenRejected):
         raise cached[1]
     return cached[1]
+
+
+def token_owner(secret: str) -> int | None:
+    """Return the id of the user owning the live token `secret`, or None when the token is rejected."""
+    try:
+        return resolve_bearer_token(secret).user_id
+    except token_service.TokenRejected:
+        return None
 
 
 def _unauthenticated(message: str, error: str | None = None):
@@ -70,7 +79,7 @@ def _check_request(scope: str, permission: str):
     g.api_identity = {"token_id": token.id, "user_id": token.user_id}  # plain values: the commit expires `token`
     actor = Actor("token", token.id, f"{token.user.email} (token {token.prefix})", request.remote_addr)
     if db.session.info.pop("token_last_used_written", False):
-        db.session.commit()  # last_used_at (written at most once a minute) survives a failing view
+        commit_step()  # last_used_at (written at most once a minute) survives a failing view
     if scope not in scopes:
         return _denied(f"This token lacks the {scope} scope.")
     if role not in PERMISSIONS[permission] or not token_service.role_allows_scope(role, scope):

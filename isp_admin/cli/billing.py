@@ -13,97 +13,63 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from isp_admin.extensions import db
-from isp_admin.services.billing import collections
-from isp_admin.services.billing import run as billing
+from isp_admin.services.billing import steps
 from isp_admin.services.billing.money import format_cents
-from isp_admin.services.messaging import delivery
 from isp_admin.services.platform import job_runs
 from isp_admin.services.platform.audit import SYSTEM, acting_as
 from isp_admin.services.platform.clock import today
+from isp_admin.unit_of_work import discard, unit_of_work
 
 billing_cli = AppGroup("billing", help="Billing and collections steps.")
-
-STEP_COMMANDS = {  # command name -> JobRun kind
-    "generate-monthly-invoices": "generate_monthly_invoices",
-    "mark-overdue": "mark_overdue",
-    "enforce-overdue": "enforce_overdue",
-    "reactivate-paid": "reactivate_paid",
-    "send-reminders": "send_reminders",
-    "deliver-notifications": "deliver_notifications",
-    "run-nightly": "nightly",
-}
-PLANS = {"mark_overdue": collections.plan_mark_overdue, "enforce_overdue": collections.plan_enforce_overdue,
-         "reactivate_paid": collections.plan_reactivate_paid, "send_reminders": collections.plan_reminders}
-APPLY = {"mark_overdue": collections.run_mark_overdue, "enforce_overdue": collections.run_enforce_overdue,
-         "reactivate_paid": collections.run_reactivate_paid, "send_reminders": collections.run_send_reminders}
 
 
 def _money(cents: int, currency: str | None = None) -> str:
     return format_cents(cents, currency or current_app.config["CURRENCY"])
 
 
-def _preview(kind: str, as_of: date, apply: bool) -> dict:
-    """Print what one step would do on `as_of`; with `apply`, do it in the open transaction (rolled back later)
-    so that the next step of a chain sees it."""
-    if kind == "generate_monthly_invoices":
-        plan = billing.plan_invoices(as_of)
-        for invoice in plan.invoices:
+def _print(preview: steps.StepPreview) -> dict:
+    """Print one step of a dry run, every row; return the counts the dry run's JobRun records."""
+    if preview.kind == "generate_monthly_invoices":
+        for invoice in preview.rows:
             click.echo(f"invoice  customer {invoice.customer_id} {invoice.customer_name}: "
                        f"{_money(invoice.total_cents, invoice.currency)} ({len(invoice.lines)} lines)")
             for line in invoice.lines:
                 click.echo(f"           {line.description}: {_money(line.amount_cents, invoice.currency)}"
                            f" + tax {_money(line.tax_cents, invoice.currency)}")
-        if apply:
-            billing.write_invoices(plan, as_of)
-        lines = sum(len(i.lines) for i in plan.invoices)
-        click.echo(f"Would issue {len(plan.invoices)} invoices with {lines} lines, "
-                   f"{_money(plan.total_cents)} in total.")
-        return {"invoices": len(plan.invoices), "lines": lines, "total_cents": plan.total_cents}
-    if kind == "deliver_notifications":
-        ids = delivery.queued_ids()
-        click.echo(f"Would send {len(ids)} queued notifications.")
-        return {"queued": len(ids)}
-    affected = PLANS[kind](as_of)
-    if kind == "enforce_overdue":  # a suspension's amount is what the customer owes past due
-        from isp_admin.services.billing.ledger import overdue_cents
-
-        owed = {c: overdue_cents(c, as_of) for c in {a.customer_id for a in affected}}
-        for a in affected:
-            a.amount_cents = owed[a.customer_id]
-    for a in affected:
-        amount = f"  {_money(a.amount_cents)} overdue" if kind == "enforce_overdue" else (
+        lines = preview.totals["lines"]
+        click.echo(f"Would issue {preview.count} invoices with {lines} lines, "
+                   f"{_money(preview.total_cents)} in total.")
+        return {"invoices": preview.count, "lines": lines, "total_cents": preview.total_cents}
+    if preview.kind == "deliver_notifications":
+        click.echo(f"Would send {preview.count} queued notifications.")
+        return {"queued": preview.count}
+    for a in preview.rows:
+        amount = f"  {_money(a.amount_cents)} overdue" if preview.kind == "enforce_overdue" else (
             f"  {_money(a.amount_cents)}" if a.amount_cents else "")
         click.echo(f"{a.action:<16} customer {a.customer_id} {a.customer_name}: {a.detail}{amount}")
-    if apply:
-        APPLY[kind](as_of)
-    click.echo(f"{kind}: {len(affected)} would be affected.")
-    return {"affected": len(affected), "amount_cents": sum(a.amount_cents for a in affected)}
+    click.echo(f"{preview.kind}: {preview.count} would be affected.")
+    return {"affected": preview.count, "amount_cents": preview.total_cents}
 
 
 def dry_run(kind: str, as_of: date) -> None:
-    """Preview a step (or the whole chain, each step seeing the ones before it), then roll everything back."""
-    from isp_admin.jobs.queue import NIGHTLY_STEPS
-    from isp_admin.jobs.tasks import nightly_plan
-
-    # The chain previews what the real run would do: after missed days, each of them in order (DESIGN §3).
-    steps = nightly_plan(as_of)[0] if kind == "nightly" else [(kind, as_of)]
-    chain, catching_up = len(steps) > 1, len(steps) > len(NIGHTLY_STEPS)
+    """Print what a step (or the whole chain) would do — the run page's preview, every row — and write nothing."""
     counts: dict = {}
     try:
         with acting_as(SYSTEM):
-            for step, day in steps:
+            previews = steps.preview(kind, as_of, limit=None)
+            chain = kind == steps.NIGHTLY
+            catching_up = len(previews) > len(steps.NIGHTLY_STEPS)
+            for preview in previews:
                 if chain:
-                    click.echo(f"== {step} {day}" if catching_up else f"== {step}")
-                # Only a chain applies each step: a lone preview takes no locks (the numbering row included).
-                for key, value in _preview(step, day, apply=chain).items():
-                    name = f"{step}.{key}" if chain else key
+                    click.echo(f"== {preview.kind} {preview.day}" if catching_up else f"== {preview.kind}")
+                for key, value in _print(preview).items():
+                    name = f"{preview.kind}.{key}" if chain else key
                     counts[name] = counts.get(name, 0) + value
     finally:
-        db.session.rollback()
-    run = job_runs.start_run(kind, as_of, dry_run=True, triggered_by="cli", total_chunks=1)
-    job_runs.chunk_done(run.id, counts)
-    db.session.commit()
+        discard()  # the chain applied each step to preview the next: none of it is kept
+    with unit_of_work():
+        run = job_runs.start_run(kind, as_of, dry_run=True, triggered_by="cli", total_chunks=1)
+        job_runs.chunk_done(run.id, counts)
     click.echo(f"Dry run for {as_of}: nothing was written (recorded as job run #{run.id}).")
 
 
@@ -143,11 +109,10 @@ def _step_command(name: str, kind: str):
     @click.option("--dry-run", "preview", is_flag=True, help="Print who would be affected, with amounts.")
     def command(as_of, preview: bool) -> None:
         from isp_admin.errors import Invalid
-        from isp_admin.services.platform import bounds
 
         day = as_of.date() if as_of else today()
         try:
-            bounds.check_dates(today(), future=preview, as_of=day)
+            steps.check_run_date(day, dry_run=preview)
         except Invalid as exc:
             raise click.BadParameter(exc.details["as_of"], param_hint="--date") from None
         (dry_run if preview else real_run)(kind, day)
@@ -156,8 +121,9 @@ def _step_command(name: str, kind: str):
     return billing_cli.command(name)(command)
 
 
-for _name, _kind in STEP_COMMANDS.items():
-    _step_command(_name, _kind)
+for _step in steps.STEPS:
+    _step_command(_step.command, _step.kind)
+_step_command("run-nightly", steps.NIGHTLY)
 
 
 @billing_cli.command("reconcile")

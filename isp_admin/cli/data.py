@@ -8,12 +8,13 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from isp_admin.cli.unit import command_action
 from isp_admin.extensions import db
 from isp_admin.services.identity import users as user_service
-from isp_admin.services.platform.audit import SYSTEM, acting_as
 from isp_admin.services.platform.clock import today
 from isp_admin.services.sample_data.demo import bill_history
 from isp_admin.services.sample_data.generator import MAX_HISTORY_MONTHS, generate
+from isp_admin.unit_of_work import commit_once
 
 data_cli = AppGroup("data", help="Test data and demo set-up.")
 
@@ -26,9 +27,8 @@ data_cli = AppGroup("data", help="Test data and demo set-up.")
 def generate_test_data(count: int, seed: int | None, months: int) -> None:
     """Load COUNT realistic customers with plans and subscriptions, and a billing history, in bulk."""
     # The system loads test data: its invoices, payments and audit events say so, whoever ran before in-process.
-    with click.progressbar(length=count, label="Customers") as bar, acting_as(SYSTEM):
+    with click.progressbar(length=count, label="Customers") as bar, command_action():
         result = generate(count, seed=seed, progress=bar.update, history_months=months)
-    db.session.commit()
     rate = f"{result.customers / max(result.seconds, 1e-9):,.0f} customers/s"
     if not months:
         click.echo(f"Loaded {result.customers} customers and {result.subscriptions} subscriptions "
@@ -47,12 +47,11 @@ def demo(count: int) -> None:
     email = "admin@example.com"
     if user_service.find_by_email(email) is None:
         password = secrets.token_urlsafe(12)
-        with acting_as(SYSTEM):
+        with command_action():
             user_service.create_user(email, "Demo Admin", "admin", password)
             generate(count, seed=42)
             db.session.flush()
             bill_history(today())
-        db.session.commit()
         credentials.write_text(f"{email}\n{password}\n")
         credentials.chmod(0o600)
     email, password = (credentials.read_text().split() + ["?", "?"])[:2] if credentials.exists() else (email, "?")
@@ -74,11 +73,7 @@ def cleanup_old_data(days: int, preview: bool) -> None:
     """
     from isp_admin.services.platform.retention import cleanup_old_data as cleanup
 
-    result = cleanup(days, dry_run=preview)
-    if preview:
-        db.session.rollback()
-    else:
-        db.session.commit()
+    result = commit_once(cleanup, days, dry_run=preview, keep=lambda _: not preview)
     verb = "Would delete" if preview else "Deleted"
     click.echo(f"{verb} {result.notifications} notifications and {result.job_runs} job runs older than {days} days "
                f"(kept {result.job_runs_kept} old job runs that issued invoices).")

@@ -23,13 +23,12 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from isp_admin.errors import AppError
+from isp_admin.cli.unit import command_action
 from isp_admin.extensions import db
 from isp_admin.models import User
 from isp_admin.models.base import utcnow
 from isp_admin.services.identity import tokens as token_service
 from isp_admin.services.identity import users as user_service
-from isp_admin.services.platform.audit import SYSTEM, acting_as
 
 perf_cli = AppGroup("perf", help="Measure the API's latency and queries per request.")
 
@@ -304,15 +303,10 @@ def _run(get, count: int, warmup: int, page_size: int) -> list[Result]:
 
 def _run_in_process(email: str | None, count: int, warmup: int, page_size: int) -> list[Result]:
     app = current_app._get_current_object()
-    try:
-        with acting_as(SYSTEM):
-            token, secret = token_service.create_token(_token_owner(email).id, "flask perf test-api-performance",
-                                                       "read", utcnow() + timedelta(hours=1))
-        token_id = token.id
-        db.session.commit()
-    except AppError as exc:
-        db.session.rollback()
-        raise click.ClickException(exc.message) from None
+    with command_action():
+        token, secret = token_service.create_token(_token_owner(email).id, "flask perf test-api-performance",
+                                                   "read", utcnow() + timedelta(hours=1))
+    token_id = token.id
     # The run's one token would spend its per-minute budget in seconds: lift the ceiling (the limiter still
     # runs, so its cost is measured) for this process only, and put it back afterwards.
     ceiling = app.config["RATE_LIMIT_AUTHENTICATED"]
@@ -326,6 +320,5 @@ def _run_in_process(email: str | None, count: int, warmup: int, page_size: int) 
     finally:
         request_log.setLevel(level)
         app.config["RATE_LIMIT_AUTHENTICATED"] = ceiling
-        with acting_as(SYSTEM):
+        with command_action():
             token_service.revoke_token(token_id, None)
-        db.session.commit()

@@ -5,13 +5,10 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from isp_admin.cli.unit import refusal
 from isp_admin.errors import AppError
 
 rq_cli = AppGroup("rq", help="Background workers and the nightly schedule.")
-
-
-def _fail(exc: AppError):
-    return click.ClickException(exc.message)
 
 
 def _connect(redis_connection, burst: bool):
@@ -25,7 +22,7 @@ def _connect(redis_connection, burst: bool):
     except AppError as exc:
         url = current_app.config.get("REDIS_URL")
         if burst or not url:
-            raise _fail(exc) from None
+            raise refusal(exc) from None
         connection = redis.Redis.from_url(url, socket_connect_timeout=current_app.config["REDIS_SOCKET_TIMEOUT"])
         wait_for_redis(connection, "startup")
         return connection
@@ -79,7 +76,7 @@ def show_schedule() -> None:
     try:
         rows = scheduled()
     except AppError as exc:
-        raise _fail(exc) from None
+        raise refusal(exc) from None
     for job_id, cron, func in rows:
         click.echo(f"{job_id}  {cron}  {func}")
     if not rows:

@@ -6,20 +6,12 @@ from datetime import timedelta
 import click
 from flask.cli import AppGroup
 
-from isp_admin.errors import AppError
-from isp_admin.extensions import db
+from isp_admin.cli.unit import command_action
 from isp_admin.models.base import utcnow
 from isp_admin.services.identity import tokens as token_service
 from isp_admin.services.identity import users as user_service
-from isp_admin.services.platform.audit import SYSTEM, acting_as
 
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
-
-
-def _fail(exc: AppError) -> click.ClickException:
-    db.session.rollback()
-    detail = "; ".join(f"{k}: {v}" for k, v in exc.details.items())
-    return click.ClickException(f"{exc.message} {detail}".strip())
 
 
 @tokens_cli.command("create")
@@ -32,13 +24,8 @@ def create_token(email: str, name: str, scopes: str, expires_days: int) -> None:
     user = user_service.find_by_email(email)
     if user is None:
         raise click.ClickException(f"No user with the email {email}.")
-    try:
-        with acting_as(SYSTEM):
-            token, secret = token_service.create_token(user.id, name, scopes,
-                                                       utcnow() + timedelta(days=expires_days))
-        db.session.commit()
-    except AppError as exc:
-        raise _fail(exc) from None
+    with command_action():
+        token, secret = token_service.create_token(user.id, name, scopes, utcnow() + timedelta(days=expires_days))
     click.echo(f"Created token {token.id} ({token.prefix}…) for {user.email}, scopes {token.scopes}, "
                f"expires {token.expires_at:%Y-%m-%d}.")
     click.echo("Copy the secret now; it is not shown again:")
@@ -49,10 +36,6 @@ def create_token(email: str, name: str, scopes: str, expires_days: int) -> None:
 @click.option("--id", "token_id", type=int, required=True, help="The token's id.")
 def revoke_token(token_id: int) -> None:
     """Revoke a token."""
-    try:
-        with acting_as(SYSTEM):
-            token = token_service.revoke_token(token_id, None)
-        db.session.commit()
-    except AppError as exc:
-        raise _fail(exc) from None
+    with command_action():
+        token = token_service.revoke_token(token_id, None)
     click.echo(f"Revoked token {token_id} ({token.prefix}…).")

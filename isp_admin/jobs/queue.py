@@ -12,18 +12,21 @@ from typing import TYPE_CHECKING
 import redis
 from flask import current_app
 
-from isp_admin.errors import AppError, Invalid
-from isp_admin.extensions import db
+from isp_admin.errors import AppError
 from isp_admin.models import JobRun
+from isp_admin.services.billing import steps
+from isp_admin.services.billing.steps import NIGHTLY_STEPS
 from isp_admin.services.platform import job_runs
+from isp_admin.unit_of_work import unit_of_work
 
 if TYPE_CHECKING:
     from rq import Queue
 
 log = logging.getLogger(__name__)
-# The coordinating job of each kind of run (the UI, the CLI and the scheduler start these).
+# The coordinating job of each kind of run in services/billing/steps.py (the table of steps), by the dotted
+# name RQ stores: these names are in queued jobs, so they outlive a deploy and never change.
 KINDS = {
-    "nightly": "isp_admin.jobs.tasks.run_nightly",
+    steps.NIGHTLY: "isp_admin.jobs.tasks.run_nightly",
     "generate_monthly_invoices": "isp_admin.jobs.tasks.generate_monthly_invoices",
     "mark_overdue": "isp_admin.jobs.tasks.mark_overdue_invoices",
     "enforce_overdue": "isp_admin.jobs.tasks.enforce_overdue_invoices",
@@ -31,10 +34,9 @@ KINDS = {
     "send_reminders": "isp_admin.jobs.tasks.send_invoice_reminders",
     "deliver_notifications": "isp_admin.jobs.tasks.deliver_notifications",
 }
-NIGHTLY_STEPS = ("generate_monthly_invoices", "mark_overdue", "enforce_overdue", "reactivate_paid",
-                 "send_reminders", "deliver_notifications")
+assert tuple(KINDS) == steps.KINDS, "every step of the table has its job, in the table's order"
 # Steps that count in one chunk per id range; the others count in one piece.
-FANNED_OUT = ("generate_monthly_invoices", "deliver_notifications")
+FANNED_OUT = tuple(step.kind for step in steps.STEPS if step.fanned_out)
 RETRY_INTERVALS = [10, 60, 300]
 JOB_TIMEOUT = 3600  # one chunk of a large run may take minutes; RQ's default of 180 s is too short
 
@@ -118,20 +120,16 @@ def initial_chunks(kind: str) -> int:
 
 def start_run(kind: str, as_of: date, triggered_by: str) -> JobRun:
     """Record a run of `kind` for `as_of` and enqueue its coordinating job; commits, so workers see the run."""
-    if kind not in KINDS:
-        raise Invalid("Unknown kind of run.", {"kind": f"Choose one of: {', '.join(KINDS)}."})
-    from isp_admin.services.platform.bounds import check_past_dates
-    from isp_admin.services.platform.clock import today
-
-    check_past_dates(today(), as_of=as_of)
+    steps.check_kind(kind)
+    steps.check_run_date(as_of, dry_run=False)
     queue = get_queue()  # before writing anything: no orphan "running" row when Redis is down
-    total = len(NIGHTLY_STEPS) if kind == "nightly" else initial_chunks(kind)
-    run = job_runs.start_run(kind, as_of, dry_run=False, triggered_by=triggered_by, total_chunks=total)
-    db.session.commit()
+    total = len(NIGHTLY_STEPS) if kind == steps.NIGHTLY else initial_chunks(kind)
+    with unit_of_work():  # committed before it is queued: the worker must find the run
+        run = job_runs.start_run(kind, as_of, dry_run=False, triggered_by=triggered_by, total_chunks=total)
     try:
         enqueue(KINDS[kind], as_of.isoformat(), run.id, queue=queue, description=f"{kind} for {as_of}")
     except redis.RedisError as exc:
-        job_runs.fail_run(run.id, f"could not enqueue: {exc}")
-        db.session.commit()
+        with unit_of_work():
+            job_runs.fail_run(run.id, f"could not enqueue: {exc}")
         raise QueueUnavailable("Redis refused the job; the run is recorded as failed.") from None
     return run

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import UTC, date, timedelta
+from datetime import UTC, timedelta
 
 import redis
 from flask import Flask, current_app
@@ -28,10 +28,12 @@ from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
 from isp_admin.extensions import db
-from isp_admin.jobs.queue import FANNED_OUT, KINDS, NIGHTLY_STEPS, get_queue, queue_name, run_job_id
+from isp_admin.jobs.queue import FANNED_OUT, KINDS, get_queue, queue_name, run_job_id
 from isp_admin.models import JobRun
 from isp_admin.models.base import utcnow
+from isp_admin.services.billing import steps as step_table
 from isp_admin.services.platform import audit, job_runs
+from isp_admin.unit_of_work import commit_step
 
 log = logging.getLogger(__name__)
 # Runs the CLI does in its own process (run_inline) have no RQ jobs: they are not the workers' to resume.
@@ -140,22 +142,10 @@ def _chain_after(run: JobRun, connection: redis.Redis) -> tuple:
     return _planned_after(parent, run) if parent is not None and parent.kind == "nightly" else ()
 
 
-def _parse_step(entry: str, default: date) -> tuple[str, date]:
-    """A chain entry: "kind@YYYY-MM-DD", or a bare kind (the date of the step before it)."""
-    kind, _, day = entry.partition("@")
-    return kind, date.fromisoformat(day) if day else default
-
-
 def _planned_after(parent: JobRun, step: JobRun) -> tuple:
     """The entries after `step` in its nightly parent's plan, recomputed as run_nightly planned them."""
-    from isp_admin.jobs import tasks
-
-    plan_of = getattr(tasks, "nightly_plan", None)
-    if plan_of is None:  # one day per run: the fixed order
-        kinds = NIGHTLY_STEPS[NIGHTLY_STEPS.index(step.kind) + 1:] if step.kind in NIGHTLY_STEPS else ()
-        return tuple(kinds)
-    plan, _ = plan_of(parent.as_of, exclude_run_id=parent.id)
-    entries = [f"{kind}@{day.isoformat()}" for kind, day in plan]
+    plan, _ = step_table.nightly_plan(parent.as_of, exclude_run_id=parent.id)
+    entries = [step_table.step_entry(kind, day) for kind, day in plan]
     mine = f"{step.kind}@{step.as_of.isoformat()}"
     return tuple(entries[entries.index(mine) + 1:]) if mine in entries else ()
 
@@ -261,7 +251,7 @@ def _resume(run: JobRun, lost: list[Piece], states: dict, manual: bool, connecti
     job_runs.note_recovery(run, message, automatic=not manual)
     audit.record("job_run.recover", run, after={"requeued": [p.job_id for p in lost], "reason": reason,
                                                 "manual": manual})
-    db.session.commit()
+    commit_step()
     log.warning("job run %s %s", run.id, message)
     return Outcome(run.id, "resumed", f"Run #{run.id}: {message}.")
 
@@ -270,7 +260,7 @@ def _fail(run: JobRun, reason: str) -> Outcome:
     job_runs.fail_run(run.id, f"recovery: {reason}")
     job_runs.note_recovery(run, f"marked failed: {reason}", automatic=False)
     audit.record("job_run.recover", run, after={"failed": reason})
-    db.session.commit()
+    commit_step()
     log.warning("job run %s failed by recovery: %s", run.id, reason)
     return Outcome(run.id, "failed", f"Run #{run.id} was marked failed: {reason}")
 
@@ -295,7 +285,7 @@ def _recover_chain(run: JobRun, manual: bool, lease: int, connection: redis.Redi
     last = steps[-1]
     rest = _chain_after(last, connection)
     started = {(s.kind, s.as_of) for s in steps}
-    if not rest or _parse_step(rest[0], last.as_of) in started:
+    if not rest or step_table.parse_step(rest[0], last.as_of) in started:
         if run.status == "running" and run.done_chunks < run.total_chunks and not manual:
             return _fail(run, f"the chain stopped after {last.kind} #{last.id} with nothing left to start.")
         db.session.rollback()
@@ -312,7 +302,7 @@ def _recover_chain(run: JobRun, manual: bool, lease: int, connection: redis.Redi
                f"{rest[0].replace('@', ' for ')} never started; started it")
     job_runs.note_recovery(run, message, automatic=not manual)
     audit.record("job_run.recover", run, after={"started_step": rest[0], "manual": manual})
-    db.session.commit()
+    commit_step()
     from isp_admin.jobs.tasks import _continue
 
     _continue(rest, last.as_of, last.id)  # records the step under the parent's lock, commits, and queues it

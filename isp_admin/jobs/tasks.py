@@ -12,32 +12,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date
 
-from flask import current_app
 from rq import Queue, Retry, get_current_job
 from rq.job import Job
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from isp_admin.extensions import db
-from isp_admin.jobs.queue import (
-    JOB_TIMEOUT,
-    KINDS,
-    NIGHTLY_STEPS,
-    RETRY_INTERVALS,
-    enqueue,
-    get_queue,
-    initial_chunks,
-    queue_name,
-)
+from isp_admin.jobs.queue import JOB_TIMEOUT, KINDS, RETRY_INTERVALS, enqueue, get_queue, initial_chunks, queue_name
 from isp_admin.models import JobRun
-from isp_admin.services.billing import collections
-from isp_admin.services.billing import run as billing
+from isp_admin.services.billing import steps
+from isp_admin.services.billing.steps import DAILY_STEPS, NIGHTLY_STEPS, nightly_plan, parse_step, step_entry
 from isp_admin.services.messaging import delivery
 from isp_admin.services.platform import job_runs
 from isp_admin.services.platform.clock import today
+from isp_admin.unit_of_work import commit_step, discard, unit_of_work
 
-DELIVERY_CHUNK_SIZE = 200
 log = logging.getLogger(__name__)
 
 
@@ -53,62 +43,39 @@ def _recording(job_run_id: int) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        db.session.rollback()
+        discard()
         job = get_current_job()
         if job is None or not job.retries_left:
-            job_runs.fail_run(job_run_id, f"{type(exc).__name__}: {exc}")
-            db.session.commit()
+            with unit_of_work():
+                job_runs.fail_run(job_run_id, f"{type(exc).__name__}: {exc}")
         raise
 
 
-# --- the steps' bodies, shared by the jobs and the CLI -------------------------------------------------------
-
-def _reactivate_paid(as_of: date) -> dict:
-    # Per customer: one whose reactivation fails is left out and reported on the run, the rest go on.
-    failures: list[dict] = []
-    reactivated = collections.run_reactivate_paid(as_of, failures)
-    return {"reactivated": reactivated, **job_runs.failure_counts(failures)}
-
-
-SINGLE_STEPS: dict[str, Callable[[date], dict]] = {
-    "mark_overdue": lambda d: {"marked_overdue": collections.run_mark_overdue(d)},
-    "enforce_overdue": lambda d: {"suspended": collections.run_enforce_overdue(d)},
-    "reactivate_paid": _reactivate_paid,
-    "send_reminders": lambda d: {"reminders_queued": collections.run_send_reminders(d)},
-}
-
+# --- the steps' bodies (services/billing/steps.py), shared by the jobs and the CLI ----------------------------
 
 def plan_chunks(kind: str, as_of: date) -> list[tuple[int, int]]:
     """Return the id ranges a fanned-out step will work through."""
-    if kind == "generate_monthly_invoices":
-        return billing.chunk_ranges(billing.customers_due(as_of), current_app.config["BILLING_CHUNK_SIZE"])
-    return billing.chunk_ranges(delivery.queued_ids(), DELIVERY_CHUNK_SIZE)
+    return steps.step(kind).chunks(as_of)
 
 
 def run_chunk(kind: str, as_of: date, first: int, last: int, job_run_id: int) -> bool:
     """Do one chunk and count it in, in one committed transaction; True when it completed its run."""
-    with _recording(job_run_id):
-        if kind == "generate_monthly_invoices":
-            counts = billing.bill_customer_range(as_of, (first, last), job_run_id)
-        else:  # each email commits as it leaves: a sent email cannot be rolled back with its batch
-            counts = delivery.deliver_many(delivery.queued_ids(first, last), db.session.commit)
-        finished = _count_in(job_run_id, counts, chunk_key=f"{first}-{last}")
-    return finished
+    with _recording(job_run_id), unit_of_work():
+        counts = steps.step(kind).run_chunk(as_of, first, last, job_run_id, commit_step)
+        return _count_in(job_run_id, counts, chunk_key=f"{first}-{last}")
 
 
 def run_single(kind: str, as_of: date, job_run_id: int) -> bool:
     """Run a one-piece step and count it in; True when it completed its run."""
-    with _recording(job_run_id):
-        return _count_in(job_run_id, SINGLE_STEPS[kind](as_of), chunk_key="all")
+    with _recording(job_run_id), unit_of_work():
+        return _count_in(job_run_id, steps.step(kind).run(as_of), chunk_key="all")
 
 
 def _count_in(job_run_id: int, counts: dict, chunk_key: str) -> bool:
     # Read the status under the row lock: exactly one chunk sees running -> succeeded, and it alone chains on.
     was_running = job_runs.lock(job_run_id).status == "running"
     run = job_runs.chunk_done(job_run_id, counts, chunk_key=chunk_key)
-    finished = was_running and run.status == "succeeded"
-    db.session.commit()
-    return finished
+    return was_running and run.status == "succeeded"
 
 
 # --- the RQ jobs ---------------------------------------------------------------------------------------------
@@ -132,7 +99,7 @@ def chunk_job_data(kind: str, as_of: date, job_run_id: int, index: int, first: i
         description=f"{kind} {as_of} ids {first}-{last}", result_ttl=86400, failure_ttl=30 * 86400)
 
 
-def _fan_out(kind: str, as_of: date, job_run_id: int, chunk_func: str, then: tuple) -> int:
+def _fan_out(kind: str, as_of: date, job_run_id: int, then: tuple) -> int:
     run = db.session.get(JobRun, job_run_id)
     queue = get_queue()
     # A retried (or recovered) coordinator whose run has fanned out already must not plan or queue again: the
@@ -141,9 +108,9 @@ def _fan_out(kind: str, as_of: date, job_run_id: int, chunk_func: str, then: tup
             or Job.exists(_chunk_job_id(job_run_id, 0), queue.connection)):
         return 0
     with _recording(job_run_id):
-        ranges = plan_chunks(kind, as_of)
-        job_runs.expect_chunks(job_run_id, len(ranges), ranges=ranges, then=tuple(then))
-        db.session.commit()
+        with unit_of_work():
+            ranges = plan_chunks(kind, as_of)
+            job_runs.expect_chunks(job_run_id, len(ranges), ranges=ranges, then=tuple(then))
         queue.enqueue_many([chunk_job_data(kind, as_of, job_run_id, index, first, last, then)
                             for index, (first, last) in enumerate(ranges)])
     if not ranges:
@@ -155,33 +122,31 @@ def _continue(then: tuple, as_of: date, job_run_id: int) -> None:
     """Start the next step of the chain, as a sibling of the step that just completed."""
     parent_id = db.session.scalar(select(JobRun.parent_id).where(JobRun.id == job_run_id))
     if then and parent_id is not None:
-        kind, day = _parse_step(then[0], as_of)
+        kind, day = parse_step(then[0], as_of)
         _start_step(parent_id, kind, tuple(then[1:]), day)
 
 
 def _start_step(parent_id: int, kind: str, rest: tuple, as_of: date) -> None:
     """Record and enqueue one step of the chain, once (the parent's row lock orders concurrent callers)."""
-    job_runs.lock(parent_id)
-    # A catch-up chain runs each step once per missed day: the date is part of what "already started" means.
-    if db.session.scalar(select(JobRun.id).where(JobRun.parent_id == parent_id, JobRun.kind == kind,
-                                                 JobRun.as_of == as_of)):
-        db.session.rollback()
-        return  # already started by an earlier attempt
-    step = job_runs.start_run(kind, as_of, dry_run=False, triggered_by="nightly",
-                              total_chunks=initial_chunks(kind), parent_id=parent_id)
-    db.session.commit()
-    try:
-        enqueue(KINDS[kind], as_of.isoformat(), step.id, rest, description=f"{kind} for {as_of}")
+    with unit_of_work():
+        job_runs.lock(parent_id)
+        # A catch-up chain runs each step once per missed day: the date is part of what "already started" means.
+        if db.session.scalar(select(JobRun.id).where(JobRun.parent_id == parent_id, JobRun.kind == kind,
+                                                     JobRun.as_of == as_of)):
+            return  # already started by an earlier attempt
+        step_id = job_runs.start_run(kind, as_of, dry_run=False, triggered_by="nightly",
+                                     total_chunks=initial_chunks(kind), parent_id=parent_id).id
+    try:  # queued only once the step's row is committed: a worker must find it
+        enqueue(KINDS[kind], as_of.isoformat(), step_id, rest, description=f"{kind} for {as_of}")
     except Exception as exc:
-        job_runs.fail_run(step.id, f"could not enqueue: {exc}")
-        db.session.commit()
+        with unit_of_work():
+            job_runs.fail_run(step_id, f"could not enqueue: {exc}")
         raise
 
 
 def generate_monthly_invoices(as_of: date | str, job_run_id: int, then: tuple = ()) -> int:
     """Fan the monthly run out: one bill_chunk job per range of due customers; return how many chunks."""
-    return _fan_out("generate_monthly_invoices", _as_date(as_of), job_run_id, "isp_admin.jobs.tasks.bill_chunk",
-                    then)
+    return _fan_out("generate_monthly_invoices", _as_date(as_of), job_run_id, then)
 
 
 def bill_chunk(as_of: date | str, first: int, last: int, job_run_id: int, then: tuple = ()) -> dict:
@@ -198,9 +163,9 @@ def deliver_notifications(as_of: date | str | None = None, job_run_id: int | Non
     if job_run_id is None:
         if not delivery.queued_ids(limit=1):
             return 0
-        job_run_id = job_runs.start_run("deliver_notifications", as_of, False, "scheduler").id
-        db.session.commit()
-    return _fan_out("deliver_notifications", as_of, job_run_id, "isp_admin.jobs.tasks.deliver_batch", then)
+        with unit_of_work():
+            job_run_id = job_runs.start_run("deliver_notifications", as_of, False, "scheduler").id
+    return _fan_out("deliver_notifications", as_of, job_run_id, then)
 
 
 def deliver_batch(as_of: date | str, first: int, last: int, job_run_id: int, then: tuple = ()) -> dict:
@@ -247,46 +212,16 @@ def send_invoice_reminders(as_of: date | str, job_run_id: int, then: tuple = ())
 # balances as they are now), so a payment made in the gap counts from the start of the gap; and the emails of
 # all replayed days leave together, rendered with today's balance.
 
-ONCE_STEPS = ("deliver_notifications",)  # run once for the run's own date, after every replayed day
-DAILY_STEPS = tuple(kind for kind in NIGHTLY_STEPS if kind not in ONCE_STEPS)
-
-
-def _step_entry(kind: str, day: date) -> str:
-    return f"{kind}@{day.isoformat()}"
-
-
-def _parse_step(entry: str, default: date) -> tuple[str, date]:
-    # A bare kind (a chain queued before steps carried their date) runs for the date of the step before it.
-    kind, _, day = entry.partition("@")
-    return kind, date.fromisoformat(day) if day else default
-
-
-def nightly_days(as_of: date, exclude_run_id: int | None = None) -> tuple[list[date], int]:
-    """Return the days a nightly run for `as_of` replays, oldest first, and how many older missed days it skips."""
-    last = db.session.scalar(select(func.max(JobRun.as_of)).where(
-        JobRun.kind == "nightly", JobRun.status == "succeeded", JobRun.dry_run.is_(False),
-        JobRun.parent_id.is_(None), JobRun.id != (exclude_run_id or 0)))
-    if last is None or last >= as_of:  # a first run, or a manual re-run for an earlier date: that day alone
-        return [as_of], 0
-    first, skipped = last + timedelta(days=1), 0
-    limit = current_app.config["NIGHTLY_CATCH_UP_DAYS"]
-    if (as_of - first).days > limit:
-        skipped = (as_of - timedelta(days=limit) - first).days
-        first = as_of - timedelta(days=limit)
-    return [first + timedelta(days=n) for n in range((as_of - first).days + 1)], skipped
-
-
-def nightly_plan(as_of: date, exclude_run_id: int | None = None) -> tuple[list[tuple[str, date]], int]:
-    """Return the (step, date) pairs a nightly run for `as_of` works through, and the missed days it skips."""
-    days, skipped = nightly_days(as_of, exclude_run_id)
-    plan = [(kind, day) for day in days for kind in DAILY_STEPS] + [(kind, as_of) for kind in ONCE_STEPS]
-    return plan, skipped
-
-
 def _plan_run(job_run_id: int, as_of: date) -> list[tuple[str, date]]:
     """Plan a nightly run and record it on the run: one chunk per step, and the days replayed or skipped."""
     plan, skipped = nightly_plan(as_of, exclude_run_id=job_run_id)
     days = sum(1 for kind, _ in plan if kind == DAILY_STEPS[0])
+    with unit_of_work():
+        _record_plan(job_run_id, plan, days, skipped, as_of)
+    return plan
+
+
+def _record_plan(job_run_id: int, plan: list[tuple[str, date]], days: int, skipped: int, as_of: date) -> None:
     run = job_runs.lock(job_run_id)
     run.total_chunks = len(plan)
     if days > 1 or skipped:
@@ -296,19 +231,19 @@ def _plan_run(job_run_id: int, as_of: date) -> list[tuple[str, date]]:
             run.counts = {**run.counts, "days_not_replayed": skipped}
             log.warning("nightly run #%s for %s: %s missed days before %s exceed NIGHTLY_CATCH_UP_DAYS and were "
                         "not replayed", job_run_id, as_of, skipped, plan[0][1])
-    db.session.commit()
-    return plan
 
 
 def run_nightly(as_of: date | str | None = None, job_run_id: int | None = None) -> int:
     """Run the nightly chain for every missed day up to `as_of`, in order, then deliver; return its run id."""
     as_of = _as_date(as_of)
     if job_run_id is None:  # the scheduler's call: today's business date, recorded here
-        job_run_id = job_runs.start_run("nightly", as_of, False, "scheduler", total_chunks=len(NIGHTLY_STEPS)).id
-        db.session.commit()
+        with unit_of_work():
+            steps.check_run_date(as_of, dry_run=False)
+            job_run_id = job_runs.start_run("nightly", as_of, False, "scheduler",
+                                            total_chunks=len(NIGHTLY_STEPS)).id
     with _recording(job_run_id):
         plan = _plan_run(job_run_id, as_of)
-        (kind, day), rest = plan[0], tuple(_step_entry(k, d) for k, d in plan[1:])
+        (kind, day), rest = plan[0], tuple(step_entry(k, d) for k, d in plan[1:])
         _start_step(job_run_id, kind, rest, day)
     return job_run_id
 
@@ -318,9 +253,11 @@ def run_nightly(as_of: date | str | None = None, job_run_id: int | None = None) 
 def run_inline(kind: str, as_of: date, triggered_by: str, parent_id: int | None = None,
                progress: Callable[[str, int, int], None] | None = None) -> JobRun:
     """Run one step (or the nightly chain) in this process, recorded as a JobRun; return the run."""
-    if kind == "nightly":
-        run = job_runs.start_run(kind, as_of, False, triggered_by, total_chunks=len(NIGHTLY_STEPS))
-        db.session.commit()
+    steps.check_kind(kind)
+    steps.check_run_date(as_of, dry_run=False)
+    if kind == steps.NIGHTLY:
+        with unit_of_work():
+            run = job_runs.start_run(kind, as_of, False, triggered_by, total_chunks=len(NIGHTLY_STEPS))
         with _recording(run.id):
             plan = _plan_run(run.id, as_of)
         catching_up = len(plan) > len(NIGHTLY_STEPS)
@@ -331,16 +268,15 @@ def run_inline(kind: str, as_of: date, triggered_by: str, parent_id: int | None 
                 break
         db.session.refresh(run)
         return run
-    run = job_runs.start_run(kind, as_of, False, triggered_by, total_chunks=initial_chunks(kind),
-                             parent_id=parent_id)
-    db.session.commit()
-    if kind in SINGLE_STEPS:
+    with unit_of_work():
+        run = job_runs.start_run(kind, as_of, False, triggered_by, total_chunks=initial_chunks(kind),
+                                 parent_id=parent_id)
+    if not steps.step(kind).fanned_out:
         run_single(kind, as_of, run.id)
     else:
-        with _recording(run.id):
+        with _recording(run.id), unit_of_work():
             ranges = plan_chunks(kind, as_of)
             job_runs.expect_chunks(run.id, len(ranges))
-            db.session.commit()
         for index, (first, last) in enumerate(ranges, 1):
             run_chunk(kind, as_of, first, last, run.id)
             if progress:

@@ -1,10 +1,10 @@
 """The HTML edge's unit of work: a view runs its service action here, which commits once or rolls back whole.
 
-This module is the only place under isp_admin/web that commits (tests/web/test_unit_of_work.py holds that).
-Services only flush; a view calls `perform` (a refused action is shown on the form or flashed, and the page
-re-renders) or `commit_once` (a refusal goes to the error pages). Whatever a view does after either returns
-with a result (flash, redirect, an email, signing a user in) already runs after the commit, and not at all when
-the commit fails: no hook list is needed for it.
+Views never commit by hand (tests/web/test_unit_of_work.py holds that): the commit is isp_admin.unit_of_work's,
+shared with the API, the jobs and the CLI. Services only flush; a view calls `perform` (a refused action is
+shown on the form or flashed, and the page re-renders) or `commit_once` (a refusal goes to the error pages).
+Whatever a view does after either returns with a result (flash, redirect, an email, signing a user in) already
+runs after the commit, and not at all when the commit fails: no hook list is needed for it.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from flask import flash
 from wtforms import Form
 
 from isp_admin.errors import AppError
-from isp_admin.extensions import db
+from isp_admin.unit_of_work import commit_once
 from isp_admin.web.templating import show_form_error
 
 
@@ -31,22 +31,6 @@ class _Refused:
 
 
 REFUSED: Any = _Refused()
-
-
-def commit_once(action: Callable, *args, keep: Callable[[Any], bool] | None = None, **kwargs):
-    """Run `action(*args, **kwargs)` and commit once; roll back and re-raise when it raises a domain error."""
-    try:
-        result = action(*args, **kwargs)
-    except AppError:
-        db.session.rollback()  # whatever the action flushed before it was refused is thrown away
-        raise
-    # Other exceptions are left to the error handlers: they roll back quietly, and a lost database connection
-    # must reach them as itself (a 503), not as the error of a rollback tried on it here.
-    if keep is None or keep(result):
-        db.session.commit()
-    else:
-        db.session.rollback()  # nothing worth keeping: a no-op must not commit what it touched on the way
-    return result
 
 
 def perform(action: Callable, *args, form: Form | None = None, failure: str = "{}",

@@ -29,6 +29,7 @@ from isp_admin.extensions import cache, db
 from isp_admin.jobs import tasks
 from isp_admin.jobs.queue import get_queue, start_run
 from isp_admin.models import Customer, Invoice, InvoiceLine, JobRun, Notification, Subscription
+from isp_admin.services.billing import steps
 from isp_admin.services.billing.calendar import tax_on
 from isp_admin.services.billing.payments import record_payment
 from isp_admin.services.billing.reconcile import reconcile
@@ -190,7 +191,7 @@ def test_a_late_run_after_an_outage_equals_the_nightly_runs_it_missed(app):
 
 def test_without_the_replay_a_late_run_bills_what_the_nightly_runs_would_have_skipped(app, monkeypatch):
     """The comparison above can fail: the old rule (only the run's own date) bills Ned's 10 April period."""
-    monkeypatch.setattr(tasks, "nightly_days", lambda as_of, exclude_run_id=None: ([as_of], 0))
+    monkeypatch.setattr(steps, "nightly_days", lambda as_of, exclude_run_id=None: ([as_of], 0))
     old = build_world(LATE_RUN_DAYS, {DAYS[-1]})[DAYS[-1]]
     periods = {(sub, start) for invoice in old["invoices"] for sub, kind, start, *_ in invoice[-1]}
     assert ("ned-10", d(4, 10)) in periods  # billed first, then suspended: what the on-time runs never do
@@ -277,4 +278,4 @@ def test_the_cli_previews_and_runs_the_missed_days_in_order(app):
 @pytest.mark.parametrize("entry, expected", [("mark_overdue@2026-03-02", ("mark_overdue", d(3, 2))),
                                              ("mark_overdue", ("mark_overdue", d(3, 1)))])
 def test_a_chain_entry_names_its_date_or_runs_for_the_step_before(entry, expected):
-    assert tasks._parse_step(entry, d(3, 1)) == expected
+    assert steps.parse_step(entry, d(3, 1)) == expected

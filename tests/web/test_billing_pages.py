@@ -13,8 +13,7 @@ from sqlalchemy import func, select
 
 from isp_admin.extensions import db
 from isp_admin.models import Invoice, JobRun, Notification
-from isp_admin.services.billing import collections
-from isp_admin.services.billing import operations as billing_queries
+from isp_admin.services.billing import collections, steps
 from isp_admin.services.billing import payments as payment_service
 from isp_admin.services.billing import run as billing
 from isp_admin.services.platform.clock import today
@@ -83,9 +82,9 @@ def test_the_dry_run_shows_each_collection_step_with_counts(client, login):
 
 
 def test_the_dry_run_is_bounded_but_counts_and_totals_everything(due_on_the_first):
-    preview = billing_queries.preview_run(date(2026, 3, 1), limit=2)
-    assert len(preview.invoices.rows) == 2 and preview.invoices.count == 3 and preview.invoices.truncated
-    assert preview.invoices.total_cents == 4 * 3480 and preview.line_count == 4
+    [preview] = steps.preview("generate_monthly_invoices", date(2026, 3, 1), limit=2)
+    assert len(preview.rows) == 2 and preview.count == 3 and preview.truncated
+    assert preview.total_cents == 4 * 3480 and preview.totals["lines"] == 4
 
 
 def test_the_run_page_defaults_to_today_and_refuses_a_bad_date(client, login):

@@ -10,9 +10,11 @@ from isp_admin.errors import AppError
 from isp_admin.extensions import db
 from isp_admin.jobs.queue import start_run
 from isp_admin.services.billing import operations as billing_queries
+from isp_admin.services.billing import steps
 from isp_admin.services.messaging import delivery
 from isp_admin.services.platform import job_runs
 from isp_admin.services.platform.clock import today
+from isp_admin.unit_of_work import discard
 from isp_admin.web.access import access
 from isp_admin.web.billing.forms import NotificationFilterForm, RunDateForm, StartRunForm
 from isp_admin.web.templating import page_size
@@ -32,13 +34,14 @@ def run():
     as_of = form.as_of.data or today()
     form.as_of.data = as_of
     try:
-        preview = billing_queries.preview_run(as_of)
+        previews = steps.preview(steps.NIGHTLY, as_of)
     except AppError as exc:  # a date outside the window (services/platform/bounds.py): a form error, not an error page
         form.as_of.errors = [*form.as_of.errors, *exc.details.values()]
         return render_template("billing/run.html", form=form, preview=None, start_form=StartRunForm()), 422
-    db.session.rollback()  # a dry run: whatever the planners touched is thrown away
-    return render_template("billing/run.html", form=form, preview=preview, today=today(),
-                           start_form=StartRunForm(formdata=None, as_of=as_of))
+    finally:
+        discard()  # a dry run: whatever the planners touched (the chain applies each step) is thrown away
+    return render_template("billing/run.html", form=form, preview=previews, summary=steps.summarize(previews),
+                           as_of=as_of, today=today(), start_form=StartRunForm(formdata=None, as_of=as_of))
 
 
 @bp.post("/run")
@@ -50,10 +53,6 @@ def start():
         flash("Pick the date to run for.", "danger")
         return redirect(url_for("billing.run"))
     as_of = form.as_of.data
-    if as_of > today():
-        # Billing ahead is what the dry run is for; a real run for a future date would mark invoices overdue early.
-        flash(f"The run cannot be started for a future date ({as_of}); preview it instead.", "danger")
-        return redirect(url_for("billing.run", as_of=as_of.isoformat()))
     # start_run commits the run itself before it enqueues (workers must find it), so the unit of work's commit
     # finds nothing left; it still turns QueueUnavailable (Redis down or not configured) into the flash.
     job_run = perform(start_run, kind="nightly", as_of=as_of, triggered_by=current_user.email,

@@ -25,9 +25,10 @@ run: install
 	$(FLASK) data demo
 	$(PY) -m isp_admin.devserver
 
-## test: lint, then the whole suite against PostgreSQL and Redis (TEST_DATABASE_URL / TEST_REDIS_URL)
+## test: lint, import contracts, then the whole suite against PostgreSQL and Redis (TEST_DATABASE_URL / TEST_REDIS_URL)
 test: install-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: install-test

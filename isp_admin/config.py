@@ -34,8 +34,8 @@ def engine_options(database_url: str, env: dict[str, str]) -> dict:
     if database_url.startswith("postgresql"):
         # Without a connect timeout a host that drops packets holds a request (and a worker thread) for
         # minutes; without a short pool timeout a pool drained by a stuck database queues requests for 30 s.
-        # The session speaks UTC whatever the server's TimeZone: SQL-made JSON (isp_admin.api.sqljson) and the ORM
-        # then write the same instants the same way.
+        # The session speaks UTC whatever the server's TimeZone: SQL-made JSON (isp_admin.services.platform.sqljson)
+        # and the ORM then write the same instants the same way.
         options["connect_args"] = {"connect_timeout": int(env.get("DATABASE_CONNECT_TIMEOUT", "5")),
                                    "options": "-c timezone=UTC"}
         options["pool_timeout"] = int(env.get("DATABASE_POOL_TIMEOUT", "10"))

@@ -1,11 +1,14 @@
 """Rate-limit keys and limits: per API user (all their tokens) or signed-in user, else per client address."""
 import hashlib
 import logging
+from collections.abc import Callable
 from functools import partial
 
 from flask import current_app, request
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
+
+OWNER_LOOKUP = "isp_admin.api_owner_lookup"  # the app.extensions key of the API's token-owner lookup
 
 
 def _api_bearer_secret() -> str | None:
@@ -15,16 +18,21 @@ def _api_bearer_secret() -> str | None:
     return secret.strip() or None if scheme.lower() == "bearer" else None
 
 
+def register_token_owner_lookup(app, lookup: Callable[[str], int | None]) -> None:
+    """Key API requests on their token's owner, as `lookup(secret)` finds it (None for a rejected token)."""
+    # The API hands its lookup over rather than this module importing it: isp_admin.extensions imports this
+    # module and every model and service imports extensions, so an import here would tie them all to the API.
+    app.extensions[OWNER_LOOKUP] = lookup
+
+
 def _token_owner(secret: str) -> int | None:
     # The limiter runs before the view, so this is where the token is first looked up; auth reuses the lookup
     # (kept in flask.g), so keying on its owner costs no extra query.
-    from isp_admin.api.auth import resolve_bearer_token  # the API imports this module
-    from isp_admin.services.identity.tokens import TokenRejected
-
-    try:
-        return resolve_bearer_token(secret).user_id
-    except TokenRejected:
+    lookup = current_app.extensions.get(OWNER_LOOKUP)
+    if lookup is None:  # an app without the API has no token owners
         return None
+    try:
+        return lookup(secret)
     except SQLAlchemyError:
         # Flask-Limiter takes any error from a key function for a dead storage and drops to in-memory counting;
         # the database's trouble is answered by auth instead (it looks the token up again and fails as a 503).

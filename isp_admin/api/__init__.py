@@ -57,6 +57,7 @@ class IdConverter(IntegerConverter):
 
 def register_api(app: Flask) -> None:
     """Set up the API on `app`: versioning, the resource blueprints (CSRF-exempt: tokens, not cookies), docs."""
+    from isp_admin.api.auth import token_owner
     from isp_admin.api.billing.views import blp as billing_blp
     from isp_admin.api.customers.views import blp as customers_blp
     from isp_admin.api.docs import bp as docs_bp
@@ -64,6 +65,7 @@ def register_api(app: Flask) -> None:
     from isp_admin.api.plans.views import blp as plans_blp
     from isp_admin.api.subscriptions.views import blp as subscriptions_blp
     from isp_admin.extensions import csrf
+    from isp_admin.ratelimit import register_token_owner_lookup
 
     app.config.setdefault("API_TITLE", "ISP Admin API")
     app.config.setdefault("API_VERSION", API_VERSION)
@@ -75,6 +77,7 @@ def register_api(app: Flask) -> None:
     app.extensions["isp_admin.api"] = api
     register_versioning(app)
     register_http_rules(app)
+    register_token_owner_lookup(app, token_owner)  # the rate limiter keys API requests on the token's owner
     for blueprint in (customers_blp, billing_blp, plans_blp, subscriptions_blp):
         csrf.exempt(blueprint)
         api.register_blueprint(blueprint)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, render_template, request
 
+from isp_admin.access import PUBLIC, access
 from isp_admin.api.postman import postman_collection
-from isp_admin.web.access import PUBLIC, access
 
 bp = Blueprint("api_docs", __name__, url_prefix="/api")
 

@@ -16,11 +16,12 @@ from importlib import metadata
 import redis
 from flask import Blueprint, current_app, jsonify
 from flask_login import current_user
-from sqlalchemy import select, text
+from sqlalchemy import text
 
+from isp_admin.access import PUBLIC, access
 from isp_admin.database import migrations_directory, read_migrations
 from isp_admin.extensions import db, talisman
-from isp_admin.web.access import PUBLIC, access
+from isp_admin.services.platform.job_runs import last_nightly_run
 
 bp = Blueprint("health", __name__, url_prefix="/health")
 # Probes speak plain HTTP to the container; redirecting them to HTTPS would mark a healthy pod dead.
@@ -185,10 +186,7 @@ def _background(connection: redis.Redis) -> dict:
 
 
 def _last_nightly() -> dict | None:
-    from isp_admin.models import JobRun
-
-    run = db.session.scalar(select(JobRun).where(JobRun.kind == "nightly", JobRun.parent_id.is_(None))
-                            .order_by(JobRun.id.desc()).limit(1))
+    run = last_nightly_run()
     if run is None:
         return None
     return {"id": run.id, "as_of": run.as_of.isoformat(), "status": run.status,

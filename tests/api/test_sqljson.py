@@ -1,4 +1,4 @@
-"""JSON rows written by PostgreSQL (isp_admin.api.sqljson) say exactly what marshmallow would have dumped.
+"""JSON rows written by PostgreSQL (isp_admin.services.platform.sqljson) say exactly what marshmallow would have dumped.
 
 The expected side is always marshmallow's own dump of the row as the ORM reads it back, never the SQL under test.
 """
@@ -13,10 +13,11 @@ from sqlalchemy import Boolean, Column, Date, Integer, MetaData, Numeric, String
 
 from isp_admin.api.customers.views import CustomerSchema
 from isp_admin.api.plans.views import PlanSchema
-from isp_admin.api.sqljson import row_json
+from isp_admin.api.sqljson import json_fields
 from isp_admin.api.subscriptions.views import SubscriptionSchema
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Plan, Subscription
+from isp_admin.services.platform import sqljson
 from tests.api.helpers import bearer
 from tests.conftest import is_postgres
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
@@ -52,6 +53,11 @@ def postgres_only(app):
     """The JSON rows are written by PostgreSQL; SQLite lists dump with marshmallow."""
     if not is_postgres():
         pytest.skip("SQL-made JSON rows are PostgreSQL only")
+
+
+def row_json(schema: type[ma.Schema], columns):
+    """The SQL JSON of `schema`'s rows as the customer list gets it: the API describes the schema, SQL writes it."""
+    return sqljson.row_json(columns, json_fields(schema))
 
 
 def sql_rows(schema: type[ma.Schema], model, ids: list[int]) -> dict[int, str]:

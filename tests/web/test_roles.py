@@ -1,6 +1,6 @@
 """Who may do what: every route, for every role and for anonymous visitors.
 
-The expected permissions are written out here, independently of isp_admin.web.access.PERMISSIONS, so a view
+The expected permissions are written out here, independently of isp_admin.permissions.PERMISSIONS, so a view
 guarded by the wrong permission fails this file. Each cell starts from fresh records, signs in as one role,
 sends one request and checks the outcome: refused cells answer 403 (or send anonymous visitors to sign in)
 and leave every table exactly as it was; allowed cells succeed and write the audit event they should.

@@ -1,8 +1,6 @@
 """/api/customers/: list, create, read, replace, update and close customers."""
 from __future__ import annotations
 
-from functools import cache
-
 import marshmallow as ma
 from flask import g, request
 
@@ -20,8 +18,8 @@ from isp_admin.api.common import (
 )
 from isp_admin.api.envelope import envelope, envelope_schema
 from isp_admin.api.idempotency import transactional
-from isp_admin.api.sqljson import row_json_sql
-from isp_admin.models.customers import CUSTOMER_STATUSES, Customer
+from isp_admin.api.sqljson import json_fields
+from isp_admin.models.customers import CUSTOMER_STATUSES
 from isp_admin.services.customers import accounts as customer_service
 from isp_admin.services.platform import versions
 
@@ -91,11 +89,6 @@ class CustomerListQuery(ListQuery):
         ordered = True
 
 
-@cache
-def _row_json() -> str:
-    return row_json_sql(CustomerSchema, Customer.__table__.c)
-
-
 CustomerList = envelope_schema("CustomerList", CustomerSchema, many=True)
 CustomerOne = envelope_schema("CustomerOne", CustomerSchema)
 
@@ -127,8 +120,8 @@ def list_customers(args):
     """List customers: search, filter by status, plan or creation date, order, page by number or cursor."""
     if versions.enabled():  # PostgreSQL writes the rows' JSON and keeps the versions the ETag is made from
         page = customer_service.list_customers_json(
-            _row_json(), q=args.get("search") or "", status=args.get("status"), plan_id=args.get("plan_id"),
-            sort=ORDERINGS[args["ordering"]], **_day_bounds(args), **page_window(args))
+            json_fields(CustomerSchema), q=args.get("search") or "", status=args.get("status"),
+            plan_id=args.get("plan_id"), sort=ORDERINGS[args["ordering"]], **_day_bounds(args), **page_window(args))
         return json_rows_response([row["json"] for row in page.rows], page, args, g.get("version_etag"))
     page = customer_service.list_customers(
         q=args.get("search") or "", status=args.get("status"), plan_id=args.get("plan_id"),

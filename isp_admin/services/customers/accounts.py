@@ -16,6 +16,7 @@ from isp_admin.services.identity.users import normalise_email
 from isp_admin.services.platform import audit, versions
 from isp_admin.services.platform.after_commit import forget_now_and_after_commit
 from isp_admin.services.platform.pagination import Page, decode_cursor, encode_cursor, keyset_page
+from isp_admin.services.platform.sqljson import JsonField, row_json_sql
 from isp_admin.services.reporting.dashboard import invalidate_dashboard
 
 EDITABLE = ("name", "email", "phone", "service_address", "billing_address", "tax_id", "notes")
@@ -94,6 +95,7 @@ def update_customer(customer_id: int, **values) -> Customer:
 def close_customer(customer_id: int) -> Customer:
     """Close an account that has no live service and owes nothing; customers are closed, never deleted."""
     from isp_admin.models import Invoice
+    from isp_admin.models.invoices import OPEN_STATUSES
     from isp_admin.services.billing.ledger import lock_customer
 
     customer = lock_customer(customer_id)
@@ -104,7 +106,7 @@ def close_customer(customer_id: int) -> Customer:
     if live:
         raise BusinessRuleViolation(f"Cancel the customer's {live} live subscription(s) before closing the account.")
     owed = db.session.scalar(select(func.count()).where(Invoice.customer_id == customer.id,
-                                                        Invoice.status.in_(("open", "overdue", "draft"))))
+                                                        Invoice.status.in_((*OPEN_STATUSES, "draft"))))
     if owed:
         raise BusinessRuleViolation("The customer has open or draft invoices; settle, void or delete them first.")
     before = customer.status
@@ -315,6 +317,11 @@ def _anchors(status: str | None, sort_key: str, descending: bool) -> dict:
     return {"total": row.total or 0, "step": row.step or MIN_ANCHOR_STEP, "anchors": row.anchors or []}
 
 
+@functools.cache  # built once per field list: the statement cache then keys on the one string
+def _row_json_sql(fields: tuple[JsonField, ...]) -> str:
+    return row_json_sql(Customer.__table__.c, fields)
+
+
 @functools.cache
 def _json_page_sql(row_json: str, sort_key: str, ascending: bool, status: bool, position: str | None) -> str:
     order = "ASC" if ascending else "DESC"
@@ -322,8 +329,8 @@ def _json_page_sql(row_json: str, sort_key: str, ascending: bool, status: bool, 
     if position:  # a cursor starts after its row; an anchor is the page's first row (or OFFSET rows before it)
         compare = {("cursor", True): ">", ("cursor", False): "<", ("anchor", True): ">=", ("anchor", False): "<="}
         where.append(f"(c.{sort_key}, c.id) {compare[position, ascending]} (%(value)s, %(row_id)s)")
-    # Only our own names go into the text (sort_key is a SORTS value, row_json comes from a schema); values are
-    # bound parameters.
+    # Only our own names go into the text (sort_key is a SORTS value; row_json holds column names and keys
+    # checked to be identifiers); values are bound parameters.
     inner = (f"SELECT c.id, c.{sort_key} AS sort_value FROM customers c "  # noqa: S608
              f"{'WHERE ' + ' AND '.join(where) if where else ''} "
              f"ORDER BY c.{sort_key} {order}, c.id {order} LIMIT %(limit)s OFFSET %(offset)s")
@@ -364,12 +371,12 @@ def _json_page(row_json: str, *, status, sort_key, descending, size, after, befo
     return page
 
 
-def list_customers_json(row_json: str, *, q: str = "", status: str | None = None, plan_id: int | None = None,
-                        sort: str = "name", size: int = 50, after: str | None = None, before: str | None = None,
-                        offset: int = 0, created_from=None, created_to=None) -> Page:
+def list_customers_json(fields: tuple[JsonField, ...], *, q: str = "", status: str | None = None,
+                        plan_id: int | None = None, sort: str = "name", size: int = 50, after: str | None = None,
+                        before: str | None = None, offset: int = 0, created_from=None, created_to=None) -> Page:
     """Return one page of customers as JSON texts made by PostgreSQL, for the API (PostgreSQL only).
 
-    `row_json` is the SQL text of one row's JSON (isp_admin.api.sqljson.row_json_sql).
+    `fields` names the columns each row's JSON holds, under which keys (the API's schema, described).
 
     Unfiltered or status-filtered lists jump to any page from a cached anchor: the cost of page 2,000 is that of
     page 1. Queries: the page, plus the count (and anchors) when the customers changed since last counted.
@@ -377,6 +384,7 @@ def list_customers_json(row_json: str, *, q: str = "", status: str | None = None
     c = Customer.__table__.c
     if sort not in SORTS:
         raise Invalid("Unknown sort order.", {"sort": f"Choose one of {', '.join(SORTS)}."})
+    row_json = _row_json_sql(fields)
     conditions = _conditions(q, status, plan_id, created_from, created_to)
     sort_key = SORTS[sort]
     descending = sort in ("newest", "-name", "-account", "-status")

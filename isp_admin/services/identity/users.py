@@ -21,7 +21,7 @@ from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, User
 from isp_admin.models.base import utcnow
 from isp_admin.models.users import ROLES, SignInThrottle
-from isp_admin.services.platform import audit
+from isp_admin.services.platform import audit, versions
 
 MIN_PASSWORD_LENGTH = 12
 ZXCVBN_MAX_LENGTH = 72  # zxcvbn refuses longer input
@@ -67,6 +67,20 @@ def get_user(user_id: int) -> User:
     user = db.session.get(User, user_id)
     if user is None:
         raise NotFound("No such user.")
+    return user
+
+
+def session_user(user_id: int, session_version: int) -> User | None:
+    """Return the signed-in user of a session, or None once the account is inactive or the session revoked."""
+    if versions.enabled():  # the same round trip reads the data versions the lists key their caches on
+        row = db.session.execute(select(User, versions.column()).where(User.id == user_id)).first()
+        user = row[0] if row else None
+        versions.remember(row[1] if row else None)
+    else:
+        user = db.session.get(User, user_id)
+    # Signing out or changing the password bumps the user's session version, which ends every older session.
+    if user is None or not user.active or user.session_version != session_version:
+        return None
     return user
 
 
@@ -226,6 +240,15 @@ def authenticate(email: str, password: str, client_address: str | None = None) -
     user.last_login_at = now
     db.session.flush()
     return user
+
+
+def sign_in(email: str, password: str, client_address: str | None = None) -> User | Throttled | None:
+    """Check a sign-in as authenticate does and audit a success as the user who signed in, from their address."""
+    result = authenticate(email, password, client_address)
+    if isinstance(result, User):
+        with audit.acting_as(audit.Actor("user", result.id, result.email, client_address)):
+            audit.record("user.login", result)
+    return result
 
 
 def sign_in_states(users) -> dict[int, SignInState]:

@@ -244,6 +244,12 @@ def progress(job_run_id: int) -> dict:
     }
 
 
+def last_nightly_run() -> JobRun | None:
+    """Return the newest nightly chain (its top-level run, not a step of it), if one ever ran."""
+    return db.session.scalar(select(JobRun).where(JobRun.kind == "nightly", JobRun.parent_id.is_(None))
+                             .order_by(JobRun.id.desc()).limit(1))
+
+
 def list_runs(page: int = 1, per_page: int = PAGE_SIZE, kind: str | None = None) -> tuple[list[JobRun], bool]:
     """Return one page of runs, newest first, and whether a next page exists (job_runs is a small table)."""
     page = max(1, int(page or 1))

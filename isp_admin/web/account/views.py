@@ -7,8 +7,8 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
-from isp_admin.models.base import utcnow
 from isp_admin.services.identity import tokens as token_service
+from isp_admin.services.platform.clock import utcnow
 from isp_admin.web.access import access
 from isp_admin.web.account.forms import TokenForm
 from isp_admin.web.unit_of_work import REFUSED, commit_once, perform

@@ -1,14 +1,16 @@
 """Load the signed-in user; a session is valid only while its session version is current."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import has_request_context, request
 from flask_login import LoginManager, current_user
-from sqlalchemy import select
 
-from isp_admin.extensions import db
-from isp_admin.models import User
-from isp_admin.services.platform import versions
+from isp_admin.services.identity import users as user_service
 from isp_admin.services.platform.audit import SYSTEM, Actor, set_actor_provider
+
+if TYPE_CHECKING:
+    from isp_admin.models import User
 
 
 def _load_user(session_id: str) -> User | None:
@@ -16,15 +18,7 @@ def _load_user(session_id: str) -> User | None:
         user_id, version = (int(part) for part in session_id.split(":", 1))
     except (ValueError, AttributeError):
         return None
-    if versions.enabled():  # the same round trip reads the data versions the lists key their caches on
-        row = db.session.execute(select(User, versions.column()).where(User.id == user_id)).first()
-        user = row[0] if row else None
-        versions.remember(row[1] if row else None)
-    else:
-        user = db.session.get(User, user_id)
-    if user is None or not user.active or user.session_version != version:
-        return None
-    return user
+    return user_service.session_user(user_id, version)
 
 
 def _web_actor() -> Actor:

@@ -10,7 +10,6 @@ from flask_login import COOKIE_NAME, current_user, login_user, logout_user
 
 from isp_admin.errors import Invalid
 from isp_admin.extensions import limiter
-from isp_admin.models import User
 from isp_admin.ratelimit import client_ip_key, login_limit, password_reset_limit
 from isp_admin.services.identity import users as user_service
 from isp_admin.services.messaging.mail import send_email
@@ -43,7 +42,7 @@ def login():
     if form.validate_on_submit():
         # A refused sign-in is an answer (None), not an error, so it commits too: the failure count and any wait
         # it wrote must be kept, or guessing passwords would cost nothing.
-        result = commit_once(_sign_in_attempt, form.email.data, form.password.data)
+        result = commit_once(user_service.sign_in, form.email.data, form.password.data, request.remote_addr)
         if isinstance(result, user_service.Throttled):
             # Keyed by the typed email, so an unknown email is held exactly like a known one: this says nothing
             # about whether the account exists, and nothing at all to the owner at another address.
@@ -63,17 +62,6 @@ def _duration(seconds: int) -> str:
     if seconds < 120:
         return f"{seconds} second{'s' if seconds != 1 else ''}"
     return f"{math.ceil(seconds / 60)} minutes"
-
-
-def _sign_in_attempt(email: str, password: str):
-    """Check a sign-in (counting a failure); audit a success as the user; return the user, None or Throttled."""
-    result = user_service.authenticate(email, password, request.remote_addr)
-    if isinstance(result, User):
-        with acting_as(Actor("user", result.id, result.email, request.remote_addr)):
-            from isp_admin.services.platform import audit
-
-            audit.record("user.login", result)
-    return result
 
 
 @bp.post("/logout")

@@ -46,7 +46,8 @@ from tests.conftest import (
     create_database,
     drop_database,
 )
-from tests.web.test_auth import free_port, running_smtp_server
+from tests.support.network import free_port
+from tests.support.smtp import running_smtp_server
 
 GUIDE = ROOT / "docs" / "api.md"
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)

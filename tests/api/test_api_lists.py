@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import insert
 
 from isp_admin.extensions import db
-from isp_admin.models import Customer, Invoice, Payment, Plan, Subscription
+from isp_admin.models import Customer, Plan, Subscription
 from isp_admin.services.customers.accounts import invalidate_customer_totals
 from isp_admin.services.platform.clock import today
-from tests.api.helpers import bearer
-from tests.api.test_envelope import assert_error
+from tests.api.helpers import assert_error, bearer
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
+from tests.support.billing import make_invoice, make_payment
 
 NAMES = ["Alpha", "Bravo", "Bravo", "Charlie", "Delta", "Echo", "Echo", "Foxtrot", "Golf", "Hotel", "India",
          "Juliet"]
@@ -68,28 +68,6 @@ def world():
     db.session.commit()
     return {"plans": [p.id for p in plans], "customers": customers, "subscriptions": subscriptions,
             "invoices": invoices, "payments": payments}
-
-
-def make_invoice(customer_id: int, status: str, issued, total: int, n: int) -> dict:
-    """Insert one invoice that satisfies every invoice constraint; return its plain values."""
-    now = datetime.now(UTC)
-    values = {"customer_id": customer_id, "status": status, "issue_date": issued,
-              "due_date": issued + timedelta(days=14), "currency": "USD", "subtotal_cents": total, "tax_cents": 0,
-              "total_cents": total, "amount_paid_cents": total if status == "paid" else 0,
-              "credit_applied_cents": total if status == "void" else 0,
-              "number": None if status == "draft" else f"INV-{issued.year}-{900000 + n:06d}",
-              "paid_at": now if status == "paid" else None, "voided_at": now if status == "void" else None}
-    invoice_id = db.session.execute(insert(Invoice).values(**values).returning(Invoice.id)).scalar_one()
-    return {"id": invoice_id, **values}
-
-
-def make_payment(customer_id: int, amount: int, method: str, received, reversed_: bool = False) -> dict:
-    """Insert one payment (reversed or completed); return its plain values."""
-    values = {"customer_id": customer_id, "amount_cents": amount, "currency": "USD", "method": method,
-              "received_on": received, "status": "reversed" if reversed_ else "completed", "recorded_by": "test",
-              "reversed_at": datetime.now(UTC) if reversed_ else None}
-    payment_id = db.session.execute(insert(Payment).values(**values).returning(Payment.id)).scalar_one()
-    return {"id": payment_id, **values}
 
 
 def listed(client, url: str, headers) -> list[int]:

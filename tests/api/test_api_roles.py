@@ -21,11 +21,10 @@ from isp_admin.services.billing import payments
 from isp_admin.services.identity.tokens import allowed_scopes
 from isp_admin.services.platform import job_runs
 from isp_admin.services.platform.clock import today
-from tests.api.helpers import bearer
-from tests.api.test_billing_api import BULK_REDIS_DB, drop_queue
-from tests.api.test_envelope import assert_error
+from tests.api.helpers import assert_error, bearer
 from tests.conftest import clean_context
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
+from tests.support.queues import BULK_REDIS_DB, drop_queue
 
 ROLES = ("admin", "billing", "support", "readonly")
 EVERYONE = frozenset(ROLES)

@@ -16,15 +16,12 @@ from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, CreditNote, Invoice, InvoiceLine, JobRun, Notification, Payment
 from isp_admin.services.billing import invoices as invoice_service
 from isp_admin.services.platform.clock import today
-from tests.api.helpers import bearer
-from tests.api.test_customers_api import assert_ok
-from tests.api.test_envelope import assert_error
-from tests.conftest import RUN_ID, clean_context
+from tests.api.helpers import assert_error, assert_ok, bearer
+from tests.conftest import clean_context
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 from tests.jobs.conftest import BASE_ENV, start_flask
+from tests.support.queues import BULK_REDIS_DB, drop_queue
 
-# A Redis database no other test uses, so the bulk-generate queue is surely ours alone.
-BULK_REDIS_DB = 13
 ROUTER = {"description": "Router", "quantity": 2, "unit_price_cents": 1500, "tax_rate_bp": 1600}  # 3000 + 480 tax
 INSTALL = {"description": "Installation", "unit_price_cents": 2000}
 
@@ -437,20 +434,6 @@ def bulk_app(make_app, backends, tmp_path):
     with clean_context(app):
         yield app
     drop_queue(redis.Redis.from_url(url), queue)
-
-
-def drop_queue(connection: redis.Redis, queue: str) -> None:
-    """Delete the queue, its jobs and results, and what the worker cached under this run's prefix."""
-    from rq import Queue
-
-    Queue(queue, connection=connection).delete(delete_jobs=True)
-    keys = list(connection.scan_iter(match=f"*{queue}*", count=1000))
-    keys += list(connection.scan_iter(match=f"test:{RUN_ID}:*", count=1000))
-    for key in connection.scan_iter(match="rq:job:*", count=1000):
-        if connection.type(key) == b"hash" and connection.hget(key, "origin") == queue.encode():
-            keys += [key, b"rq:results:" + key.removeprefix(b"rq:job:")]
-    if keys:
-        connection.delete(*keys)
 
 
 def test_bulk_generate_runs_on_a_real_worker_and_reports_progress(bulk_app, backends):

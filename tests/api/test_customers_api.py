@@ -9,8 +9,7 @@ from sqlalchemy import func, select
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, Customer
 from isp_admin.services.platform.clock import today
-from tests.api.helpers import bearer
-from tests.api.test_envelope import TIMESTAMP, assert_error
+from tests.api.helpers import assert_error, assert_ok, bearer
 from tests.factories import CustomerFactory, SubscriptionFactory
 
 WRITE = ("support", "read,write")
@@ -23,15 +22,6 @@ FULL = {"name": "Acme Farms Ltd", "email": "Accounts@Acme.example", "phone": "+2
 def writer():
     """Headers of a support user's token with the read and write scopes."""
     return bearer(*WRITE)
-
-
-def assert_ok(response, status: int = 200) -> dict:
-    """Assert a success envelope with `status` and return its data."""
-    assert response.status_code == status, response.data[:500]
-    body = response.get_json()
-    assert set(body) == {"success", "message", "data", "timestamp"}
-    assert body["success"] is True and body["message"] and TIMESTAMP.match(body["timestamp"])
-    return body["data"]
 
 
 def customer_count() -> int:

@@ -13,8 +13,7 @@ import pytest
 from isp_admin.api.common import version_etag
 from isp_admin.config import load_config
 from isp_admin.edge import json_depth_exceeds, unstorable_fields
-from tests.api.helpers import bearer
-from tests.api.test_envelope import assert_error
+from tests.api.helpers import assert_error, bearer
 from tests.factories import CustomerFactory
 
 URL = "/api/customers/"

@@ -8,22 +8,8 @@ from isp_admin.extensions import db
 from isp_admin.models import ApiToken
 from isp_admin.models.base import utcnow
 from isp_admin.services.identity import tokens as token_service
-from tests.api.helpers import bearer
+from tests.api.helpers import assert_error, bearer
 from tests.factories import PlanFactory, UserFactory
-
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.data[:500]
-    assert response.content_type == "application/json"
-    body = response.get_json()
-    assert set(body) == {"success", "message", "error", "timestamp"}
-    assert body["success"] is False and body["message"]
-    assert body["error"]["code"] == code and isinstance(body["error"]["details"], dict)
-    assert TIMESTAMP.match(body["timestamp"])
-    assert response.headers["X-API-Version"] == "1"
-    return body
 
 
 def test_no_token_is_401_with_a_bearer_challenge(client):

@@ -10,45 +10,27 @@ import json
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 
 import pytest
 import redis
-from sqlalchemy import Interval, func, literal, select, text, update
+from sqlalchemy import Interval, func, literal, select, update
 
-from isp_admin.api import idempotency
-from isp_admin.api.idempotency import CLAIM_GRACE, request_fingerprint
+from isp_admin.api.idempotency import request_fingerprint
 from isp_admin.devserver import serve_in_background
 from isp_admin.extensions import db
-from isp_admin.models import Customer, IdempotencyKey, Invoice, JobRun, Payment
+from isp_admin.models import IdempotencyKey, Invoice, JobRun
 from isp_admin.models.base import utcnow
+from isp_admin.services.identity import idempotency
+from isp_admin.services.identity.idempotency import CLAIM_GRACE
 from isp_admin.services.platform.clock import today
 from tests.conftest import RUN_ID, clean_context
 from tests.factories import CustomerFactory, SubscriptionFactory, UserFactory
 from tests.gunicorn_helpers import PAYMENTS, billing_token, call, gunicorn, send_together, wait_until
-
-KEY = "Idempotency-Key"
-
-
-def payment_body(customer_id: int, amount_cents: int = 2500, **more) -> dict:
-    """A cash payment of `amount_cents` from the customer."""
-    return {"customer_id": customer_id, "amount_cents": amount_cents, "method": "cash", **more}
-
-
-def payments_of(customer_id: int) -> list[Payment]:
-    """The customer's payments, oldest first, as committed."""
-    db.session.expire_all()
-    return list(db.session.scalars(select(Payment).where(Payment.customer_id == customer_id).order_by(Payment.id)))
-
-
-def key_rows() -> list[IdempotencyKey]:
-    """Every stored Idempotency-Key, oldest first, as committed."""
-    db.session.expire_all()
-    return list(db.session.scalars(select(IdempotencyKey).order_by(IdempotencyKey.id)))
+from tests.support.idempotency import KEY, key_rows, payment_body, payments_of
+from tests.support.locks import customer_lock, holding_row_lock, lock_waiters
 
 
 def age_key(key: str, **by: timedelta) -> None:
@@ -288,14 +270,6 @@ def test_a_billing_run_started_twice_with_one_key_starts_once(make_app, backends
 
 # --- real servers, real concurrency -------------------------------------------------------------------------------
 
-def lock_waiters(holder_pid: int | None = None) -> int:
-    """How many sessions of this run's own database wait for a lock (held by backend `holder_pid`, if given)."""
-    blocked = "AND :pid = ANY(pg_blocking_pids(pid))" if holder_pid else ""
-    with db.engine.connect() as connection:
-        return connection.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                      f"AND wait_event_type = 'Lock' {blocked}"), {"pid": holder_pid})
-
-
 def test_simultaneous_retries_through_gunicorn_make_one_payment_per_key(app, backends, tmp_path):
     customer = CustomerFactory()
     headers, _ = billing_token()
@@ -326,20 +300,6 @@ def test_simultaneous_retries_through_gunicorn_make_one_payment_per_key(app, bac
     assert [p.amount_cents for p in payments_of(customer.id)] == [1000 + r for r in range(rounds)]
     assert [(k.key, k.state) for k in key_rows()] == [(f"burst-{r}", "done") for r in range(rounds)]
     print(f"\n{senders} simultaneous senders x {rounds} keys through gunicorn: {dict(tally)}")
-
-
-@contextmanager
-def holding_row_lock(statement) -> Iterator:
-    """Hold `SELECT … FOR UPDATE` on a connection of our own until the caller rolls back; yield (it, its pid)."""
-    with db.engine.connect() as connection:
-        pid = connection.scalar(text("SELECT pg_backend_pid()"))
-        connection.execute(statement)
-        yield connection, pid
-
-
-def customer_lock(customer_id: int):
-    """The row lock record_payment takes on the customer (SELECT … FOR UPDATE)."""
-    return select(Customer.id).where(Customer.id == customer_id).with_for_update()
 
 
 def test_a_retry_while_the_first_request_runs_gets_409_then_the_replay(app):

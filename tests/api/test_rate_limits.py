@@ -31,9 +31,9 @@ from isp_admin.extensions import db, limiter
 from isp_admin.models.users import ApiToken
 from isp_admin.services.identity import tokens as token_service
 from tests.api.helpers import bearer
-from tests.api.test_idempotency import call, wait_until
 from tests.conftest import PASSWORD, RUN_ID, FreshContextClient, app_config, clean_context
 from tests.factories import CustomerFactory, UserFactory
+from tests.gunicorn_helpers import call, wait_until
 
 _addresses = itertools.count(1)
 

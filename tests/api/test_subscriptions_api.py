@@ -9,9 +9,7 @@ from sqlalchemy import func, select
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, CreditNote, Customer, Invoice, InvoiceLine, Subscription
 from isp_admin.services.platform.clock import today
-from tests.api.helpers import bearer
-from tests.api.test_customers_api import assert_ok
-from tests.api.test_envelope import assert_error
+from tests.api.helpers import assert_error, assert_ok, bearer
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 

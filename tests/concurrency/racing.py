@@ -183,3 +183,46 @@ def assert_clean(outcome: Outcome, allowed: dict[str, set[int]]) -> None:
     """Fail, with the evidence, unless every answer keeps the contract (see refusal_problems)."""
     problems = refusal_problems(outcome, allowed)
     assert not problems, "\n".join(problems) + "\n" + outcome.evidence()
+
+
+# --- the racing writes: one API request each ---------------------------------------------------------------------
+
+def pay(invoice_id: int, cents: int = 10000) -> Request:
+    """The API request that pays `cents` in cash on the invoice."""
+    return Request("pay", "POST", f"/api/billing/invoices/{invoice_id}/pay/", {"method": "cash", "amount_cents": cents})
+
+
+def void(invoice_id: int) -> Request:
+    """The API request that voids the invoice."""
+    return Request("void", "POST", f"/api/billing/invoices/{invoice_id}/void/", {"reason": "Raised in error"})
+
+
+def reverse(payment_id: int) -> Request:
+    """The API request that reverses the payment."""
+    return Request("reverse", "POST", f"/api/billing/payments/{payment_id}/reverse/", {"reason": "Bounced"})
+
+
+def cancel(sub_id: int) -> Request:
+    """The API request that cancels the subscription."""
+    return Request("cancel", "POST", f"/api/subscriptions/{sub_id}/cancel/", {})
+
+
+def change_plan(sub_id: int, plan_id: int) -> Request:
+    """The API request that moves the subscription to another plan."""
+    return Request("change_plan", "POST", f"/api/subscriptions/{sub_id}/change-plan/", {"plan_id": plan_id})
+
+
+def issue(invoice_id: int) -> Request:
+    """The API request that issues the draft invoice."""
+    return Request("issue", "POST", f"/api/billing/invoices/{invoice_id}/issue/")
+
+
+def edit(invoice_id: int, n: int) -> Request:
+    """The n-th API request that replaces the draft invoice's lines."""
+    return Request("edit", "PUT", f"/api/billing/invoices/{invoice_id}/",
+                   {"lines": [{"description": f"Edit {n}", "unit_price_cents": 20000 + n}]})
+
+
+def delete(invoice_id: int) -> Request:
+    """The API request that deletes the draft invoice."""
+    return Request("delete", "DELETE", f"/api/billing/invoices/{invoice_id}/")

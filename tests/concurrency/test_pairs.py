@@ -15,7 +15,7 @@ from isp_admin.services.customers import subscriptions as subscription_service
 from isp_admin.services.platform.clock import today
 from tests.concurrency import ledger
 from tests.concurrency.invariants import coverage_problems, ledger_problems
-from tests.concurrency.racing import Request, assert_clean, race
+from tests.concurrency.racing import assert_clean, cancel, change_plan, delete, edit, issue, pay, race, reverse, void
 from tests.factories import CustomerFactory, PlanFactory
 
 N = 12  # racers per round
@@ -27,39 +27,6 @@ def assert_ledger_sound(outcome) -> None:
     """reconcile() finds nothing, and neither do the direct checks; the evidence of the race if they do."""
     problems = ledger_problems() + coverage_problems(today())
     assert not problems, "\n".join(problems) + "\n" + outcome.evidence()
-
-
-def pay(invoice_id: int, cents: int = 10000) -> Request:
-    return Request("pay", "POST", f"/api/billing/invoices/{invoice_id}/pay/", {"method": "cash", "amount_cents": cents})
-
-
-def void(invoice_id: int) -> Request:
-    return Request("void", "POST", f"/api/billing/invoices/{invoice_id}/void/", {"reason": "Raised in error"})
-
-
-def reverse(payment_id: int) -> Request:
-    return Request("reverse", "POST", f"/api/billing/payments/{payment_id}/reverse/", {"reason": "Bounced"})
-
-
-def cancel(sub_id: int) -> Request:
-    return Request("cancel", "POST", f"/api/subscriptions/{sub_id}/cancel/", {})
-
-
-def change_plan(sub_id: int, plan_id: int) -> Request:
-    return Request("change_plan", "POST", f"/api/subscriptions/{sub_id}/change-plan/", {"plan_id": plan_id})
-
-
-def issue(invoice_id: int) -> Request:
-    return Request("issue", "POST", f"/api/billing/invoices/{invoice_id}/issue/")
-
-
-def edit(invoice_id: int, n: int) -> Request:
-    return Request("edit", "PUT", f"/api/billing/invoices/{invoice_id}/",
-                   {"lines": [{"description": f"Edit {n}", "unit_price_cents": 20000 + n}]})
-
-
-def delete(invoice_id: int) -> Request:
-    return Request("delete", "DELETE", f"/api/billing/invoices/{invoice_id}/")
 
 
 def paid_in(outcome) -> list[int]:

@@ -17,8 +17,19 @@ from isp_admin.services.customers import subscriptions as subscription_service
 from isp_admin.services.platform.clock import today
 from tests.concurrency import ledger
 from tests.concurrency.invariants import coverage_problems, ledger_problems
-from tests.concurrency.racing import Request, assert_clean, race
-from tests.concurrency.test_pairs import cancel, change_plan, delete, edit, issue, pay, reverse, void
+from tests.concurrency.racing import (
+    Request,
+    assert_clean,
+    cancel,
+    change_plan,
+    delete,
+    edit,
+    issue,
+    pay,
+    race,
+    reverse,
+    void,
+)
 from tests.factories import CustomerFactory, PlanFactory
 
 COPIES = 6  # of the write, beside two generate-invoice requests and the chunk

@@ -9,7 +9,6 @@ import contextlib
 import os
 import signal
 import time
-from pathlib import Path
 
 from sqlalchemy import select, text
 
@@ -28,6 +27,7 @@ from tests.jobs.conftest import (
     run_worker,
     start_flask,
 )
+from tests.support.processes import descendants
 
 
 def load_customers(count: int) -> tuple:
@@ -48,20 +48,6 @@ def billed_periods() -> set:
     db.session.rollback()
     return set(db.session.execute(select(InvoiceLine.subscription_id, InvoiceLine.period_start)
                                   .where(InvoiceLine.kind == "subscription")).tuples())
-
-
-def descendants(pid: int) -> list[int]:
-    """Process ids whose parent is `pid` (the worker's work horse)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def wait_until_half_done(run_id: int, timeout: float = 30) -> int:

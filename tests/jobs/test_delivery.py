@@ -18,7 +18,8 @@ from isp_admin.services.billing.pdf import render_invoice_pdf
 from isp_admin.services.messaging import delivery
 from tests.conftest import clean_context
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
-from tests.web.test_auth import free_port, running_smtp_server
+from tests.support.network import free_port
+from tests.support.smtp import running_smtp_server
 
 BILL_DAY = date(2026, 3, 1)
 COMPANY = {"COMPANY_NAME": "Acme Fibre Ltd", "COMPANY_ADDRESS": "12 Harbour Road\nMombasa"}

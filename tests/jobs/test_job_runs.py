@@ -14,7 +14,7 @@ from isp_admin.jobs.queue import QueueUnavailable, get_queue, start_run
 from isp_admin.models import JobRun
 from isp_admin.services.platform import job_runs
 from tests.conftest import clean_context
-from tests.web.test_auth import free_port
+from tests.support.network import free_port
 
 DAY = date(2026, 3, 1)
 

@@ -28,9 +28,8 @@ from isp_admin.services.billing.run import plan_invoices
 from isp_admin.services.platform import job_runs
 from tests.factories import PASSWORD, UserFactory
 from tests.jobs.conftest import assert_gapless, invoice_numbers, line_counts, run_worker, start_flask
-from tests.jobs.test_crash_safety import descendants
-from tests.jobs.test_worker import AS_OF, billed_periods, customers_due
-from tests.ops.test_degradation import kill, start_redis
+from tests.support.billing import AS_OF, billed_periods, customers_due
+from tests.support.processes import descendants, kill, start_redis
 
 LEASE = 4  # seconds: the process tests' workers take a run whose jobs went quiet this long for lost
 

@@ -1,35 +1,18 @@
 """A real RQ worker process runs the fanned-out monthly run and the nightly chain."""
 from __future__ import annotations
 
-from datetime import date
-
 from sqlalchemy import select
 
 from isp_admin.extensions import db
 from isp_admin.jobs import tasks
 from isp_admin.jobs.queue import get_queue, start_run
-from isp_admin.models import AuditEvent, InvoiceLine, JobRun, Notification
+from isp_admin.models import AuditEvent, JobRun, Notification
 from isp_admin.services.billing.run import plan_invoices
 from isp_admin.services.platform import job_runs
 from isp_admin.services.platform.job_runs import progress
-from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 from tests.jobs.conftest import assert_gapless, invoice_numbers, line_counts, run_worker
-from tests.web.test_auth import running_smtp_server
-
-AS_OF = date(2026, 3, 1)
-
-
-def customers_due(count: int) -> list:
-    """`count` customers, each with one subscription two periods behind (Feb and Mar are due on 1 Mar)."""
-    plan = PlanFactory(monthly_price_cents=3100, tax_rate_bp=1600)
-    return [SubscriptionFactory(plan=plan, customer=CustomerFactory(), start_date=date(2026, 1, 1), billing_day=1,
-                                next_bill_date=date(2026, 2, 1)) for _ in range(count)]
-
-
-def billed_periods() -> set[tuple[int, date]]:
-    db.session.rollback()
-    return set(db.session.execute(select(InvoiceLine.subscription_id, InvoiceLine.period_start)
-                                  .where(InvoiceLine.kind == "subscription")).tuples())
+from tests.support.billing import AS_OF, billed_periods, customers_due
+from tests.support.smtp import running_smtp_server
 
 
 def test_a_worker_bills_every_chunk_of_a_fanned_out_run_once(jobs_app, flask_env):

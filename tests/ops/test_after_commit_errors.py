@@ -18,20 +18,13 @@ from sqlalchemy import make_url, select
 
 from isp_admin.extensions import limiter
 from isp_admin.models import User
-from tests.api.test_idempotency import (
-    KEY,
-    customer_lock,
-    holding_row_lock,
-    key_rows,
-    lock_waiters,
-    payment_body,
-    payments_of,
-)
-from tests.api.test_idempotency_faults import assert_unavailable, backend_gone, blocked_backend, faults_conf
 from tests.conftest import PASSWORD, is_postgres
 from tests.factories import CustomerFactory, UserFactory
 from tests.gunicorn_helpers import PAYMENTS, billing_token, call, gunicorn, wait_until
-from tests.ops.test_degradation import TcpProxy
+from tests.support.faults import assert_unavailable, faults_conf
+from tests.support.idempotency import KEY, key_rows, payment_body, payments_of
+from tests.support.locks import backend_gone, blocked_backend, customer_lock, holding_row_lock, lock_waiters
+from tests.support.network import TcpProxy
 
 GUNICORN_500 = b"Internal Server Error"  # gunicorn's own HTML page, sent when the app raises out of WSGI
 

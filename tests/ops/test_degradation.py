@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -25,103 +23,16 @@ from sqlalchemy import func, make_url, select
 
 from isp_admin import create_app
 from isp_admin.config import engine_options, load_config, redis_timeouts
-from isp_admin.devserver import free_port, redis_server_binary
+from isp_admin.devserver import free_port
 from isp_admin.extensions import db, limiter
 from isp_admin.models import JobRun
 from isp_admin.services.platform.clock import today
 from tests.api.helpers import bearer
-from tests.api.test_idempotency import wait_until
 from tests.conftest import PASSWORD, FreshContextClient, app_config, clean_context
 from tests.factories import CustomerFactory, UserFactory
-
-# --- real processes the test controls -----------------------------------------------------------------------------
-
-def start_redis(port: int, directory) -> subprocess.Popen:
-    """Start a throwaway redis-server on `port` (no persistence) and return it once it answers."""
-    binary = shutil.which("redis-server") or str(redis_server_binary())
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                                "no", "--dir", str(directory), "--daemonize", "no", "--loglevel", "warning"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    probe = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1)  # no retry back-off
-
-    def answers() -> bool:
-        assert process.poll() is None, "redis-server exited at start"
-        try:
-            return bool(probe.ping())
-        except redis.ConnectionError:
-            return False
-
-    try:
-        wait_until(answers, "the throwaway redis-server to answer")
-    finally:
-        probe.close()
-    return process
-
-
-def kill(process: subprocess.Popen) -> None:
-    """SIGKILL a process we started (as a crash would) and reap it."""
-    if process.poll() is None:
-        process.kill()
-    process.wait(timeout=10)
-
-
-class TcpProxy:
-    """A TCP forwarder on a fixed loopback port that can be cut (refusing and severing) and restored."""
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        self.port = free_port()
-        self._links: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._acceptor: threading.Thread | None = None
-        self.open()
-
-    def open(self) -> None:
-        """Listen again on the same port and forward every connection to the target."""
-        listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the port is ours again at once
-        listener.settimeout(0.05)
-        self._stop.clear()
-        self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
-        self._acceptor.start()
-
-    def close(self) -> None:
-        """Refuse new connections and cut every open one, as a server that went down does."""
-        self._stop.set()
-        self._acceptor.join(timeout=5)
-        with self._lock:
-            links, self._links = self._links, set()
-        for link in links:
-            with suppress(OSError):
-                link.shutdown(socket.SHUT_RDWR)
-            link.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        with listener:
-            while not self._stop.is_set():
-                try:
-                    client, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                try:
-                    upstream = socket.create_connection(self.target, timeout=5)
-                except OSError:
-                    client.close()
-                    continue
-                client.settimeout(None)
-                upstream.settimeout(None)
-                with self._lock:
-                    self._links |= {client, upstream}
-                for source, sink in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        with suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
+from tests.gunicorn_helpers import wait_until
+from tests.support.network import TcpProxy
+from tests.support.processes import kill, start_redis
 
 
 def log_events(capfd) -> list[dict]:

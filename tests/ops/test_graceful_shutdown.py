@@ -25,22 +25,14 @@ from isp_admin.devserver import free_port
 from isp_admin.extensions import db
 from isp_admin.jobs.queue import start_run
 from isp_admin.models import Customer, Invoice, JobRun
-from tests.api.test_idempotency import (
-    PAYMENTS,
-    billing_token,
-    call,
-    customer_lock,
-    holding_row_lock,
-    lock_waiters,
-    payment_body,
-    payments_of,
-    wait_until,
-)
 from tests.conftest import ROOT, RUN_ID
 from tests.factories import CustomerFactory
+from tests.gunicorn_helpers import PAYMENTS, billing_token, call, wait_until
 from tests.jobs import conftest as jobs_fixtures
 from tests.jobs.conftest import assert_gapless, invoice_numbers, line_counts
-from tests.jobs.test_worker import AS_OF, customers_due
+from tests.support.billing import AS_OF, customers_due
+from tests.support.idempotency import payment_body, payments_of
+from tests.support.locks import customer_lock, holding_row_lock, lock_waiters
 
 GRACEFUL_TIMEOUT = 20  # seconds; the test releases its lock long before
 # The jobs tests' fixtures: a queue of the test's own, an app on it, the environment of a `flask` subprocess.

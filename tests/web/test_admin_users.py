@@ -12,15 +12,8 @@ from isp_admin.extensions import db
 from isp_admin.models import AuditEvent, User
 from isp_admin.services.identity import users as user_service
 from tests.factories import UserFactory
-from tests.web.test_auth import (
-    FAILED,
-    NEW_PASSWORD,
-    flashes,
-    is_signed_in,
-    reset_path,
-    running_smtp_server,
-    sign_in,
-)
+from tests.support.auth import FAILED, NEW_PASSWORD, flashes, is_signed_in, reset_path, sign_in
+from tests.support.smtp import running_smtp_server
 
 
 def user_count() -> int:

@@ -1,20 +1,13 @@
 """Staff sign-in, sign-out, throttled failures, rate limits, password change and reset, remember-me, CLI and CSRF."""
 from __future__ import annotations
 
-import email
-import email.policy
-import itertools
 import re
-import socket
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from aiosmtpd.controller import Controller
 from flask_migrate import upgrade
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash
@@ -25,118 +18,18 @@ from isp_admin.models.base import utcnow
 from isp_admin.models.users import SignInThrottle
 from tests.conftest import ROOT, create_database, drop_database
 from tests.factories import PASSWORD, UserFactory
-
-FAILED = "Invalid email or password."
-RESET_SENT = "If that address belongs to an account, a reset link is on its way."
-NEW_PASSWORD = "a brand new passphrase 42"
-_addresses = itertools.count(1)
-
-
-# ---------------------------------------------------------------- shared helpers (imported by other test files)
-
-def free_port() -> int:
-    """Return a loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Inbox:
-    """An aiosmtpd handler that keeps every message it accepts."""
-
-    def __init__(self) -> None:
-        self.envelopes = []
-        self.port = 0
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802  (aiosmtpd's hook name)
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-    @property
-    def messages(self) -> list[email.message.EmailMessage]:
-        """The accepted messages, parsed."""
-        return [email.message_from_bytes(e.content, policy=email.policy.default) for e in self.envelopes]
-
-    @property
-    def url(self) -> str:
-        """The MAIL_URL that delivers here."""
-        return f"smtp://127.0.0.1:{self.port}"
-
-
-@contextmanager
-def running_smtp_server():
-    """Run a real SMTP server on a free loopback port and yield its Inbox."""
-    inbox = Inbox()
-    inbox.port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
-    controller.start()
-    try:
-        yield inbox
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-def smtp_server():
-    """A real SMTP server (aiosmtpd) collecting what the app sends."""
-    with running_smtp_server() as inbox:
-        yield inbox
-
-
-def flashes(response) -> list[str]:
-    """Return the texts of the flash alerts on an HTML page."""
-    found = re.findall(r'<div class="alert [^"]*" role="alert">\s*(.*?)\s*<button', response.get_data(as_text=True),
-                       re.S)
-    return [re.sub(r"\s+", " ", text) for text in found]
-
-
-def body_text(message) -> str:
-    """Return the plain-text body of a parsed email."""
-    return message.get_body(preferencelist=("plain",)).get_content()
-
-
-def reset_path(message) -> str:
-    """Return the /reset-password/<token> path from an emailed link."""
-    match = re.search(r"https?://[^/\s]+(/reset-password/[\w.\-]+)", body_text(message))
-    assert match, body_text(message)
-    return match.group(1)
-
-
-def outbox_messages(app) -> list[email.message.EmailMessage]:
-    """Return the .eml files the app wrote to its outbox, parsed."""
-    outbox = Path(app.config["MAIL_OUTBOX_DIR"])
-    files = sorted(outbox.glob("*.eml")) if outbox.exists() else []
-    return [email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files]
-
-
-def sign_in(client, email_: str, password: str = PASSWORD, **extra):
-    """Post the sign-in form."""
-    return client.post("/login", data={"email": email_, "password": password, **extra})
-
-
-def sign_in_from(address: dict, client, email_: str, password: str = PASSWORD):
-    """Post the sign-in form from a client address (an environ from unique_address())."""
-    return client.post("/login", data={"email": email_, "password": password}, environ_base=address)
-
-
-def is_signed_in(client) -> bool:
-    """Whether the dashboard opens (rather than redirecting to the sign-in page)."""
-    response = client.get("/")
-    if response.status_code == 302:
-        assert response.headers["Location"].startswith("/login")
-        return False
-    assert response.status_code == 200
-    return True
-
-
-def unique_address() -> dict:
-    """Environ for requests from a client address no other test uses, so rate-limit counters start at zero.
-
-    Flask-Limiter keeps the first RATELIMIT_KEY_PREFIX it sees for the whole process, so a per-test prefix
-    would not isolate the counters; a per-test client address does.
-    """
-    return {"REMOTE_ADDR": f"10.{uuid.uuid4().int % 250}.{next(_addresses) % 250}.{uuid.uuid4().int % 250 + 1}"}
-
+from tests.support.auth import (
+    FAILED,
+    NEW_PASSWORD,
+    RESET_SENT,
+    flashes,
+    is_signed_in,
+    reset_path,
+    sign_in,
+    sign_in_from,
+    unique_address,
+)
+from tests.support.smtp import outbox_messages
 
 # ---------------------------------------------------------------- sign in
 

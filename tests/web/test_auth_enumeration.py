@@ -12,7 +12,7 @@ from isp_admin.extensions import db
 from isp_admin.models import AuditEvent
 from isp_admin.models.users import SignInThrottle
 from tests.factories import PASSWORD, UserFactory
-from tests.web.test_auth import FAILED, flashes, sign_in_from, unique_address
+from tests.support.auth import FAILED, flashes, sign_in_from, unique_address
 
 VOLATILE = {"Date", "X-Request-ID", "Set-Cookie", "Content-Length"}
 

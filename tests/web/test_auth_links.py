@@ -6,8 +6,8 @@ from sqlalchemy import select
 from isp_admin.extensions import db
 from isp_admin.models import AuditEvent
 from tests.factories import PASSWORD, UserFactory
-from tests.web.test_auth import body_text, outbox_messages, unique_address
-from tests.web.test_auth import smtp_server as smtp_server  # noqa: F401  (the fixture)
+from tests.support.auth import unique_address
+from tests.support.smtp import body_text, outbox_messages
 
 POISONED = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
 

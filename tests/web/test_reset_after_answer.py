@@ -17,7 +17,7 @@ from isp_admin.services.identity import users as user_service
 from isp_admin.services.identity.users import RESET_SENT
 from tests.factories import UserFactory
 from tests.gunicorn_helpers import gunicorn
-from tests.web.test_auth import unique_address
+from tests.support.auth import unique_address
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 

@@ -2,7 +2,6 @@
 idempotent, previewable, and safe when two runs race."""
 from __future__ import annotations
 
-import threading
 from datetime import date
 
 import pytest
@@ -17,6 +16,7 @@ from isp_admin.services.billing.reconcile import reconcile
 from isp_admin.services.customers import subscriptions
 from tests.conftest import is_postgres
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
+from tests.support.threads import in_threads
 
 D = date
 
@@ -292,33 +292,6 @@ def test_generate_invoice_for_one_customer_returns_none_when_nothing_is_due(app)
 
 
 # --- two runs at once -----------------------------------------------------------------------------------------
-
-def in_threads(app, *work):
-    """Run each callable in its own thread, app context and DB session, released together by a barrier.
-
-    Each callable runs its transaction and commits; an exception is rolled back and returned in its place.
-    """
-    barrier = threading.Barrier(len(work))
-    results: list = [None] * len(work)
-
-    def worker(index, fn):
-        with app.app_context():
-            try:
-                barrier.wait(timeout=10)
-                results[index] = fn()
-                db.session.commit()
-            except Exception as exc:  # noqa: BLE001 - handed back to the test to assert on
-                db.session.rollback()
-                results[index] = exc
-
-    threads = [threading.Thread(target=worker, args=(i, fn)) for i, fn in enumerate(work)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a thread is stuck"
-    return results
-
 
 def _seed_concurrent(n_customers: int = 12) -> tuple[int, int]:
     for _ in range(n_customers):

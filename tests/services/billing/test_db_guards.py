@@ -13,6 +13,7 @@ from isp_admin.extensions import db
 from isp_admin.services.billing import invoices, payments
 from isp_admin.services.billing import run as billing
 from tests.factories import PlanFactory, SubscriptionFactory
+from tests.gunicorn_helpers import billing_token
 
 D = date
 
@@ -100,8 +101,6 @@ def test_an_amount_paid_that_differs_from_the_allocations_is_refused_at_commit(i
 
 
 def test_a_write_the_database_refuses_is_a_409_envelope_not_a_500(issued, client, monkeypatch):
-    from tests.api.test_idempotency import billing_token
-
     headers, _ = billing_token()
     db.session.commit()
 

@@ -15,7 +15,7 @@ from isp_admin.services.billing.ledger import customer_balance
 from isp_admin.services.billing.reconcile import reconcile
 from tests.conftest import is_postgres
 from tests.factories import CustomerFactory, SubscriptionFactory
-from tests.services.billing.test_billing_run import in_threads
+from tests.support.threads import in_threads
 
 D = date
 

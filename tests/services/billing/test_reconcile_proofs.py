@@ -6,7 +6,6 @@ import pytest
 from sqlalchemy import text
 
 from isp_admin.extensions import db
-from tests.services.billing.test_reconcile import books  # noqa: F401  (the fixture: a varied, clean history)
 
 
 def one(sql: str, **params) -> tuple:
@@ -139,7 +138,7 @@ def cli(app):
 
 
 @pytest.mark.parametrize("corrupt", list(CORRUPTIONS), ids=[f.__name__ for f in CORRUPTIONS])
-def test_each_corruption_makes_reconcile_exit_1_naming_the_customer(books, cli, corrupt):  # noqa: F811
+def test_each_corruption_makes_reconcile_exit_1_naming_the_customer(books, cli, corrupt):
     if db.engine.dialect.name != "postgresql":
         pytest.skip("the corruptions go past PostgreSQL's guards")
     assert cli().exit_code == 0

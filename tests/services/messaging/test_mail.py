@@ -5,13 +5,9 @@ import pytest
 
 from isp_admin.services.messaging.mail import build_message, send_email
 from tests.factories import UserFactory
-from tests.web.test_auth import (
-    RESET_SENT,
-    flashes,
-    free_port,
-    outbox_messages,
-    running_smtp_server,
-)
+from tests.support.auth import RESET_SENT, flashes
+from tests.support.network import free_port
+from tests.support.smtp import outbox_messages, running_smtp_server
 
 FROM = "Acme Fibre Billing <billing@acme-fibre.example>"
 # Every byte value, so any 7-bit or text mangling on the way shows up.

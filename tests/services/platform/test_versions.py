@@ -17,9 +17,9 @@ from isp_admin.services.customers.accounts import create_customer, update_custom
 from isp_admin.services.platform import versions
 from isp_admin.services.platform.clock import today
 from isp_admin.services.platform.versions import VersionedCache
-from tests.api.test_api_lists import make_invoice, make_payment
 from tests.conftest import is_postgres
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
+from tests.support.billing import make_invoice, make_payment
 
 TRACKED = ("customers", "subscriptions", "plans")
 # Set-based bulk writes: one statement writes `n` rows, so "once per transaction" is tested on many rows.

@@ -115,6 +115,7 @@ def take_screenshots(base_url: str, password: str, ids: dict) -> None:
             (f"/subscriptions/{ids['subscription_id']}", "subscription.png", "dl"),
             ("/plans/", "plans.png", "#plans tbody tr"),
             ("/admin/users/", "staff.png", "#users tbody tr"),
+            ("/billing/run", "billing-run.png", "#run-summary"),
         ]
         for path, name, content in pages:
             response = page.goto(path)

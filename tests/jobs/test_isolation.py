@@ -4,7 +4,6 @@ billed exactly once, and the nightly chain does all its steps, in process and th
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import date
 
 import pytest
@@ -19,9 +18,9 @@ from isp_admin.services.billing import collections
 from isp_admin.services.billing import run as billing
 from isp_admin.services.billing.reconcile import reconcile
 from isp_admin.services.platform import job_runs
-from tests.conftest import is_postgres
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 from tests.jobs.conftest import assert_gapless, invoice_numbers, line_counts, run_worker
+from tests.support.billing import refused_by_trigger
 
 AS_OF = date(2026, 3, 1)
 NIGHTLY_STEPS = ["generate_monthly_invoices", "mark_overdue", "enforce_overdue", "reactivate_paid",
@@ -50,32 +49,6 @@ def plant_year_one(sub: Subscription) -> None:
     db.session.execute(text("UPDATE subscriptions SET start_date = '0001-01-01', next_bill_date = '0001-01-01', "
                             f"billed_from = '0001-01-01', billing_day = 31{approved} WHERE id = :id"), {"id": sub.id})
     db.session.commit()
-
-
-@contextmanager
-def refused_by_trigger(sql_condition: str, *, deferred: bool = False):
-    """A trigger that refuses one customer's rows, as a database would (a constraint, a guard); dropped after."""
-    if not is_postgres():
-        pytest.skip("PostgreSQL triggers")
-    table, when = ("invoices", "AFTER INSERT") if deferred else ("invoice_lines", "BEFORE INSERT")
-    kind = "CONSTRAINT TRIGGER" if deferred else "TRIGGER"
-    timing = "DEFERRABLE INITIALLY DEFERRED " if deferred else ""
-    db.session.execute(text(f"""
-        CREATE OR REPLACE FUNCTION test_refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-          IF {sql_condition} THEN RAISE EXCEPTION 'refused by the test trigger'; END IF;
-          RETURN NEW;
-        END $$;
-        CREATE {kind} test_refuse_one {when} ON {table} {timing}FOR EACH ROW EXECUTE FUNCTION test_refuse_one();
-    """))
-    db.session.commit()
-    try:
-        yield
-    finally:
-        db.session.rollback()
-        db.session.execute(text(f"DROP TRIGGER IF EXISTS test_refuse_one ON {table}; "
-                                "DROP FUNCTION IF EXISTS test_refuse_one()"))
-        db.session.commit()
 
 
 def billed_periods() -> dict[int, list[date]]:

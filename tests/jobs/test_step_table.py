@@ -24,6 +24,7 @@ from tests.api.helpers import bearer
 from tests.conftest import truncate_all
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 from tests.jobs.conftest import _drop_redis_keys, run_worker
+from tests.support.billing import refused_by_trigger
 
 RULE = "A run cannot be started for a future date; preview it instead."
 
@@ -163,3 +164,19 @@ def test_a_future_run_is_refused_alike_by_every_edge_and_records_nothing(jobs_ap
     preview = jobs_app.test_cli_runner().invoke(args=["billing", "run-nightly", "--dry-run", "--date",
                                                       ahead.isoformat()])
     assert (preview.exit_code == 0) is (days_ahead <= 366), preview.output
+
+
+def test_a_step_the_database_refuses_in_the_preview_leaves_the_page_whole(jobs_app):
+    """The dry run applies each step for the next; a customer whose invoice the database refuses must cost the
+    preview that chaining, not the page (the real run leaves that customer out and bills the rest)."""
+    build_world()
+    ann = db.session.scalar(select(Subscription).where(Subscription.pppoe_username == "ann-1"))
+    client = signed_in(jobs_app, "readonly")
+    with refused_by_trigger(f"NEW.subscription_id = {ann.id}"):
+        page = client.get("/billing/run")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200, text[:500]
+    assert re.search(r'id="count-invoice">2<', text) and "Ann Due" in text  # planned, as it stands
+    for step in steps.STEPS:
+        assert f'id="count-{step.key}"' in text
+    assert db.session.scalar(select(Invoice.id).where(Invoice.issue_date == today())) is None

@@ -1,12 +1,15 @@
 """Billing data for tests: subscriptions due on AS_OF, the periods billed, invoices and payments inserted as rows."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import insert, select
+import pytest
+from sqlalchemy import insert, select, text
 
 from isp_admin.extensions import db
 from isp_admin.models import Invoice, InvoiceLine, Payment
+from tests.conftest import is_postgres
 from tests.factories import CustomerFactory, PlanFactory, SubscriptionFactory
 
 AS_OF = date(2026, 3, 1)
@@ -46,3 +49,29 @@ def make_payment(customer_id: int, amount: int, method: str, received, reversed_
               "reversed_at": datetime.now(UTC) if reversed_ else None}
     payment_id = db.session.execute(insert(Payment).values(**values).returning(Payment.id)).scalar_one()
     return {"id": payment_id, **values}
+
+
+@contextmanager
+def refused_by_trigger(sql_condition: str, *, deferred: bool = False):
+    """A trigger that refuses one customer's rows, as a database would (a constraint, a guard); dropped after."""
+    if not is_postgres():
+        pytest.skip("PostgreSQL triggers")
+    table, when = ("invoices", "AFTER INSERT") if deferred else ("invoice_lines", "BEFORE INSERT")
+    kind = "CONSTRAINT TRIGGER" if deferred else "TRIGGER"
+    timing = "DEFERRABLE INITIALLY DEFERRED " if deferred else ""
+    db.session.execute(text(f"""
+        CREATE OR REPLACE FUNCTION test_refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF {sql_condition} THEN RAISE EXCEPTION 'refused by the test trigger'; END IF;
+          RETURN NEW;
+        END $$;
+        CREATE {kind} test_refuse_one {when} ON {table} {timing}FOR EACH ROW EXECUTE FUNCTION test_refuse_one();
+    """))
+    db.session.commit()
+    try:
+        yield
+    finally:
+        db.session.rollback()
+        db.session.execute(text(f"DROP TRIGGER IF EXISTS test_refuse_one ON {table}; "
+                                "DROP FUNCTION IF EXISTS test_refuse_one()"))
+        db.session.commit()

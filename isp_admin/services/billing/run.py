@@ -288,7 +288,7 @@ def bill_customer_range(as_of: date, customer_range: tuple[int, int], job_run_id
         db.session.execute(select(Customer.id).where(Customer.id.between(*customer_range))
                            .order_by(Customer.id).with_for_update())
     try:  # the fast path: the whole chunk planned and written set-based, in one savepoint
-        plans = [_in_savepoint(lambda: _bill(as_of, job_run_id, customer_range=customer_range))]
+        plans = [in_savepoint(lambda: _bill(as_of, job_run_id, customer_range=customer_range))]
         failures = []
     except Exception as exc:
         if job_runs.is_transient(exc):
@@ -326,7 +326,7 @@ def _bill_one_by_one(as_of: date, customer_range: tuple[int, int], job_run_id: i
     plans, failures = [], []
     for customer_id in candidates:
         try:
-            plans.append(_in_savepoint(lambda c=customer_id: _bill(as_of, job_run_id, customer_id=c)))
+            plans.append(in_savepoint(lambda c=customer_id: _bill(as_of, job_run_id, customer_id=c)))
         except Exception as exc:
             if job_runs.is_transient(exc):
                 raise
@@ -336,7 +336,7 @@ def _bill_one_by_one(as_of: date, customer_range: tuple[int, int], job_run_id: i
     return plans, failures
 
 
-def _in_savepoint(work):
+def in_savepoint(work):
     """Run `work` in a savepoint, with the deferred (at-commit) checks run inside it: a refusal undoes only it."""
     checked = False
     try:

@@ -6,6 +6,7 @@ run or a preview may name, which missed days a late run replays — so the edges
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -23,6 +24,7 @@ from isp_admin.services.messaging import delivery
 from isp_admin.services.platform import bounds, job_runs
 from isp_admin.services.platform.clock import today
 
+log = logging.getLogger(__name__)
 NIGHTLY = "nightly"
 PREVIEW_ROWS = 200
 DELIVERY_CHUNK_SIZE = 200
@@ -241,12 +243,12 @@ def preview(kind: str, as_of: date, limit: int | None = PREVIEW_ROWS) -> list[St
     check_run_date(as_of, dry_run=True)
     if kind != NIGHTLY:
         return [BY_KIND[kind].preview(as_of, limit)]
-    previews = []
+    previews, applying = [], True
     for name, day in nightly_plan(as_of)[0]:
         entry = BY_KIND[name]
         previews.append(entry.preview(day, limit))
-        if entry.daily:  # delivery comes last and sends real email: it is only ever counted
-            _apply_for_preview(entry, day)
+        if entry.daily and applying:  # delivery comes last and sends real email: it is only ever counted
+            applying = _apply_for_preview(entry, day)
     return previews
 
 
@@ -273,8 +275,21 @@ def summarize(previews: list[StepPreview]) -> list[StepTotal]:
     return list(totals.values())
 
 
-def _apply_for_preview(entry: Step, day: date) -> None:
-    if entry.kind == "generate_monthly_invoices":
-        billing.write_invoices(billing.plan_invoices(day), day)
-    else:
-        entry.run(day)
+def _apply_for_preview(entry: Step, day: date) -> bool:
+    """Apply a step in a savepoint so the next one sees it; False when it could not be (nothing of it is kept).
+
+    A real run may commit the same rows between this preview's plan and its write (the unique line key then
+    refuses the copy): the preview must not fail for that, so the steps after it are planned on the data as it
+    stands instead.
+    """
+    try:
+        if entry.kind == "generate_monthly_invoices":
+            billing.in_savepoint(lambda: billing.write_invoices(billing.plan_invoices(day), day))
+        else:
+            billing.in_savepoint(lambda: entry.run(day))
+    except Exception as exc:
+        if job_runs.is_transient(exc):
+            raise
+        log.warning("dry run for %s: %s could not be applied for the next steps: %s", day, entry.kind, exc)
+        return False
+    return True

@@ -6,8 +6,7 @@ from sqlalchemy import select
 from isp_admin.errors import NotFound
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Invoice, JobRun, Notification
-from isp_admin.services.billing.queries import keyset_by_id
-from isp_admin.services.platform.pagination import Page
+from isp_admin.services.platform.pagination import Page, keyset_by_id
 
 
 def list_job_runs(*, size: int = 50, after: str | None = None, before: str | None = None) -> Page:

@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy import Date, cast, func, literal, or_, select, union_all
 
 from isp_admin.database import escape_like
-from isp_admin.errors import Invalid, NotFound
+from isp_admin.errors import NotFound
 from isp_admin.extensions import db
 from isp_admin.models import (
     CreditAllocation,
@@ -28,9 +28,8 @@ from isp_admin.models import (
 from isp_admin.models.invoices import INVOICE_STATUSES, OPEN_STATUSES, invoice_balance
 from isp_admin.models.payments import PAYMENT_METHODS
 from isp_admin.services.platform.audit import entity_history
-from isp_admin.services.platform.pagination import Page, keyset_page
+from isp_admin.services.platform.pagination import Page, keyset_by_id, ordering_column
 
-COUNT_CAP = 10_000
 STATEMENT_LIMIT = 500
 FULL_NUMBER = re.compile(r"[A-Z]{2,4}-\d{4}-\d{6}")
 
@@ -53,32 +52,8 @@ def find_customer_id(text: str) -> int | None:
     return db.session.scalar(select(Customer.id).where(customer_matches(Customer.id, text)).limit(1))
 
 
-def _capped_count(stmt, id_col) -> tuple[int, bool]:
-    capped = stmt.with_only_columns(id_col).limit(COUNT_CAP + 1).subquery()
-    total = db.session.scalar(select(func.count()).select_from(capped))
-    return min(total, COUNT_CAP), total > COUNT_CAP
-
-
 INVOICE_ORDERINGS = ("id", "issue_date", "due_date", "total_cents")
 PAYMENT_ORDERINGS = ("id", "received_on", "amount_cents")
-
-
-def ordering_column(columns, ordering: str, allowed: tuple[str, ...]):
-    """Return (sort column, descending) for an ordering such as "-due_date"; refuse names not in `allowed`."""
-    name = ordering.lstrip("-")
-    if name not in allowed:
-        raise Invalid("Unknown ordering.", {"ordering": f"One of {', '.join(allowed)}, optionally with '-'."})
-    return columns[name], ordering.startswith("-")
-
-
-def keyset_by_id(stmt, id_col, size: int, after: str | None, before: str | None, *, offset: int = 0,
-                 sort_col=None, descending: bool = True) -> Page:
-    """Run one page of `stmt` (newest id first unless `sort_col` says otherwise), with a count capped at COUNT_CAP."""
-    sort_col = id_col if sort_col is None else sort_col
-    page = keyset_page(db.session, stmt, sort_col, id_col, descending=descending, size=size, after=after,
-                       before=before, sort_key=sort_col.name, offset=offset)
-    page.total, page.total_capped = _capped_count(stmt, id_col)
-    return page
 
 
 # --- invoices ---------------------------------------------------------------------------------------------------

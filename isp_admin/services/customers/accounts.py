@@ -15,7 +15,7 @@ from isp_admin.models import AuditEvent, Customer, Plan, Subscription
 from isp_admin.services.identity.users import normalise_email
 from isp_admin.services.platform import audit, versions
 from isp_admin.services.platform.after_commit import forget_now_and_after_commit
-from isp_admin.services.platform.pagination import Page, decode_cursor, encode_cursor, keyset_page
+from isp_admin.services.platform.pagination import COUNT_CAP, Page, decode_cursor, encode_cursor, keyset_page
 from isp_admin.services.platform.sqljson import JsonField, row_json_sql
 from isp_admin.services.reporting.dashboard import invalidate_dashboard
 
@@ -24,7 +24,6 @@ SORTS = {"name": "name", "-name": "name", "account": "account_number", "-account
          "newest": "id", "oldest": "id", "status": "status", "-status": "status"}
 LIST_COLUMNS = ("id", "account_number", "name", "email", "phone", "service_address", "billing_address", "tax_id",
                 "status", "notes", "created_at", "updated_at")
-COUNT_CAP = 10_000
 TOTAL_CACHE_KEY = "customers:total"
 
 

@@ -237,7 +237,7 @@ def list_subscriptions(*, status: str | None = None, customer_id: int | None = N
     """Return one page of subscriptions matching the filters, with a capped count: two queries."""
     from isp_admin.database import escape_like
     from isp_admin.models import Customer, Plan
-    from isp_admin.services.billing.queries import keyset_by_id, ordering_column
+    from isp_admin.services.platform.pagination import keyset_by_id, ordering_column
 
     s, p, c = Subscription.__table__.c, Plan.__table__.c, Customer.__table__.c
     conditions = []

@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import tuple_
+from sqlalchemy import func, select, tuple_
 
 from isp_admin.errors import Invalid
+from isp_admin.extensions import db
 
 _BIGINT = 2**63
 
@@ -97,3 +98,30 @@ def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
         next_cursor=cursor_of(rows[-1]) if rows and has_next else None,
         prev_cursor=cursor_of(rows[0]) if rows and has_prev else None,
     )
+
+
+COUNT_CAP = 10_000  # a list counts at most this many rows (and says so): an exact count of millions costs a scan
+
+
+def _capped_count(stmt, id_col) -> tuple[int, bool]:
+    capped = stmt.with_only_columns(id_col).limit(COUNT_CAP + 1).subquery()
+    total = db.session.scalar(select(func.count()).select_from(capped))
+    return min(total, COUNT_CAP), total > COUNT_CAP
+
+
+def ordering_column(columns, ordering: str, allowed: tuple[str, ...]):
+    """Return (sort column, descending) for an ordering such as "-due_date"; refuse names not in `allowed`."""
+    name = ordering.lstrip("-")
+    if name not in allowed:
+        raise Invalid("Unknown ordering.", {"ordering": f"One of {', '.join(allowed)}, optionally with '-'."})
+    return columns[name], ordering.startswith("-")
+
+
+def keyset_by_id(stmt, id_col, size: int, after: str | None, before: str | None, *, offset: int = 0,
+                 sort_col=None, descending: bool = True) -> Page:
+    """Run one page of `stmt` (newest id first unless `sort_col` says otherwise), with a count capped at COUNT_CAP."""
+    sort_col = id_col if sort_col is None else sort_col
+    page = keyset_page(db.session, stmt, sort_col, id_col, descending=descending, size=size, after=after,
+                       before=before, sort_key=sort_col.name, offset=offset)
+    page.total, page.total_capped = _capped_count(stmt, id_col)
+    return page

@@ -56,7 +56,7 @@ class Step:
     kind: str
     key: str  # the page's element ids
     title: str
-    preview: Callable[[date, int | None], StepPreview]
+    plan: Callable[[date], tuple[list, int, dict]]  # (every affected row, their amount, any totals of the step's)
     run: Callable[[date], dict] | None = None
     chunks: Callable[[date], list[tuple[int, int]]] | None = None
     run_chunk: Callable[[date, int, int, int | None, Callable[[], None]], dict] | None = None
@@ -72,16 +72,20 @@ class Step:
         """The step's `flask billing` command."""
         return self.kind.replace("_", "-")
 
+    def preview(self, as_of: date, limit: int | None) -> StepPreview:
+        """What the step would do on `as_of` (nothing written): its first `limit` rows, count and amount."""
+        rows, total_cents, totals = self.plan(as_of)
+        return StepPreview(self.kind, self.key, self.title, as_of, rows[:limit], len(rows), total_cents, totals)
+
 
 # --- previews --------------------------------------------------------------------------------------------------
 
-def _preview_invoices(as_of: date, limit: int | None) -> StepPreview:
+def _plan_invoices(as_of: date) -> tuple[list, int, dict]:
     plan = billing.plan_invoices(as_of)
     totals = {"lines": sum(len(i.lines) for i in plan.invoices),
               "subtotal_cents": sum(i.subtotal_cents for i in plan.invoices),
               "tax_cents": sum(i.tax_cents for i in plan.invoices)}
-    return StepPreview("generate_monthly_invoices", "invoice", "Invoiced", as_of, plan.invoices[:limit],
-                       len(plan.invoices), plan.total_cents, totals)
+    return plan.invoices, plan.total_cents, totals
 
 
 def _overdue_by_customer(customer_ids: set[int], as_of: date) -> dict[int, int]:
@@ -95,22 +99,20 @@ def _overdue_by_customer(customer_ids: set[int], as_of: date) -> dict[int, int]:
     return {customer_id: int(owed or 0) for customer_id, owed in rows}
 
 
-def _collection_preview(kind: str, key: str, title: str, planner, *, owed: bool = False):
-    def preview(as_of: date, limit: int | None) -> StepPreview:
+def _collection_plan(planner, *, owed: bool = False) -> Callable[[date], tuple[list, int, dict]]:
+    def plan(as_of: date) -> tuple[list, int, dict]:
         affected = planner(as_of)
         if owed:  # a suspension's amount is what its customer owes past due
             by_customer = _overdue_by_customer({a.customer_id for a in affected}, as_of)
             for a in affected:
                 a.amount_cents = by_customer.get(a.customer_id, 0)
-        return StepPreview(kind, key, title, as_of, affected[:limit], len(affected),
-                           sum(a.amount_cents for a in affected))
+        return affected, sum(a.amount_cents for a in affected), {}
 
-    return preview
+    return plan
 
 
-def _preview_delivery(as_of: date, limit: int | None) -> StepPreview:
-    ids = delivery.queued_ids()
-    return StepPreview("deliver_notifications", "deliver", "Emails sent", as_of, [], len(ids), 0)
+def _plan_delivery(as_of: date) -> tuple[list, int, dict]:
+    return delivery.queued_ids(), 0, {}  # the outbox's ids: only ever counted
 
 
 # --- runs ------------------------------------------------------------------------------------------------------
@@ -140,23 +142,18 @@ def _deliver_chunk(as_of: date, first: int, last: int, job_run_id: int | None, c
 
 
 STEPS: tuple[Step, ...] = (
-    Step("generate_monthly_invoices", "invoice", "Invoiced", _preview_invoices,
+    Step("generate_monthly_invoices", "invoice", "Invoiced", _plan_invoices,
          chunks=_billing_chunks, run_chunk=_bill_chunk),
-    Step("mark_overdue", "mark_overdue", "Marked overdue",
-         _collection_preview("mark_overdue", "mark_overdue", "Marked overdue", collections.plan_mark_overdue),
+    Step("mark_overdue", "mark_overdue", "Marked overdue", _collection_plan(collections.plan_mark_overdue),
          run=lambda d: {"marked_overdue": collections.run_mark_overdue(d)}),
     Step("enforce_overdue", "suspend", "Suspended for non-payment",
-         _collection_preview("enforce_overdue", "suspend", "Suspended for non-payment",
-                             collections.plan_enforce_overdue, owed=True),
+         _collection_plan(collections.plan_enforce_overdue, owed=True),
          run=lambda d: {"suspended": collections.run_enforce_overdue(d)}),
-    Step("reactivate_paid", "reactivate", "Reactivated (paid up)",
-         _collection_preview("reactivate_paid", "reactivate", "Reactivated (paid up)",
-                             collections.plan_reactivate_paid),
+    Step("reactivate_paid", "reactivate", "Reactivated (paid up)", _collection_plan(collections.plan_reactivate_paid),
          run=_reactivate_paid),
-    Step("send_reminders", "remind", "Reminded",
-         _collection_preview("send_reminders", "remind", "Reminded", collections.plan_reminders),
+    Step("send_reminders", "remind", "Reminded", _collection_plan(collections.plan_reminders),
          run=lambda d: {"reminders_queued": collections.run_send_reminders(d)}),
-    Step("deliver_notifications", "deliver", "Emails sent", _preview_delivery,
+    Step("deliver_notifications", "deliver", "Emails sent", _plan_delivery,
          chunks=_delivery_chunks, run_chunk=_deliver_chunk, daily=False),
 )
 BY_KIND: dict[str, Step] = {step.kind: step for step in STEPS}

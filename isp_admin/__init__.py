@@ -77,6 +77,7 @@ def register_blueprints(app: Flask) -> None:
     from isp_admin.api import register_api
     from isp_admin.edge import register_edge
     from isp_admin.health.views import bp as health_bp
+    from isp_admin.jobs.kick import register_network_kick
     from isp_admin.observability.logs import register_request_logging
     from isp_admin.observability.metrics import register_metrics
     from isp_admin.observability.request_id import register_request_id
@@ -88,6 +89,7 @@ def register_blueprints(app: Flask) -> None:
     from isp_admin.web.customers.views import bp as customers_bp
     from isp_admin.web.dashboard.views import bp as dashboard_bp
     from isp_admin.web.invoices.views import bp as invoices_bp
+    from isp_admin.web.network.views import bp as network_bp
     from isp_admin.web.payments.views import bp as payments_bp
     from isp_admin.web.plans.views import bp as plans_bp
     from isp_admin.web.reports.views import bp as reports_bp
@@ -98,8 +100,9 @@ def register_blueprints(app: Flask) -> None:
     install_actor(app)
     register_edge(app)  # before the API's rules: its size and depth checks come before any body is parsed
     for blueprint in (health_bp, auth_bp, dashboard_bp, customers_bp, plans_bp, subscriptions_bp, invoices_bp,
-                      payments_bp, billing_bp, reports_bp, admin_bp, account_bp):
+                      payments_bp, billing_bp, reports_bp, network_bp, admin_bp, account_bp):
         app.register_blueprint(blueprint)
+    register_network_kick(app)
     register_api(app)
     register_metrics(app)
 

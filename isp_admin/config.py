@@ -188,6 +188,14 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "JOB_LEASE_SECONDS": int(env.get("JOB_LEASE_SECONDS", "120")),
         "JOB_SWEEP_SECONDS": int(env.get("JOB_SWEEP_SECONDS", "30")),
         "JOB_MAX_RECOVERIES": int(env.get("JOB_MAX_RECOVERIES", "5")),
+        # Network truth (services/network): Disconnect/CoA to the NAS, retried with growing waits until answered or
+        # NETWORK_COA_MAX_ATTEMPTS; the sweep that sends them runs every minute (NETWORK_CRON), and at once after a
+        # change is committed.
+        "NETWORK_COA_TIMEOUT": float(env.get("NETWORK_COA_TIMEOUT", "2")),
+        "NETWORK_COA_MAX_ATTEMPTS": int(env.get("NETWORK_COA_MAX_ATTEMPTS", "8")),
+        "NETWORK_CRON": env.get("NETWORK_CRON", "* * * * *"),
+        "NETWORK_KICK": _bool(env.get("NETWORK_KICK"), True),
+        "NETWORK_RECONCILE_CRON": env.get("NETWORK_RECONCILE_CRON", "15 2 * * *"),
         # The issuer printed on invoices
         "COMPANY_NAME": env.get("COMPANY_NAME", "ISP Admin"),
         "COMPANY_ADDRESS": env.get("COMPANY_ADDRESS", ""),

@@ -11,5 +11,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "billing.edit": frozenset({"admin", "billing"}),      # invoices, payments, credit notes, notifications
     "billing.run": frozenset({"admin", "billing"}),       # start the nightly steps by hand
     "users.manage": frozenset({"admin"}),
+    "network.manage": frozenset({"admin"}),               # routers (NAS) and their secrets, suspension policy
+    "network.operate": frozenset({"admin", "support"}),   # disconnect a session, retry or re-send a CoA
     "health.view": frozenset({"admin"}),                  # the detailed health report (or a `health` token)
 }

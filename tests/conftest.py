@@ -7,6 +7,8 @@ falls back to SQLite and in-process caches, and says so.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,6 +80,8 @@ def app_config(database_url: str, redis_url: str | None, instance: Path, **overr
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",  # fast in tests; production uses scrypt
         "CACHE_KEY_PREFIX": f"test:{RUN_ID}:",
         "RATELIMIT_KEY_PREFIX": f"test-rl:{RUN_ID}",
+        # Tests that want the after-commit CoA sweep queued turn it on; elsewhere it would fill the test queue.
+        "NETWORK_KICK": "false",
     }
     if redis_url:
         env["REDIS_URL"] = redis_url
@@ -148,6 +152,15 @@ def truncate_all() -> None:
         for table in reversed(tables):
             db.session.execute(text(f"DELETE FROM {table}"))
     db.session.commit()
+    _seed_defaults()
+
+
+def _seed_defaults() -> None:
+    """Put back the rows a fresh install has from its migrations (the network policy and groups)."""
+    from isp_admin.services.network.settings import ensure_defaults
+
+    ensure_defaults()
+    db.session.commit()
 
 
 def forget_rate_limit_counters(redis_url: str | None) -> None:
@@ -173,6 +186,7 @@ def delete_all_rows() -> None:
     for table in reversed(data_tables()):
         db.session.execute(table.delete())
     db.session.commit()
+    _seed_defaults()
 
 
 @pytest.fixture
@@ -262,3 +276,23 @@ def query_counter(app):
 def is_postgres() -> bool:
     """Whether the current app runs on PostgreSQL."""
     return db.engine.dialect.name == "postgresql"
+
+
+@pytest.fixture(scope="session")
+def freeradius(backends, tmp_path_factory):
+    """A real FreeRADIUS (deploy/freeradius config) on loopback ports, reading this worker's database.
+
+    Started once per worker; in CI its absence fails the run (.ci/run installs it), elsewhere the tests skip.
+    """
+    from tests.support import radius
+
+    if not radius.available() or not backends["database_url"].startswith("postgresql"):
+        if CI:
+            pytest.exit("FreeRADIUS (freeradius, freeradius-postgresql) is needed in CI", returncode=1)
+        pytest.skip("FreeRADIUS with PostgreSQL is not available here")
+    # Not under pytest's tmp dir: that is root's alone (0700), and FreeRADIUS runs as nobody.
+    workdir = Path(tempfile.mkdtemp(prefix="isp-admin-freeradius-"))
+    server = radius.FreeRadius(backends["database_url"], workdir).start()
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -37,6 +37,9 @@ def periodic_jobs() -> list[Periodic]:
         # Retries of emails that failed for a passing reason, and mail queued during the day.
         Periodic("deliver", config["DELIVERY_CRON"],
                  "isp_admin.jobs.tasks.deliver_notifications", "Deliver queued notifications"),
+        # Disconnect/CoA for changes whose immediate sweep was lost, and retries of NASes that did not answer.
+        Periodic("network", config["NETWORK_CRON"],
+                 "isp_admin.jobs.network.dispatch_network", "Send Disconnect/CoA requests to the NASes"),
     ]
 
 

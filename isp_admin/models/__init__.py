@@ -2,6 +2,17 @@
 from isp_admin.models.audit import AuditEvent
 from isp_admin.models.customers import Customer
 from isp_admin.models.invoices import CreditNote, DocumentSequence, Invoice, InvoiceLine
+from isp_admin.models.network import (
+    CoaRequest,
+    GroupAttribute,
+    Nas,
+    NetworkChange,
+    NetworkCredential,
+    PlanAttribute,
+    RadAcct,
+    RadPostAuth,
+    SuspensionPolicy,
+)
 from isp_admin.models.operations import ChangeVersion, JobRun, Notification
 from isp_admin.models.payments import CreditAllocation, Payment, PaymentAllocation
 from isp_admin.models.plans import Plan
@@ -9,8 +20,8 @@ from isp_admin.models.subscriptions import Subscription, SuspensionPeriod
 from isp_admin.models.users import ApiToken, IdempotencyKey, User
 
 __all__ = [
-    "ApiToken", "AuditEvent", "ChangeVersion", "CreditAllocation", "CreditNote", "Customer", "DocumentSequence",
-    "IdempotencyKey",
-    "Invoice", "InvoiceLine", "JobRun", "Notification", "Payment", "PaymentAllocation", "Plan", "Subscription",
-    "SuspensionPeriod", "User",
+    "ApiToken", "AuditEvent", "ChangeVersion", "CoaRequest", "CreditAllocation", "CreditNote", "Customer",
+    "DocumentSequence", "GroupAttribute", "IdempotencyKey", "Invoice", "InvoiceLine", "JobRun", "Nas",
+    "NetworkChange", "NetworkCredential", "Notification", "Payment", "PaymentAllocation", "Plan", "PlanAttribute",
+    "RadAcct", "RadPostAuth", "Subscription", "SuspensionPeriod", "SuspensionPolicy", "User",
 ]

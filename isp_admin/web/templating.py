@@ -94,9 +94,26 @@ def csrf_token() -> str:
     return token
 
 
+def datetime_utc(value) -> str:
+    """A timestamp as the pages show it: 2026-12-05 11:24 UTC ('—' when there is none)."""
+    return value.strftime("%Y-%m-%d %H:%M") + " UTC" if value else "—"
+
+
+def byte_count(value: int | None) -> str:
+    """Octets in the unit a person reads: 1.5 GB, 320 MB, 12 kB (decimal, as ISPs quote caps)."""
+    if value is None:
+        return "—"
+    for unit, size in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if value >= size:
+            return f"{value / size:,.1f} {unit}"
+    return f"{value:,} B"
+
+
 def register_template_helpers(app: Flask) -> None:
     """Install the filters and globals."""
     app.add_template_filter(money, "money")
+    app.add_template_filter(datetime_utc, "datetime")
+    app.add_template_filter(byte_count, "bytes")
     app.add_template_global(can, "can")
     app.add_template_global(url_with, "url_with")
     app.add_template_global(status_badge, "status_badge")

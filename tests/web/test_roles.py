@@ -15,6 +15,8 @@ from sqlalchemy import select
 
 from isp_admin import create_app
 from isp_admin.extensions import cache, db
+from isp_admin.models import CoaRequest, Nas, RadAcct
+from isp_admin.models.base import utcnow
 from isp_admin.services.identity.tokens import create_token
 from tests.conftest import app_config, delete_all_rows
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
@@ -26,6 +28,7 @@ EVERYONE = frozenset(ROLES)
 EDITORS = frozenset({"admin", "billing", "support"})
 PLANNERS = frozenset({"admin", "billing"})
 ADMINS = frozenset({"admin"})
+OPERATORS = frozenset({"admin", "support"})  # network.operate: disconnect, retry or re-send a CoA
 PUBLIC = None  # anonymous visitors too
 NEW_PASSWORD = "a fresh passphrase for 2026"
 
@@ -152,6 +155,12 @@ MATRIX = [
     Route("POST", "/billing/jobs/<job_run>/resume", PLANNERS),
     Route("GET", "/billing/notifications/", EVERYONE),
     Route("POST", "/billing/notifications/<notification>/retry", PLANNERS, audit="notification.retry"),
+    # Network (records below: a router and a failed CoA request)
+    Route("GET", "/network/", EVERYONE),
+    Route("POST", "/network/coa/<coa_request>/retry", OPERATORS, audit="coa.retry"),
+    # -- network: sessions, credentials, subscription network panel --
+    # -- network: mismatches (billing <-> network) --
+    # -- network: routers and policy --
     # API tokens: everyone manages their own; another's token only an admin may revoke
     Route("GET", "/account/tokens", EVERYONE),
     Route("POST", "/account/tokens", EVERYONE, {"name": "matrix script", "scopes": "read", "expires_days": "30"},
@@ -220,7 +229,20 @@ def world(app):
     staff_token, _ = create_token(staff.id, "staff script", "read", None)
     db.session.commit()
     billing = billing_records(customer.id)  # invoices, a payment, a job run, a failed email
+    router = Nas(nasname="192.0.2.1", shortname="bras-1", secret="router-secret")
+    db.session.add(router)
+    db.session.flush()
+    coa_request = CoaRequest(nas_id=router.id, nas_address="192.0.2.1", username=subscription.pppoe_username,
+                             subscription_id=subscription.id, kind="disconnect", reason="rejected", status="failed",
+                             attempts=8, last_error="no answer")
+    db.session.add(coa_request)
+    session = RadAcct(acctsessionid="81a00001", acctuniqueid="matrix-session-1", username=subscription.pppoe_username,
+                      nasipaddress="192.0.2.1", framedipaddress="100.64.0.9", acctstarttime=utcnow(),
+                      acctinputoctets=1000, acctoutputoctets=2000)
+    db.session.add(session)
+    db.session.commit()
     return {
+        "router": router.id, "coa_request": coa_request.id, "session": session.radacctid,
         **billing,
         "plan": plan.id, "second_plan": second_plan.id, "spare_plan": spare_plan.id,
         "retired_plan": retired_plan.id, "customer": customer.id, "subscription": subscription.id,

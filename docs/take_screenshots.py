@@ -53,6 +53,11 @@ def load_demo_data(app, password: str) -> dict:
             test_data.generate(300, seed=42)
         with acting_as(Actor("user", admin.id, admin.email, "127.0.0.1")):
             ids = make_history()
+        with acting_as(SYSTEM):
+            from isp_admin.services.platform.clock import today
+            from isp_admin.services.sample_data.demo import network_history
+
+            network_history(today())
         db.session.commit()
         db.engine.dispose()
     return ids
@@ -116,6 +121,10 @@ def take_screenshots(base_url: str, password: str, ids: dict) -> None:
             ("/plans/", "plans.png", "#plans tbody tr"),
             ("/admin/users/", "staff.png", "#users tbody tr"),
             ("/billing/run", "billing-run.png", "#run-summary"),
+            ("/network/sessions", "network-online.png", "h1"),
+            ("/network/mismatches", "network-mismatches.png", "h1"),
+            ("/network/routers", "network-routers.png", "h1"),
+            ("/network/settings", "network-policy.png", "h1"),
         ]
         for path, name, content in pages:
             response = page.goto(path)

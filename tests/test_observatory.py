@@ -41,7 +41,7 @@ from werkzeug.wrappers import Response
 from isp_admin import create_app
 from isp_admin.config import load_config
 from isp_admin.extensions import db
-from isp_admin.models import User
+from isp_admin.models import Nas, User
 from isp_admin.services.identity.users import make_reset_token
 from tests.api.helpers import bearer
 from tests.conftest import RUN_ID
@@ -454,11 +454,15 @@ def route_args(app, production):
     subscription = SubscriptionFactory(customer=customer, pppoe_username="jane-home", static_ip="203.0.113.7")
     staff = UserFactory(role="support")
     billing = billing_records(customer.id)
+    router = Nas(nasname="192.0.2.1", shortname="bras-1", type="mikrotik", secret="router-secret")
+    db.session.add(router)
+    db.session.commit()
     with production.app_context():  # signed with production's secret, which is not the testing app's
         token = make_reset_token(db.session.get(User, staff.id))
     return {"customer_id": customer.id, "subscription_id": subscription.id, "plan_id": subscription.plan_id,
             "user_id": staff.id, "token": token, "invoice_id": billing["invoice"], "draft_id": billing["draft"],
-            "payment_id": billing["payment"], "job_run_id": billing["job_run"], "job_id": billing["job_run"]}
+            "payment_id": billing["payment"], "job_run_id": billing["job_run"], "job_id": billing["job_run"],
+            "nas_id": router.id}
 
 
 def plain_http_by_design(app, endpoint: str) -> bool:

@@ -60,6 +60,12 @@ def _perf():
     return perf_cli
 
 
+def _network():
+    from isp_admin.cli.network import network_cli
+
+    return network_cli
+
+
 def _db():
     # Flask-Migrate's own group; its commands reach app.extensions["migrate"], which loads Alembic then.
     from flask_migrate.cli import db
@@ -75,6 +81,7 @@ GROUPS = {
     "rq": (_rq, "Background workers and the nightly schedule."),
     "tokens": (_tokens, "Manage API tokens."),
     "perf": (_perf, "Measure the API's latency and queries per request."),
+    "network": (_network, "Network truth: the CoA sweep and the billing <-> network check."),
     "db": (_db, "Perform database migrations."),
 }
 

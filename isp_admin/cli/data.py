@@ -12,7 +12,7 @@ from isp_admin.cli.unit import command_action
 from isp_admin.extensions import db
 from isp_admin.services.identity import users as user_service
 from isp_admin.services.platform.clock import today
-from isp_admin.services.sample_data.demo import bill_history
+from isp_admin.services.sample_data.demo import bill_history, network_history
 from isp_admin.services.sample_data.generator import MAX_HISTORY_MONTHS, generate
 from isp_admin.unit_of_work import commit_once
 
@@ -52,6 +52,7 @@ def demo(count: int) -> None:
             generate(count, seed=42)
             db.session.flush()
             bill_history(today())
+            network_history(today())
         credentials.write_text(f"{email}\n{password}\n")
         credentials.chmod(0o600)
     email, password = (credentials.read_text().split() + ["?", "?"])[:2] if credentials.exists() else (email, "?")

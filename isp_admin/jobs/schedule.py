@@ -28,7 +28,7 @@ class Periodic:
 
 
 def periodic_jobs() -> list[Periodic]:
-    """The table of periodic jobs (cron lines from NIGHTLY_CRON / DELIVERY_CRON, in TIMEZONE)."""
+    """The table of periodic jobs (cron lines from NIGHTLY_CRON, DELIVERY_CRON, NETWORK_*CRON, in TIMEZONE)."""
     config = current_app.config
     return [
         Periodic("nightly", config["NIGHTLY_CRON"],
@@ -40,6 +40,9 @@ def periodic_jobs() -> list[Periodic]:
         # Disconnect/CoA for changes whose immediate sweep was lost, and retries of NASes that did not answer.
         Periodic("network", config["NETWORK_CRON"],
                  "isp_admin.jobs.network.dispatch_network", "Send Disconnect/CoA requests to the NASes"),
+        # Sessions, refused logins and addresses that disagree with billing, listed on /network/mismatches.
+        Periodic("network_reconcile", config["NETWORK_RECONCILE_CRON"],
+                 "isp_admin.jobs.network.reconcile_network", "Check billing against the network"),
     ]
 
 

@@ -128,14 +128,26 @@ class ScrapeCollector:
             finished.add_metric([kind], at)
         yield last
         yield finished
+        requests = GaugeMetricFamily("isp_admin_coa_requests", "Disconnect/CoA requests not answered yet, by status "
+                                                               "(pending, failed).", labels=["status"])
+        for status, count in sorted(figures["coa"].items()):
+            requests.add_metric([status], count)
+        yield requests
+        if figures["mismatches"] is not None:  # no check has run yet: no figure, rather than a false zero
+            found = GaugeMetricFamily("isp_admin_network_mismatches", "Billing <-> network mismatches the last "
+                                                                      "reconciliation found, by kind.", labels=["kind"])
+            for kind, count in figures["mismatches"].items():
+                found.add_metric([kind], count)
+            yield found
 
 
 def business_figures() -> dict:
-    """Count open and overdue invoices, receivables, subscriptions by status and recent job runs."""
+    """Count open and overdue invoices, receivables, subscriptions by status, recent job runs and the network's."""
     from datetime import timedelta
 
     from isp_admin.models import Invoice, JobRun, Subscription
     from isp_admin.models.base import utcnow
+    from isp_admin.services.network import coa, reconcile
 
     open_count, overdue, receivables = db.session.execute(
         select(func.count(), func.count().filter(Invoice.status == "overdue"),
@@ -152,9 +164,12 @@ def business_figures() -> dict:
     last_runs = [(kind, (finished - started).total_seconds(), finished.timestamp()) for kind, started, finished in
                  db.session.execute(select(JobRun.kind, JobRun.started_at, JobRun.finished_at).join(
                      latest, (latest.c.kind == JobRun.kind) & (latest.c.at == JobRun.finished_at)))]
+    # The outbox as it is now; the mismatches as the last check found them (a check per scrape would be too dear).
+    coa_requests, mismatches = coa.counts_by_status(), reconcile.last_counts()
     db.session.rollback()  # read-only; end the transaction so the connection goes back clean
     return {"open": open_count, "overdue": overdue, "receivables": int(receivables),
-            "subscriptions": subscriptions, "job_runs": job_runs, "last_runs": last_runs}
+            "subscriptions": subscriptions, "job_runs": job_runs, "last_runs": last_runs,
+            "coa": coa_requests, "mismatches": mismatches}
 
 
 def _memory_used_ratio() -> float:

@@ -74,6 +74,8 @@ MATRIX = [
     Cell("POST", "/api/subscriptions/{subscription_id}/approve-catch-up/", "billing", MONEY,
          ids={"subscription_id": "held_id"}),
     Cell("POST", "/api/subscriptions/{subscription_id}/cancel/", "write", STAFF_WHO_EDIT, lambda w: {}),
+    Cell("GET", "/api/subscriptions/{subscription_id}/sessions/", "read", EVERYONE),
+    Cell("GET", "/api/subscriptions/{subscription_id}/usage/", "read", EVERYONE),
     Cell("GET", "/api/plans/", "read", EVERYONE),
     Cell("POST", "/api/plans/", "write", MONEY, lambda w: {"code": "ROLES-1", "name": "Roles", "download_mbps": 10,
                                                            "upload_mbps": 2, "monthly_price_cents": 100}),

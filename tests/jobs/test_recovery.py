@@ -20,7 +20,7 @@ from isp_admin.devserver import free_port
 from isp_admin.extensions import db
 from isp_admin.jobs import recovery, tasks
 from isp_admin.jobs.queue import get_queue, run_job_id, start_run
-from isp_admin.jobs.schedule import scheduled
+from isp_admin.jobs.schedule import periodic_jobs, scheduled
 from isp_admin.models import AuditEvent, JobRun
 from isp_admin.models.base import utcnow
 from isp_admin.services.billing.run import customers_due as due_customer_ids
@@ -290,7 +290,7 @@ def test_workers_and_the_scheduler_ride_out_redis_killed_and_restarted_empty(job
             worker = start_flask(env, "rq", "worker")
             scheduler = start_flask(env, "rq", "scheduler", "--interval", "1")
             processes = [worker, scheduler]
-            wait_for(lambda: len(scheduled()) == 2, "the schedule to be registered")
+            wait_for(lambda: len(scheduled()) == len(periodic_jobs()), "the schedule to be registered")
             wait_for(lambda: run_status(run.id)[1:] == (1, 4), "the first chunk done")
             wait_for(lambda: get_queue().count == 2, "the second chunk to start (two still queued)")
 
@@ -304,7 +304,8 @@ def test_workers_and_the_scheduler_ride_out_redis_killed_and_restarted_empty(job
         recovered_in = time.monotonic() - fault
         print(f"\nredis SIGKILLed, back empty after 3s: run finished {recovered_in:.1f}s after the fault")
         assert [p.poll() for p in processes] == [None, None]  # the same processes: nobody exited or restarted
-        wait_for(lambda: len(scheduled()) == 2, "the scheduler to register its periodic jobs again", timeout=30)
+        wait_for(lambda: len(scheduled()) == len(periodic_jobs()), "the scheduler to register its periodic jobs again",
+                 timeout=30)
         client = redis.Redis.from_url(url)
         wait_for(lambda: any(b"rq:worker:" in key for key in client.smembers("rq:workers")),
                  "the worker to register again", timeout=30)

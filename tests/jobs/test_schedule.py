@@ -8,6 +8,8 @@ from isp_admin.jobs.schedule import AppScheduler, job_id, register_schedule, sch
 from tests.jobs.conftest import run_flask
 
 EXPECTED = [("deliver", "*/15 * * * *", "isp_admin.jobs.tasks.deliver_notifications"),
+            ("network", "* * * * *", "isp_admin.jobs.network.dispatch_network"),
+            ("network_reconcile", "15 2 * * *", "isp_admin.jobs.network.reconcile_network"),
             ("nightly", "30 1 * * *", "isp_admin.jobs.tasks.run_nightly")]
 
 
@@ -21,11 +23,11 @@ def test_registering_twice_leaves_exactly_the_table_of_jobs(jobs_app):
     stale = scheduler.schedule(datetime.now(UTC), "isp_admin.jobs.tasks.run_nightly", id=job_id("old-nightly"),
                                interval=86400)
 
-    assert register_schedule(scheduler) == [job_id("deliver"), job_id("nightly")]
+    assert register_schedule(scheduler) == [job_id(name) for name, _, _ in EXPECTED]
     register_schedule(AppScheduler())  # a restart
 
     assert scheduled() == expected()
-    assert scheduler.connection.zcard(scheduler.scheduled_jobs_key) == 2
+    assert scheduler.connection.zcard(scheduler.scheduled_jobs_key) == len(EXPECTED)
     assert stale.id not in scheduler
     assert not scheduler.connection.exists(stale.key)
 
@@ -38,7 +40,7 @@ def test_a_changed_cron_line_replaces_the_job_under_the_same_id(jobs_app):
 
     assert [row for row in scheduled() if row[0] == job_id("nightly")] == [
         (job_id("nightly"), "0 2 * * *", "isp_admin.jobs.tasks.run_nightly")]
-    assert len(scheduled()) == 2
+    assert len(scheduled()) == len(EXPECTED)
 
 
 def test_the_scheduler_command_registers_the_jobs_in_the_business_time_zone(jobs_app, flask_env):

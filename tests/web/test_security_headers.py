@@ -9,6 +9,7 @@ import pytest
 from isp_admin import create_app
 from isp_admin.config import ConfigError, load_config
 from isp_admin.extensions import db
+from isp_admin.models import Nas
 from isp_admin.security import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS
 from isp_admin.services.identity.users import make_reset_token
 from tests.api.helpers import bearer
@@ -246,7 +247,10 @@ def page_args(app):
     SubscriptionFactory(customer=customer, status="suspended", suspension_reason="manual")
     staff = UserFactory(role="support")
     billing = billing_records(customer.id)  # a draft invoice (its edit page too), a payment, a job run
-    return {"customer_id": subscription.customer_id, "subscription_id": subscription.id,
+    router = Nas(nasname="192.0.2.1", shortname="bras-1", type="mikrotik", secret="router-secret")
+    db.session.add(router)
+    db.session.commit()
+    return {"nas_id": router.id,"customer_id": subscription.customer_id, "subscription_id": subscription.id,
             "plan_id": subscription.plan_id, "user_id": staff.id, "token": make_reset_token(staff),
             "invoice_id": billing["draft"], "payment_id": billing["payment"], "job_run_id": billing["job_run"]}
 

@@ -214,3 +214,6 @@ def cancel(values, subscription_id: int):
     """Cancel a subscription, crediting unused days already billed."""
     end = values.get("end_date") or today()
     return envelope(subscription_service.cancel(subscription_id, end), "Subscription cancelled.")
+
+
+from isp_admin.api.subscriptions import network  # noqa: E402, F401  (its routes are on this blueprint)

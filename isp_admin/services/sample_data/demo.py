@@ -41,3 +41,47 @@ def bill_history(today: date, seed: int = 42) -> dict:
                 counts["payments"] += 1
     collections.run_mark_overdue(today)
     return counts
+
+
+def network_history(today: date, seed: int = 42) -> dict:
+    """A router, PPPoE passwords and a day of RADIUS accounting, so the network pages show a living network."""
+    from isp_admin.models import Nas, NetworkCredential, RadAcct, Subscription
+    from isp_admin.models.base import utcnow
+    from isp_admin.services.network.credentials import generate_password
+
+    rng = random.Random(seed)
+    db.session.add(Nas(nasname="10.0.0.1", shortname="bras-demo", type="mikrotik", secret=generate_password(),
+                       description="Demo BRAS (MikroTik CCR)"))
+    subs = db.session.execute(select(Subscription.id, Subscription.pppoe_username, Subscription.status,
+                                     Subscription.static_ip).where(Subscription.status != "cancelled",
+                                                                   Subscription.pppoe_username.is_not(None))).all()
+    now = utcnow()
+    db.session.add_all(NetworkCredential(subscription_id=s.id, password=generate_password(), created_at=now,
+                                         rotated_at=now) for s in subs)
+    sessions = 0
+    for s in subs:
+        for back in range(rng.randint(0, 3)):  # a few finished sessions in the last weeks
+            start = now - timedelta(days=rng.randint(2, 40), hours=rng.randint(0, 23))
+            length = rng.randint(600, 5 * 86400)
+            db.session.add(RadAcct(acctsessionid=f"{s.id:06x}{back:02x}", acctuniqueid=f"demo-{s.id}-{back}",
+                                   username=s.pppoe_username, nasipaddress="10.0.0.1", nasportid="pppoe-demo",
+                                   acctstarttime=start, acctupdatetime=start + timedelta(seconds=length),
+                                   acctstoptime=start + timedelta(seconds=length), acctsessiontime=length,
+                                   acctinputoctets=rng.randint(10**8, 4 * 10**9),
+                                   acctoutputoctets=rng.randint(10**9, 60 * 10**9),
+                                   acctterminatecause="User-Request",
+                                   framedipaddress=s.static_ip or f"100.64.{s.id // 250 % 250}.{s.id % 250 + 2}"))
+            sessions += 1
+        # Most active customers are online now; one manually suspended customer still is (a planted mismatch).
+        if (s.status == "active" and rng.random() < 0.7) or (s.status == "suspended" and rng.random() < 0.1):
+            start = now - timedelta(hours=rng.randint(1, 240))
+            db.session.add(RadAcct(acctsessionid=f"{s.id:06x}ff", acctuniqueid=f"demo-{s.id}-open",
+                                   username=s.pppoe_username, nasipaddress="10.0.0.1", nasportid="pppoe-demo",
+                                   acctstarttime=start, acctupdatetime=now - timedelta(minutes=rng.randint(0, 5)),
+                                   acctsessiontime=int((now - start).total_seconds()),
+                                   acctinputoctets=rng.randint(10**7, 10**9),
+                                   acctoutputoctets=rng.randint(10**8, 2 * 10**10),
+                                   framedipaddress=s.static_ip or f"100.64.{s.id // 250 % 250}.{s.id % 250 + 2}"))
+            sessions += 1
+    db.session.flush()
+    return {"credentials": len(subs), "sessions": sessions}

@@ -7,6 +7,7 @@ from flask_wtf import FlaskForm
 from isp_admin.services.billing.queries import account_overview
 from isp_admin.services.customers import accounts as customer_service
 from isp_admin.services.customers.plans import plan_choices
+from isp_admin.services.network.sessions import online_counts
 from isp_admin.services.platform.clock import today
 from isp_admin.web.access import access
 from isp_admin.web.customers.forms import CustomerFilterForm, CustomerForm
@@ -56,10 +57,12 @@ def create():
 def detail(customer_id: int):
     """Show a customer's profile, subscriptions and history."""
     customer = customer_service.get_customer(customer_id)
+    subscriptions = customer_service.customer_subscriptions(customer.id)
     return render_template(
         "customers/detail.html",
         customer=customer,
-        subscriptions=customer_service.customer_subscriptions(customer.id),
+        subscriptions=subscriptions,
+        online=online_counts([s.id for s in subscriptions if s.pppoe_username]),  # no login, no session
         history=customer_service.customer_history(customer.id),
         add_form=AddSubscriptionForm.for_new(),
         account=account_overview(customer.id, today()),

@@ -33,3 +33,8 @@ def retry(request_id: int):
     elif perform(coa.retry_request, request_id) is not REFUSED:
         flash("Queued again: it is sent within a minute.", "success")
     return redirect(request.referrer or url_for("network.index"))
+
+
+from isp_admin.web.network import sessions  # noqa
+from isp_admin.web.network import mismatches  # noqa: E402,F401
+from isp_admin.web.network import routers, settings  # noqa: E402,F401

@@ -1,8 +1,9 @@
-"""The plan form."""
+"""The plan form, and the forms of a plan's extra RADIUS attributes."""
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, StringField, SubmitField
+from wtforms import HiddenField, IntegerField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
+from isp_admin.services.network.settings import ATTRIBUTE_KINDS, ATTRIBUTE_OPS
 from isp_admin.web.fields import MoneyField, PercentField
 
 
@@ -29,3 +30,21 @@ class PlanForm(FlaskForm):
             "monthly_price_cents": self.monthly_price_cents.data,
             "setup_fee_cents": self.setup_fee_cents.data or 0, "tax_rate_bp": self.tax_rate_bp.data or 0,
         }
+
+
+class PlanAttributeForm(FlaskForm):
+    """One extra RADIUS attribute of a plan's group (another vendor's rate, a session timeout, …)."""
+
+    kind = SelectField("Kind", choices=[(k, k) for k in ATTRIBUTE_KINDS], default="reply",
+                       description="reply: sent to the router; check: must match the login's request.")
+    attribute = StringField("Attribute", validators=[DataRequired()], description="e.g. Session-Timeout")
+    op = SelectField("Operator", choices=[(o, o) for o in ATTRIBUTE_OPS], default=":=")
+    value = StringField("Value", validators=[DataRequired()])
+    add = SubmitField("Add attribute")
+
+
+class PlanAttributeRemoveForm(FlaskForm):
+    """Which of a plan's attributes to remove."""
+
+    kind = HiddenField(validators=[DataRequired()])
+    attribute = HiddenField(validators=[DataRequired()])

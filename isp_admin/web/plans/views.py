@@ -1,14 +1,15 @@
-"""Plan pages: list, create, edit, retire, reactivate, delete an unused plan."""
+"""Plan pages: list, create, edit (with its RADIUS attributes), retire, reactivate, delete an unused plan."""
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 
 from isp_admin.services.customers import plans as plan_service
+from isp_admin.services.network import settings as network_settings
 from isp_admin.services.platform.audit import entity_history
 from isp_admin.services.platform.bounds import MAX_PAGE_NUMBER
 from isp_admin.web.access import access
-from isp_admin.web.plans.forms import PlanForm
+from isp_admin.web.plans.forms import PlanAttributeForm, PlanAttributeRemoveForm, PlanForm
 from isp_admin.web.unit_of_work import REFUSED, perform
 
 bp = Blueprint("plans", __name__, url_prefix="/plans")
@@ -52,7 +53,39 @@ def edit(plan_id: int):
                                              **form.values()) is not REFUSED:
         flash("Plan saved.", "success")
         return redirect(url_for("plans.index"))
-    return render_template("plans/form.html", form=form, plan=plan, history=entity_history("plans", plan.id))
+    return _edit_page(plan, form, PlanAttributeForm(formdata=None))
+
+
+def _edit_page(plan, form: PlanForm, attribute_form: PlanAttributeForm):
+    return render_template("plans/form.html", form=form, plan=plan, history=entity_history("plans", plan.id),
+                           radius=network_settings.plan_radius(plan.id), attribute_form=attribute_form,
+                           remove_form=PlanAttributeRemoveForm())
+
+
+@bp.post("/<id:plan_id>/attributes")
+@access("plans.edit")
+def add_attribute(plan_id: int):
+    """Add a RADIUS attribute to the plan's group."""
+    plan = plan_service.get_plan(plan_id)
+    form = PlanAttributeForm()
+    if form.validate_on_submit() and perform(network_settings.add_plan_attribute, plan.id, form.kind.data,
+                                             form.attribute.data, form.op.data, form.value.data,
+                                             form=form) is not REFUSED:
+        flash("Attribute added: it applies at each customer's next login.", "success")
+        return redirect(url_for("plans.edit", plan_id=plan.id))
+    return _edit_page(plan, PlanForm(formdata=None, obj=plan), form)
+
+
+@bp.post("/<id:plan_id>/attributes/remove")
+@access("plans.edit")
+def remove_attribute(plan_id: int):
+    """Remove a RADIUS attribute from the plan's group."""
+    form = PlanAttributeRemoveForm()
+    if not form.validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+    elif perform(network_settings.remove_plan_attribute, plan_id, form.kind.data, form.attribute.data) is not REFUSED:
+        flash("Attribute removed: it applies at each customer's next login.", "success")
+    return redirect(url_for("plans.edit", plan_id=plan_id))
 
 
 def _post_action(plan_id: int, action, message: str):

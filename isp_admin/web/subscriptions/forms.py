@@ -75,3 +75,7 @@ class NetworkForm(FlaskForm):
     static_ip = StringField("Static IP", validators=[Optional(), Length(max=45)])
     cpe_mac = StringField("CPE MAC", validators=[Optional(), Length(max=64)])
     submit = SubmitField("Save")
+
+
+class NetworkActionForm(FlaskForm):
+    """The network card's buttons (generate a password, re-send to the router, disconnect): a CSRF token only."""

@@ -1,11 +1,13 @@
 """Subscription pages: add to a customer, change plan, suspend, resume, cancel, network ids."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, make_response, redirect, render_template, url_for
 
 from isp_admin.services.customers import accounts as customer_service
 from isp_admin.services.customers import subscriptions as subscription_service
 from isp_admin.services.customers.plans import get_plan, plan_choices
+from isp_admin.services.network import coa, credentials
+from isp_admin.services.network import sessions as network_sessions
 from isp_admin.services.platform.audit import entity_history
 from isp_admin.services.platform.clock import today
 from isp_admin.web.access import access
@@ -14,6 +16,7 @@ from isp_admin.web.subscriptions.forms import (
     ApproveCatchUpForm,
     CancelForm,
     ChangePlanForm,
+    NetworkActionForm,
     NetworkForm,
     ResumeForm,
     SuspendForm,
@@ -50,7 +53,7 @@ def detail(subscription_id: int):
     return _render_detail(sub)
 
 
-def _render_detail(sub, **forms):
+def _render_detail(sub, new_password: str | None = None, **forms):
     customer = customer_service.get_customer(sub.customer_id)
     plan = get_plan(sub.plan_id)
     change = forms.get("change") or ChangePlanForm(formdata=None)
@@ -62,6 +65,8 @@ def _render_detail(sub, **forms):
         suspend_form=forms.get("suspend") or SuspendForm(formdata=None), resume_form=ResumeForm(formdata=None),
         approve_form=ApproveCatchUpForm(formdata=None),
         cancel_form=cancel, network_form=network, history=entity_history("subscriptions", sub.id),
+        panel=network_sessions.network_panel(sub.id), action_form=NetworkActionForm(formdata=None),
+        new_password=new_password,
     )
 
 
@@ -126,3 +131,31 @@ def network(subscription_id: int):
         i, form.pppoe_username.data, form.static_ip.data, form.cpe_mac.data), "network")
 
 
+@bp.post("/subscriptions/<id:subscription_id>/credentials")
+@access("subscriptions.edit")
+def set_password(subscription_id: int):
+    """Generate (or regenerate) the PPPoE password and show it on this one answer, never again."""
+    sub = subscription_service.get_subscription(subscription_id)
+    back = redirect(url_for("subscriptions.detail", subscription_id=sub.id, _anchor="network"))
+    if not NetworkActionForm().validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+        return back
+    password = perform(credentials.set_password, sub.id)
+    if password is REFUSED:
+        return back
+    # Rendered into this response only: a flash would keep it in the (signed, not encrypted) session cookie.
+    response = make_response(_render_detail(subscription_service.get_subscription(sub.id), new_password=password))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/subscriptions/<id:subscription_id>/coa-resend")
+@access("network.operate")
+def resend_to_router(subscription_id: int):
+    """Send the open sessions what the network says now (the plan's CoA, or a Disconnect)."""
+    sub = subscription_service.get_subscription(subscription_id)
+    if not NetworkActionForm().validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+    elif (requests := perform(coa.resend_for_subscription, sub.id)) is not REFUSED:
+        flash(f"{len(requests)} request(s) queued for the router: sent within a minute.", "success")
+    return redirect(url_for("subscriptions.detail", subscription_id=sub.id, _anchor="network"))

@@ -39,6 +39,8 @@ def _mark_bulk_update(orm_execute_state) -> None:
 def _kick_after_commit(session: Session) -> None:
     if not session.info.pop(_FLAG, False) or not current_app.config.get("NETWORK_KICK", True):
         return
+    if not current_app.config.get("REDIS_URL"):
+        return  # no queue in this set-up (a script on SQLite): the periodic sweep, where one runs, sends it
     try:
         from isp_admin.jobs.queue import get_queue
 

@@ -71,6 +71,7 @@ def test_a_payment_reaches_the_router_within_seconds_through_a_real_worker(jobs_
         elapsed = time.monotonic() - started
     finally:
         kill(worker)
+        worker.stdout.close()
     assert request.kind == "disconnect" and request.first("Acct-Session-Id") == "W1"
     assert elapsed < 30  # well inside "the same minute" (a couple of seconds here, worker start included)
     back = walled["radius"].authenticate("zoe", walled["password"])
@@ -145,6 +146,7 @@ def test_a_sweep_killed_while_waiting_for_the_nas_loses_nothing(jobs_app, flask_
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait(10)
+        process.stdout.close()
     db.session.rollback()
     # Its change was committed into a request before sending; the send's own transaction died with it.
     request = db.session.scalar(select(CoaRequest))

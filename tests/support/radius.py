@@ -159,7 +159,10 @@ class NasClient:
         else:
             raise ValueError(method)
         request.add_message_authenticator()
-        reply = self.client.SendPacket(request)
+        try:
+            reply = self.client.SendPacket(request)
+        finally:
+            self.client._CloseSocket()  # pyrad leaves it open
         attributes = {key: list(reply[key]) for key in reply.keys() if isinstance(key, str)}  # noqa: SIM118
         return Answer(reply.code == packet.AccessAccept, attributes)
 
@@ -178,5 +181,8 @@ class NasClient:
         request["Acct-Input-Gigawords"] = input_octets // 2**32
         request["Acct-Output-Gigawords"] = output_octets // 2**32
         request["Acct-Session-Time"] = session_time
-        reply = self.client.SendPacket(request)
+        try:
+            reply = self.client.SendPacket(request)
+        finally:
+            self.client._CloseSocket()
         assert reply.code == packet.AccountingResponse

@@ -60,6 +60,8 @@ def send_change(*, nas_address: str, coa_port: int, secret: str, kind: str, user
         return Outcome(False, False, error=f"{nas_address}:{coa_port}: {exc}")
     except (KeyError, ValueError, TypeError) as exc:  # an attribute the dictionary does not know, a bad value
         return Outcome(False, False, error=f"could not build the request: {exc}")
+    finally:
+        client._CloseSocket()  # pyrad keeps its UDP socket open otherwise (one leaked per request)
     if reply.code in ACK_CODES:
         return Outcome(True, True, ACK_CODES[reply.code])
     cause = reply.get("Error-Cause")

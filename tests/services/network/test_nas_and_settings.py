@@ -373,6 +373,8 @@ def _ask_from(address: str, auth_port: int, secret: str, password: str):
         return client.SendPacket(request).code
     except Timeout:
         return None  # FreeRADIUS ignores a request from a client it does not know, or with the wrong secret
+    finally:
+        client._CloseSocket()
 
 
 def test_a_router_added_is_answered_once_freeradius_restarts_and_only_with_its_secret(app, freeradius, backends):

@@ -67,6 +67,11 @@ def _take_changes(limit: int) -> list[NetworkChange]:
     return list(db.session.scalars(stmt))
 
 
+def routers_by_address() -> dict[str, Nas]:
+    """Every router by its address, the key radacct names a session's router by."""
+    return {n.nasname: n for n in db.session.scalars(select(Nas))}
+
+
 def open_sessions(username: str) -> list[RadAcct]:
     """The login's sessions with no stop yet (served by ix_radacct_open_username)."""
     return list(db.session.scalars(select(RadAcct).where(RadAcct.username == username,
@@ -92,7 +97,7 @@ def process_changes(limit: int = BATCH) -> int:
     for change in changes:
         by_subscription.setdefault(change.subscription_id, []).append(change)
     subs = {s.id: s for s in db.session.scalars(select(Subscription).where(Subscription.id.in_(by_subscription)))}
-    nas_by_address = {n.nasname: n for n in db.session.scalars(select(Nas))}
+    nas_by_address = routers_by_address()
     now = utcnow()
     for sub_id, group in by_subscription.items():
         first, last = group[0], group[-1]
@@ -305,7 +310,7 @@ def resend_for_subscription(subscription_id: int) -> list[CoaRequest]:
     if not sessions:
         raise BusinessRuleViolation("This login has no open session to update.")
     now_profile = profile_of(sub.status, sub.suspension_reason, sub.plan_id, sub.static_ip, policies())
-    nas_by_address = {n.nasname: n for n in db.session.scalars(select(Nas))}
+    nas_by_address = routers_by_address()
     actor = audit.current_actor()
     requests = []
     for session in sessions:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
 from isp_admin.extensions import db
-from isp_admin.models import GroupAttribute, Plan, PlanAttribute, SuspensionPolicy
+from isp_admin.models import GroupAttribute, PlanAttribute, SuspensionPolicy
 from isp_admin.models.network import (
     ATTRIBUTE_KINDS,
     ATTRIBUTE_OPS,
@@ -33,6 +33,7 @@ from isp_admin.models.network import (
     REJECTED_GROUP,
     WALLED_GARDEN_GROUP,
 )
+from isp_admin.services.customers.plans import get_plan
 from isp_admin.services.network.radius import DICTIONARY as VENDORED_DICTIONARY
 from isp_admin.services.platform import audit
 
@@ -355,16 +356,9 @@ def derived_rate_limit(upload_mbps: int, download_mbps: int) -> str:
     return f"{upload_mbps}M/{download_mbps}M"
 
 
-def _plan(plan_id: int) -> Plan:
-    plan = db.session.get(Plan, plan_id)
-    if plan is None:
-        raise NotFound("No such plan.")
-    return plan
-
-
 def plan_radius(plan_id: int) -> PlanRadius:
     """The plan's RADIUS group as the radgroupreply/radgroupcheck views build it."""
-    plan = _plan(plan_id)
+    plan = get_plan(plan_id)
     rows = list(db.session.scalars(select(PlanAttribute).where(PlanAttribute.plan_id == plan.id)
                                    .order_by(PlanAttribute.kind.desc(), PlanAttribute.attribute)))
     overridden = any(r.kind == "reply" and r.attribute == RATE_LIMIT for r in rows)
@@ -380,7 +374,7 @@ def _plan_row(plan_id: int, kind: str, attribute: str) -> PlanAttribute | None:
 
 def add_plan_attribute(plan_id: int, kind: str, attribute, op, value) -> PlanAttribute:
     """Add a RADIUS attribute to a plan's group (audited on the plan); applies at each customer's next login."""
-    plan = _plan(plan_id)
+    plan = get_plan(plan_id)
     attribute, op, value = check_attribute(kind, attribute, op, value)
     if _plan_row(plan.id, kind, attribute):
         raise Conflict("This plan already has that attribute; remove it first to change it.",
@@ -394,7 +388,7 @@ def add_plan_attribute(plan_id: int, kind: str, attribute, op, value) -> PlanAtt
 
 def remove_plan_attribute(plan_id: int, kind: str, attribute: str) -> None:
     """Remove a RADIUS attribute from a plan's group (audited on the plan)."""
-    plan = _plan(plan_id)
+    plan = get_plan(plan_id)
     row = _plan_row(plan.id, kind, str(attribute or ""))
     if row is None:
         raise NotFound("This plan has no such attribute.")

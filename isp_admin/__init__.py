@@ -65,7 +65,7 @@ def register_extensions(app: Flask) -> None:
     register_cors(app)  # before the limiter: it answers CORS preflights, which must not spend a client's budget
     register_retry_after_cleanup(app)  # before the limiter: its hook must run after the limiter's
     limiter.init_app(app)
-    start_afresh(limiter)
+    start_afresh(limiter, app)
     guard_limiter_response_hook(app, limiter)
     cache.init_app(app)
     register_security_headers(app)  # Talisman (CSP, HSTS, cookie flags), CORP/COOP, no-store when signed in

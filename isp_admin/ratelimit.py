@@ -119,14 +119,17 @@ def register_retry_after_cleanup(app) -> None:
         return response
 
 
-def start_afresh(limiter) -> None:
-    """Put the limiter back on its configured storage after init_app.
+def start_afresh(limiter, app) -> None:
+    """Put the limiter back on this app's storage and key prefix after init_app.
 
     Flask-Limiter keeps "the storage died, use memory" on the Limiter object and init_app does not clear it; one
     object serves every app built in a process (tests, a CLI that builds two), so an app would inherit the last
-    one's lost Redis and count in memory, where other workers cannot see it. Call right after limiter.init_app.
+    one's lost Redis and count in memory, where other workers cannot see it. Its key prefix is kept the same way
+    (`self._key_prefix or config`), so a second app would count under the first one's prefix: in the same Redis
+    as another deployment's counters. Call right after limiter.init_app.
     """
     limiter._storage_dead = False  # noqa: SLF001  (no public reset; pinned release, tested in test_rate_limits)
+    limiter._key_prefix = app.config.get("RATELIMIT_KEY_PREFIX", "")  # noqa: SLF001  (same: tested there)
 
 
 def guard_limiter_response_hook(app, limiter) -> None:

@@ -43,7 +43,7 @@ def run_perf(runner, *args: str):
 def test_every_endpoint_is_timed_with_its_queries(runner, seeded):
     result = run_perf(runner, "--requests", "6", "--warmup", "1", "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["mode"] == "in-process" and report["requests"] == 6
     rows = {row["endpoint"]: row for row in report["endpoints"]}
     assert list(rows) == ENDPOINTS
@@ -69,7 +69,7 @@ def test_the_throwaway_token_is_revoked_afterwards(runner, seeded):
 def test_the_table_lists_every_endpoint_with_numbers(runner, seeded):
     result = run_perf(runner, "--requests", "3", "--warmup", "0")
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[0].startswith("in-process: 3 requests per endpoint")
     assert lines[1].split() == ["endpoint", "reqs", "errors", "p50", "ms", "p95", "ms", "max", "ms", "app", "p50",
                                 "db", "p50", "SQL", "med", "SQL", "max"]
@@ -83,7 +83,7 @@ def test_an_empty_database_skips_the_detail_rows_instead_of_failing(runner, app)
     UserFactory(role="admin")
     result = run_perf(runner, "--requests", "2", "--warmup", "0", "--json")
     assert result.exit_code == 0, result.output
-    rows = {row["endpoint"]: row for row in json.loads(result.output)["endpoints"]}
+    rows = {row["endpoint"]: row for row in json.loads(result.stdout)["endpoints"]}
     assert rows["customer detail"]["skipped"] == "no customers" and rows["invoice detail"]["skipped"] == "no invoices"
     assert rows["customers: page 1"]["requests"] == 2 and rows["customers: page 1"]["errors"] == 0
 

@@ -2,8 +2,8 @@
 address; headers saying what is left; 429 as the envelope (or a page) with Retry-After; exact under a concurrent
 burst on Redis; and still enforced, in memory, when Redis goes away.
 
-Flask-Limiter keeps the first RATELIMIT_KEY_PREFIX it sees for the whole process, so counters are kept apart by
-fresh tokens, fresh client addresses, or a Redis server of the test's own.
+Counters are kept apart by fresh tokens, fresh client addresses, or a Redis server of the test's own (create_app
+gives each app its own RATELIMIT_KEY_PREFIX, which Flask-Limiter would otherwise keep from the first app).
 """
 from __future__ import annotations
 
@@ -320,3 +320,26 @@ def test_an_app_built_after_another_lost_its_redis_counts_in_redis_again(app_on_
     store = redis.Redis.from_url(backends["redis_url"])
     assert token_count(store, headers) == 1  # in the shared Redis, where every worker sees it
     store.close()
+
+
+def test_each_app_counts_under_its_own_key_prefix(app, make_app, backends):
+    # Flask-Limiter keeps the first prefix it is given for every later app of the process; two deployments sharing
+    # a Redis would then share counters. An app built after one with another prefix counts under its own.
+    if not backends["redis_url"]:
+        pytest.skip("the counters under test are in Redis")
+    other_prefix = f"test-rl-other:{uuid.uuid4().hex[:8]}"
+    headers = bearer()
+    store = redis.Redis.from_url(backends["redis_url"])
+    try:
+        first = limited_app(make_app, RATELIMIT_KEY_PREFIX=other_prefix)
+        assert first.test_client().get("/api/plans/", headers=headers).status_code == 200
+        assert store.keys(f"*/{other_prefix}/api-user:*")
+
+        served = limited_app(make_app, RATE_LIMIT_AUTHENTICATED="20/minute")
+        assert served.test_client().get("/api/plans/", headers=headers).status_code == 200
+        assert token_count(store, headers) == 1  # under this app's prefix, not the first app's
+    finally:
+        leftovers = store.keys(f"*/{other_prefix}/*")
+        if leftovers:
+            store.delete(*leftovers)
+        store.close()

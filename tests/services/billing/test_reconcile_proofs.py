@@ -147,7 +147,7 @@ def test_each_corruption_makes_reconcile_exit_1_naming_the_customer(books, cli, 
     try:
         result = cli()
         assert result.exit_code == 1, result.output
-        lines = [line for line in result.output.splitlines() if CORRUPTIONS[corrupt] in line]
+        lines = [line for line in result.stdout.splitlines() if CORRUPTIONS[corrupt] in line]
         assert lines and all(f"(customer {customer_id})" in line for line in lines), result.output
     finally:
         if corrupt is cancellation_credited_twice:  # the index belongs to every later test on this database

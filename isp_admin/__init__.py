@@ -50,6 +50,7 @@ def register_extensions(app: Flask) -> None:
     from isp_admin.errors import register_session_teardown
     from isp_admin.extensions import cache, csrf, db, limiter, login_manager
     from isp_admin.observability.timing import register_timing
+    from isp_admin.portal.session import install as install_portal_session
     from isp_admin.ratelimit import guard_limiter_response_hook, register_retry_after_cleanup, start_afresh
     from isp_admin.security import register_cors, register_security_headers
     from isp_admin.web.auth.session import register_user_loader
@@ -68,6 +69,7 @@ def register_extensions(app: Flask) -> None:
     start_afresh(limiter, app)
     guard_limiter_response_hook(app, limiter)
     cache.init_app(app)
+    install_portal_session(app)  # the portal's own cookie under /portal, the staff cookie elsewhere
     register_security_headers(app)  # Talisman (CSP, HSTS, cookie flags), CORP/COOP, no-store when signed in
     Bootstrap5(app)
 
@@ -76,11 +78,13 @@ def register_blueprints(app: Flask) -> None:
     """Register every blueprint, in one explicit list (the API's are listed in isp_admin.api)."""
     from isp_admin.api import register_api
     from isp_admin.edge import register_edge
+    from isp_admin.extensions import csrf, limiter
     from isp_admin.health.views import bp as health_bp
     from isp_admin.jobs.kick import register_network_kick
     from isp_admin.observability.logs import register_request_logging
     from isp_admin.observability.metrics import register_metrics
     from isp_admin.observability.request_id import register_request_id
+    from isp_admin.portal.views import bp as portal_bp
     from isp_admin.web.account.views import bp as account_bp
     from isp_admin.web.admin.views import bp as admin_bp
     from isp_admin.web.auth.session import install_actor
@@ -94,14 +98,19 @@ def register_blueprints(app: Flask) -> None:
     from isp_admin.web.plans.views import bp as plans_bp
     from isp_admin.web.reports.views import bp as reports_bp
     from isp_admin.web.subscriptions.views import bp as subscriptions_bp
+    from isp_admin.webhooks.views import bp as webhooks_bp
 
     register_request_id(app)
     register_request_logging(app)  # after the request id: it binds that id to every log line of the request
     install_actor(app)
     register_edge(app)  # before the API's rules: its size and depth checks come before any body is parsed
     for blueprint in (health_bp, auth_bp, dashboard_bp, customers_bp, plans_bp, subscriptions_bp, invoices_bp,
-                      payments_bp, billing_bp, reports_bp, network_bp, admin_bp, account_bp):
+                      payments_bp, billing_bp, reports_bp, network_bp, admin_bp, account_bp, portal_bp, webhooks_bp):
         app.register_blueprint(blueprint)
+    # Providers sign their notifications (or post to a secret URL); there is no form, cookie or user to guard,
+    # and a provider's retries must never be refused for a budget meant for people.
+    csrf.exempt(webhooks_bp)
+    limiter.exempt(webhooks_bp)
     register_network_kick(app)
     register_api(app)
     register_metrics(app)

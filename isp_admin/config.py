@@ -196,6 +196,27 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         "NETWORK_CRON": env.get("NETWORK_CRON", "* * * * *"),
         "NETWORK_KICK": _bool(env.get("NETWORK_KICK"), True),
         "NETWORK_RECONCILE_CRON": env.get("NETWORK_RECONCILE_CRON", "15 2 * * *"),
+        # Payments online (services/payments). Secrets come from here only, never the database. A provider is
+        # offered to customers when its secrets are set and staff enabled it (payment provider settings page).
+        "STRIPE_SECRET_KEY": env.get("STRIPE_SECRET_KEY") or None,
+        "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET") or None,
+        "STRIPE_API_BASE": (env.get("STRIPE_API_BASE") or "").rstrip("/") or None,  # None: Stripe itself
+        "STRIPE_WEBHOOK_TOLERANCE": int(env.get("STRIPE_WEBHOOK_TOLERANCE", "300")),
+        "MPESA_CONSUMER_KEY": env.get("MPESA_CONSUMER_KEY") or None,
+        "MPESA_CONSUMER_SECRET": env.get("MPESA_CONSUMER_SECRET") or None,
+        "MPESA_SHORTCODE": env.get("MPESA_SHORTCODE") or None,
+        "MPESA_PASSKEY": env.get("MPESA_PASSKEY") or None,
+        "MPESA_BASE_URL": (env.get("MPESA_BASE_URL") or "https://sandbox.safaricom.co.ke").rstrip("/"),
+        "PAYMENTS_HTTP_TIMEOUT": float(env.get("PAYMENTS_HTTP_TIMEOUT", "10")),
+        # Pending attempts whose notification never came are asked about (status query) after this many minutes,
+        # by the sweep at PAYMENTS_POLL_CRON; unanswered after PAYMENTS_EXPIRE_HOURS they expire.
+        "PAYMENTS_POLL_CRON": env.get("PAYMENTS_POLL_CRON", "*/10 * * * *"),
+        "PAYMENTS_POLL_AFTER_MINUTES": int(env.get("PAYMENTS_POLL_AFTER_MINUTES", "5")),
+        "PAYMENTS_EXPIRE_HOURS": int(env.get("PAYMENTS_EXPIRE_HOURS", "24")),
+        # The subscriber portal (isp_admin/portal): its own cookie, apart from the staff session's.
+        "PORTAL_SESSION_COOKIE_NAME": "__Host-portal" if production else "portal_session",
+        "PORTAL_SESSION_LIFETIME": timedelta(hours=int(env.get("PORTAL_SESSION_HOURS", "12"))),
+        "PORTAL_PASSWORD_LINK_MAX_AGE": int(env.get("PORTAL_PASSWORD_LINK_MAX_AGE", str(3 * 24 * 3600))),
         # The issuer printed on invoices
         "COMPANY_NAME": env.get("COMPANY_NAME", "ISP Admin"),
         "COMPANY_ADDRESS": env.get("COMPANY_ADDRESS", ""),

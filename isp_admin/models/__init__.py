@@ -14,14 +14,23 @@ from isp_admin.models.network import (
     SuspensionPolicy,
 )
 from isp_admin.models.operations import ChangeVersion, JobRun, Notification
-from isp_admin.models.payments import CreditAllocation, Payment, PaymentAllocation
+from isp_admin.models.payments import (
+    CreditAllocation,
+    Payment,
+    PaymentAllocation,
+    PaymentAttempt,
+    PaymentProviderSetting,
+    ProviderEvent,
+)
 from isp_admin.models.plans import Plan
+from isp_admin.models.portal import PlanChangeRequest, PortalAccount
 from isp_admin.models.subscriptions import Subscription, SuspensionPeriod
 from isp_admin.models.users import ApiToken, IdempotencyKey, User
 
 __all__ = [
     "ApiToken", "AuditEvent", "ChangeVersion", "CoaRequest", "CreditAllocation", "CreditNote", "Customer",
     "DocumentSequence", "GroupAttribute", "IdempotencyKey", "Invoice", "InvoiceLine", "JobRun", "Nas",
-    "NetworkChange", "NetworkCredential", "Notification", "Payment", "PaymentAllocation", "Plan", "PlanAttribute",
+    "NetworkChange", "NetworkCredential", "Notification", "Payment", "PaymentAllocation", "PaymentAttempt",
+    "PaymentProviderSetting", "Plan", "PlanAttribute", "PlanChangeRequest", "PortalAccount", "ProviderEvent",
     "RadAcct", "RadPostAuth", "Subscription", "SuspensionPeriod", "SuspensionPolicy", "User",
 ]

@@ -1,0 +1,1 @@
+"""Payment providers behind one contract (base.Provider); the registry names them."""

@@ -1,0 +1,1 @@
+"""Notifications from payment providers: signed webhooks and callbacks, verified on the raw body, applied once."""

@@ -13,5 +13,6 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "users.manage": frozenset({"admin"}),
     "network.manage": frozenset({"admin"}),               # routers (NAS) and their secrets, suspension policy
     "network.operate": frozenset({"admin", "support"}),   # disconnect a session, retry or re-send a CoA
+    "payments.providers": frozenset({"admin"}),           # which payment providers customers are offered
     "health.view": frozenset({"admin"}),                  # the detailed health report (or a `health` token)
 }

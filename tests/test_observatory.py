@@ -477,8 +477,8 @@ ANONYMOUS = ("auth.login", "auth.forgot_password", "auth.reset_password", "stati
 def get_routes(app, route_args):
     """Yield (rule, path) for every GET route of `app`, its URL filled with real records."""
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if "GET" not in rule.methods:
-            continue
+        if "GET" not in rule.methods or rule.endpoint.startswith("portal."):
+            continue  # the subscribers' pages need a customer's sign-in, not staff's: scanned in tests/portal/
         args = {name: route_args.get(name, STATIC_FILES.get(rule.endpoint)) for name in rule.arguments}
         if rule.endpoint == "invoices.edit_draft":
             args["invoice_id"] = route_args["draft_id"]  # only a draft can be edited; only an issued one printed

@@ -66,6 +66,12 @@ def _network():
     return network_cli
 
 
+def _payments():
+    from isp_admin.cli.payments import payments_cli
+
+    return payments_cli
+
+
 def _db():
     # Flask-Migrate's own group; its commands reach app.extensions["migrate"], which loads Alembic then.
     from flask_migrate.cli import db
@@ -82,6 +88,7 @@ GROUPS = {
     "tokens": (_tokens, "Manage API tokens."),
     "perf": (_perf, "Measure the API's latency and queries per request."),
     "network": (_network, "Network truth: the CoA sweep and the billing <-> network check."),
+    "payments": (_payments, "Online payments: ask the providers about payments still pending."),
     "db": (_db, "Perform database migrations."),
 }
 

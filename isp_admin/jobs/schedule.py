@@ -28,7 +28,7 @@ class Periodic:
 
 
 def periodic_jobs() -> list[Periodic]:
-    """The table of periodic jobs (cron lines from NIGHTLY_CRON, DELIVERY_CRON, NETWORK_*CRON, in TIMEZONE)."""
+    """The table of periodic jobs (cron lines from the NIGHTLY, DELIVERY, NETWORK_* and PAYMENTS_POLL _CRON keys)."""
     config = current_app.config
     return [
         Periodic("nightly", config["NIGHTLY_CRON"],
@@ -43,6 +43,9 @@ def periodic_jobs() -> list[Periodic]:
         # Sessions, refused logins and addresses that disagree with billing, listed on /network/mismatches.
         Periodic("network_reconcile", config["NETWORK_RECONCILE_CRON"],
                  "isp_admin.jobs.network.reconcile_network", "Check billing against the network"),
+        # Online payments whose webhook or callback never came: asked at the provider, or expired.
+        Periodic("payments", config["PAYMENTS_POLL_CRON"],
+                 "isp_admin.jobs.tasks.poll_payments", "Ask payment providers about payments still pending"),
     ]
 
 

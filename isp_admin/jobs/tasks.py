@@ -24,8 +24,9 @@ from isp_admin.models import JobRun
 from isp_admin.services.billing import steps
 from isp_admin.services.billing.steps import DAILY_STEPS, NIGHTLY_STEPS, nightly_plan, parse_step, step_entry
 from isp_admin.services.messaging import delivery
+from isp_admin.services.payments import poll as payment_poll
 from isp_admin.services.platform import job_runs
-from isp_admin.services.platform.clock import today
+from isp_admin.services.platform.clock import today, utcnow
 from isp_admin.unit_of_work import commit_step, discard, unit_of_work
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,15 @@ def reactivate_paid_subscriptions(as_of: date | str, job_run_id: int, then: tupl
 def send_invoice_reminders(as_of: date | str, job_run_id: int, then: tuple = ()) -> None:
     """Queue the reminders due on `as_of`."""
     _single_job("send_reminders", as_of, job_run_id, then)
+
+
+def poll_payments() -> dict:
+    """Ask the providers about pending payments whose notification never came; expire the abandoned ones."""
+    counts = payment_poll.poll_pending(utcnow(), commit_step)  # each attempt committed on its own
+    commit_step()
+    if any(counts.values()):
+        log.info("payments poll: %s", counts)
+    return counts
 
 
 # --- the nightly chain: every missed day in date order, then delivery once -----------------------------------

@@ -157,6 +157,10 @@ class ProviderEvent(db.Model):
     outcome: Mapped[str] = mapped_column(String(20))
     detail: Mapped[str | None] = mapped_column(String(500))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # An unmatched or held notification stays on the staff's list (and the alert) until someone says what they did.
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_by: Mapped[str | None] = mapped_column(String(254))
+    resolution: Mapped[str | None] = mapped_column(String(500))
 
 
 class PaymentProviderSetting(db.Model):

@@ -133,6 +133,18 @@ class ScrapeCollector:
         for status, count in sorted(figures["coa"].items()):
             requests.add_metric([status], count)
         yield requests
+        attempts = GaugeMetricFamily("isp_admin_payment_attempts", "Online payments waiting on their provider: "
+                                                               "pending, and stuck (pending over an hour).",
+                                     labels=["state"])
+        for state, count in sorted(figures["attempts"].items()):
+            attempts.add_metric([state], count)
+        yield attempts
+        events = GaugeMetricFamily("isp_admin_provider_events_unresolved", "Provider notifications that made no "
+                                                                          "payment and need a person, by outcome.",
+                                   labels=["outcome"])
+        for outcome, count in sorted(figures["provider_events"].items()):
+            events.add_metric([outcome], count)
+        yield events
         if figures["mismatches"] is not None:  # no check has run yet: no figure, rather than a false zero
             found = GaugeMetricFamily("isp_admin_network_mismatches", "Billing <-> network mismatches the last "
                                                                       "reconciliation found, by kind.", labels=["kind"])
@@ -148,6 +160,7 @@ def business_figures() -> dict:
     from isp_admin.models import Invoice, JobRun, Subscription
     from isp_admin.models.base import utcnow
     from isp_admin.services.network import coa, reconcile
+    from isp_admin.services.payments import monitoring as payments
 
     open_count, overdue, receivables = db.session.execute(
         select(func.count(), func.count().filter(Invoice.status == "overdue"),
@@ -166,10 +179,11 @@ def business_figures() -> dict:
                      latest, (latest.c.kind == JobRun.kind) & (latest.c.at == JobRun.finished_at)))]
     # The outbox as it is now; the mismatches as the last check found them (a check per scrape would be too dear).
     coa_requests, mismatches = coa.counts_by_status(), reconcile.last_counts()
+    attempts, provider_events = payments.attempt_counts(), payments.events_needing_attention()
     db.session.rollback()  # read-only; end the transaction so the connection goes back clean
     return {"open": open_count, "overdue": overdue, "receivables": int(receivables),
             "subscriptions": subscriptions, "job_runs": job_runs, "last_runs": last_runs,
-            "coa": coa_requests, "mismatches": mismatches}
+            "coa": coa_requests, "mismatches": mismatches, "attempts": attempts, "provider_events": provider_events}
 
 
 def _memory_used_ratio() -> float:

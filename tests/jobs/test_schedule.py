@@ -10,7 +10,8 @@ from tests.jobs.conftest import run_flask
 EXPECTED = [("deliver", "*/15 * * * *", "isp_admin.jobs.tasks.deliver_notifications"),
             ("network", "* * * * *", "isp_admin.jobs.network.dispatch_network"),
             ("network_reconcile", "15 2 * * *", "isp_admin.jobs.network.reconcile_network"),
-            ("nightly", "30 1 * * *", "isp_admin.jobs.tasks.run_nightly")]
+            ("nightly", "30 1 * * *", "isp_admin.jobs.tasks.run_nightly"),
+            ("payments", "*/10 * * * *", "isp_admin.jobs.tasks.poll_payments")]
 
 
 def expected() -> list[tuple[str, str, str]]:

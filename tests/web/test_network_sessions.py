@@ -164,7 +164,7 @@ def test_the_password_is_shown_once_and_nowhere_else(app, client, login, sub, ca
     later = text_of(client.get(f"/subscriptions/{sub.id}"))
     assert "Set on" in later and "Regenerate password" in later and 'id="new-password"' not in later
     cookie = client.get_cookie("session").value
-    stored = app.session_interface.get_signing_serializer(app).loads(cookie)
+    stored = app.session_interface.staff.get_signing_serializer(app).loads(cookie)
     headers = bearer("admin", "read")
     api = "".join(client.get(url, headers=headers).get_data(as_text=True) for url in (
         f"/api/subscriptions/{sub.id}/", f"/api/subscriptions/{sub.id}/sessions/",

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 
 import pytest
 from sqlalchemy import select
 
 from isp_admin import create_app
 from isp_admin.extensions import cache, db
-from isp_admin.models import CoaRequest, Nas, RadAcct
+from isp_admin.models import (
+    CoaRequest,
+    Nas,
+    Payment,
+    PaymentAttempt,
+    PaymentProviderSetting,
+    PlanChangeRequest,
+    ProviderEvent,
+    RadAcct,
+)
 from isp_admin.models.base import utcnow
 from isp_admin.services.identity.tokens import create_token
 from tests.conftest import app_config, delete_all_rows
@@ -146,6 +156,23 @@ MATRIX = [
            "idempotency_key": "matrix-key"}, audit="payment.record"),
     Route("GET", "/payments/<payment>", EVERYONE),
     Route("POST", "/payments/<payment>/reverse", PLANNERS, {"reason": "Bounced"}, audit="payment.reverse"),
+    # Online payments, the staff side (records below: an M-Pesa payment, a pending attempt, an unmatched event)
+    Route("GET", "/payments/in-flight", EVERYONE),
+    Route("GET", "/payments/providers", ADMINS),
+    Route("POST", "/payments/providers", ADMINS, {"provider": "stripe", "enabled": "0"},
+          audit="payment_provider.disable"),
+    Route("POST", "/payments/events/<provider_event>/resolve", PLANNERS, {"resolution": "Recorded by hand"},
+          audit="provider_event.resolve"),
+    # M-Pesa cannot refund by API: allowed roles get the provider's refusal as a flash and a redirect.
+    Route("POST", "/payments/<online_payment>/refund", PLANNERS, {"reason": "Paid twice"}),
+    Route("POST", "/payments/<online_payment>/record-refund", PLANNERS,
+          {"reference": "RFD-0001", "reason": "Refunded on the M-Pesa portal"}, audit="payment.reverse"),
+    # The portal, the staff side: a sign-in link, and the plan changes customers asked for
+    Route("POST", "/customers/<customer>/portal-invite", EDITORS, audit="portal_account.link_sent"),
+    Route("GET", "/requests/plan-changes", EVERYONE),
+    Route("POST", "/requests/plan-changes/<plan_change>/approve", EDITORS, audit="subscription.change_plan"),
+    Route("POST", "/requests/plan-changes/<plan_change>/reject", EDITORS, {"note": "Not in your area yet"},
+          audit="plan_change_request.rejected"),
     Route("GET", "/billing/run", EVERYONE),
     # A future date is refused before anything is queued, so the matrix never leaves jobs on the shared Redis.
     Route("POST", "/billing/run", PLANNERS, {"as_of": "2099-01-01"}),
@@ -279,7 +306,9 @@ def world(app):
                       acctinputoctets=1000, acctoutputoctets=2000)
     db.session.add(session)
     db.session.commit()
+    online = online_payment_records(customer.id, subscription.id, second_plan.id)
     return {
+        **online,
         "router": router.id, "coa_request": coa_request.id, "session": session.radacctid,
         **billing,
         "plan": plan.id, "second_plan": second_plan.id, "spare_plan": spare_plan.id,
@@ -288,6 +317,35 @@ def world(app):
         "staff": staff.id, "staff_email": staff.email, "inactive_staff": inactive_staff.id,
         "staff_token": staff_token.id,
     }
+
+
+def online_payment_records(customer_id: int, subscription_id: int, plan_id: int) -> dict:
+    """Commit an M-Pesa payment with its attempt and event, a pending attempt, an unmatched notification, Stripe
+    switched on, and a pending plan change request; return their ids."""
+    payment = Payment(customer_id=customer_id, amount_cents=1500, currency="USD", method="mobile_money",
+                      reference="QKL1234XYZ", provider="mpesa", provider_ref="ws_CO_matrix_1",
+                      received_on=date(2026, 1, 14), status="completed", recorded_by="system")
+    db.session.add(payment)
+    db.session.flush()
+    paid = PaymentAttempt(public_id="matrix-paid", customer_id=customer_id, provider="mpesa",
+                          provider_ref="ws_CO_matrix_1", amount_cents=1500, currency="USD", status="succeeded",
+                          phone="254711000000", payment_id=payment.id, created_by="portal")
+    pending = PaymentAttempt(public_id="matrix-pending", customer_id=customer_id, provider="stripe",
+                             provider_ref="cs_test_matrix", amount_cents=2000, currency="USD", status="pending",
+                             created_by="portal")
+    db.session.add_all([paid, pending])
+    db.session.flush()
+    recorded = ProviderEvent(provider="mpesa", event_id="callback:ws_CO_matrix_1:0", event_type="stk_callback",
+                             attempt_id=paid.id, payment_id=payment.id, amount_cents=1500, currency="USD",
+                             outcome="recorded")
+    unmatched = ProviderEvent(provider="stripe", event_id="evt_matrix_unmatched",
+                              event_type="checkout.session.completed", amount_cents=700, currency="USD",
+                              outcome="unmatched")
+    request = PlanChangeRequest(customer_id=customer_id, subscription_id=subscription_id, plan_id=plan_id,
+                                note="Faster, please")
+    db.session.add_all([recorded, unmatched, request, PaymentProviderSetting(provider="stripe", enabled=True)])
+    db.session.commit()
+    return {"online_payment": payment.id, "provider_event": unmatched.id, "plan_change": request.id}
 
 
 def table_state() -> dict[str, list[dict]]:

@@ -165,7 +165,7 @@ def list_payments(*, customer: str | None = None, method: str | None = None, sta
         conditions.append(p.amount_cents >= min_amount)
     if max_amount is not None:
         conditions.append(p.amount_cents <= max_amount)
-    stmt = (select(p.id, p.amount_cents, p.currency, p.method, p.reference, p.received_on, p.status,
+    stmt = (select(p.id, p.amount_cents, p.currency, p.method, p.reference, p.provider, p.received_on, p.status,
                    p.recorded_by, p.reversed_at, p.reversal_reason, p.created_at,
                    p.customer_id, c.name.label("customer_name"), c.account_number)
             .join(Customer.__table__, c.id == p.customer_id).where(*conditions))

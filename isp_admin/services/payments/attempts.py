@@ -111,6 +111,8 @@ def launch_attempt(attempt_id: int, *, return_url: str, cancel_url: str, callbac
     if started is None:
         if attempt.status == "pending":
             attempt.status, attempt.failure_reason = "failed", failure
+            audit.record("payment_attempt.fail", attempt, before={"status": "pending"},
+                         after={"status": "failed", "reason": failure}, customer_id=attempt.customer_id)
         return attempt
     attempt.provider_ref = started.provider_ref[:120]
     attempt.redirect_url = started.redirect_url

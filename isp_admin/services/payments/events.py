@@ -15,6 +15,7 @@ from flask import current_app
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
+from isp_admin.errors import AppError
 from isp_admin.extensions import db
 from isp_admin.models import Invoice, Payment, PaymentAttempt, ProviderEvent
 from isp_admin.services.billing.ledger import lock_customer
@@ -27,15 +28,23 @@ _DETAIL = 500
 
 
 def find_attempt(provider: str, notice: Notice) -> PaymentAttempt | None:
-    """The attempt a notice is about: by the provider's reference we stored, or our public id in its metadata."""
+    """The attempt a notice is about: by the provider's reference we stored, or our public id in its metadata;
+    a refund without either, by the provider's payment reference (Stripe's pi_…) on the payment it made."""
     keys = []
     if notice.attempt_ref:
         keys.append((PaymentAttempt.provider == provider) & (PaymentAttempt.provider_ref == notice.attempt_ref))
     if notice.public_id:
         keys.append((PaymentAttempt.provider == provider) & (PaymentAttempt.public_id == notice.public_id))
-    if not keys:
-        return None
-    return db.session.scalar(select(PaymentAttempt).where(or_(*keys)).order_by(PaymentAttempt.id).limit(1))
+    attempt = None
+    if keys:
+        attempt = db.session.scalar(select(PaymentAttempt).where(or_(*keys)).order_by(PaymentAttempt.id).limit(1))
+    if attempt is None and notice.kind == "refunded" and notice.receipt:
+        # A refund made in the provider's dashboard names the payment, not our checkout.
+        attempt = db.session.scalar(
+            select(PaymentAttempt).join(Payment, Payment.id == PaymentAttempt.payment_id)
+            .where(Payment.provider == provider, Payment.reference == notice.receipt[:120])
+            .order_by(PaymentAttempt.id).limit(1))
+    return attempt
 
 
 def _stored(provider: str, event_id: str) -> ProviderEvent | None:
@@ -103,10 +112,16 @@ def _succeeded(provider: str, notice: Notice, attempt: PaymentAttempt, today: da
         return _event(provider, notice, "held", attempt=attempt, detail=f"amount {amount} is not a payment")
     invoice = db.session.get(Invoice, attempt.invoice_id) if attempt.invoice_id else None
     target = invoice.id if invoice is not None and invoice.is_open else None
-    payment, _ = record_payment(
-        attempt.customer_id, amount, get_provider(provider).method, today, today,
-        reference=(notice.receipt or attempt.provider_ref or attempt.public_id)[:120], invoice_id=target,
-        provider=provider, provider_ref=attempt.provider_ref or attempt.public_id)
+    try:
+        with db.session.begin_nested():
+            payment, _ = record_payment(
+                attempt.customer_id, amount, get_provider(provider).method, today, today,
+                reference=(notice.receipt or attempt.provider_ref or attempt.public_id)[:120], invoice_id=target,
+                provider=provider, provider_ref=attempt.provider_ref or attempt.public_id)
+    except AppError as exc:
+        # Money the ledger refuses (an amount out of bounds…) is kept on the staff's list; a 4xx would only make
+        # the provider retry the same refusal for days.
+        return _event(provider, notice, "held", attempt=attempt, detail=f"not recorded: {exc.message}")
     before = attempt.status
     attempt.status, attempt.payment_id, attempt.failure_reason = "succeeded", payment.id, None
     if before != "pending":  # money after we gave up on it (expired, or a poll said it failed) is still money
@@ -119,8 +134,15 @@ def _succeeded(provider: str, notice: Notice, attempt: PaymentAttempt, today: da
 def _refunded(provider: str, notice: Notice, attempt: PaymentAttempt, today: date) -> ProviderEvent:
     payment = db.session.get(Payment, attempt.payment_id) if attempt.payment_id else None
     if payment is None or payment.status == "reversed":
+        # Our own refund (services/payments/refunds.py) reversed it before its webhook came: nothing more to do.
         return _event(provider, notice, "ignored", attempt=attempt, payment=payment,
-                      detail="nothing recorded to refund" if payment is None else "already reversed")
+                      detail="nothing recorded to refund" if payment is None
+                      else f"already reversed{' (refund ' + payment.refund_ref + ')' if payment.refund_ref else ''}")
+    if notice.amount_cents is not None and notice.amount_cents < payment.amount_cents:
+        # The ledger reverses whole payments; part of one refunded needs a person (a credit note, or a charge).
+        return _event(provider, notice, "held", attempt=attempt, payment=payment,
+                      detail=f"partial refund of {notice.amount_cents} of {payment.amount_cents}: "
+                             "adjust the customer's account by hand")
     reverse_payment(payment.id, f"Refunded at {get_provider(provider).label}"
                                 f"{': ' + notice.refund_ref if notice.refund_ref else ''}", today)
     payment.refund_ref = (notice.refund_ref or notice.event_id)[:120]

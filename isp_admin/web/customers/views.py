@@ -8,6 +8,7 @@ from isp_admin.services.billing.queries import account_overview
 from isp_admin.services.customers import accounts as customer_service
 from isp_admin.services.customers.plans import plan_choices
 from isp_admin.services.network.sessions import online_counts
+from isp_admin.services.payments.queries import portal_access
 from isp_admin.services.platform.clock import today
 from isp_admin.web.access import access
 from isp_admin.web.customers.forms import CustomerFilterForm, CustomerForm
@@ -66,6 +67,7 @@ def detail(customer_id: int):
         history=customer_service.customer_history(customer.id),
         add_form=AddSubscriptionForm.for_new(),
         account=account_overview(customer.id, today()),
+        portal=portal_access(customer.id),
     )
 
 
@@ -94,4 +96,20 @@ def close(customer_id: int):
     if perform(customer_service.close_customer, customer.id) is REFUSED:
         return back
     flash(f"Account {customer.account_number} closed.", "success")
+    return back
+
+
+@bp.post("/<id:customer_id>/portal-invite")
+@access("customers.edit")
+def portal_invite(customer_id: int):
+    """Email the customer a link to set their portal password (and so sign in)."""
+    from isp_admin.services.portal.accounts import send_password_link  # the portal domain's; imported when used
+
+    customer = customer_service.get_customer(customer_id)
+    back = redirect(url_for("customers.detail", customer_id=customer.id))
+    if not FlaskForm().validate_on_submit():
+        flash("The form expired; please try again.", "danger")
+        return back
+    if perform(send_password_link, customer.id, failure="No sign-in link sent: {}") is not REFUSED:
+        flash(f"A sign-in link for the portal is on its way to {customer.email}.", "success")
     return back

@@ -91,3 +91,34 @@ class PaymentFilterForm(FlaskForm):
         """Return the filters for invoice_queries.list_payments."""
         return {name: getattr(self, name).data or None for name in
                 ("customer", "method", "status", "received_from", "received_to")}
+
+
+class RefundForm(FlaskForm):
+    """Refund an online payment at its provider: the reason is required."""
+
+    reason = TextAreaField("Reason", validators=[DataRequired(message="Say why the payment is refunded."),
+                                                 Length(max=500)])
+
+
+class RecordRefundForm(FlaskForm):
+    """Record a refund made in the provider's own dashboard: its reference and the reason."""
+
+    reference = StringField("Provider's refund reference",
+                            validators=[DataRequired(message="Enter the refund's reference at the provider."),
+                                        Length(max=120)])
+    reason = TextAreaField("Reason", validators=[DataRequired(message="Say why the payment was refunded."),
+                                                 Length(max=500)])
+
+
+class ProviderSwitchForm(FlaskForm):
+    """Offer a payment provider to customers, or stop offering it."""
+
+    provider = HiddenField(validators=[DataRequired(), Length(max=32)])
+    enabled = SelectField(choices=[("1", "Enable"), ("0", "Disable")])
+
+
+class ResolveEventForm(FlaskForm):
+    """Say what was done about a provider notification that made no payment."""
+
+    resolution = TextAreaField("What was done", validators=[
+        DataRequired(message="Say what was done (recorded by hand, refunded at the provider…)."), Length(max=500)])

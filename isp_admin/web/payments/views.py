@@ -6,9 +6,18 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from isp_admin.services.billing import payments as payment_service
 from isp_admin.services.billing import queries as invoice_queries
 from isp_admin.services.customers.accounts import get_customer
+from isp_admin.services.payments import queries as payment_queries
+from isp_admin.services.payments import refunds
 from isp_admin.services.platform.clock import today
 from isp_admin.web.access import access
-from isp_admin.web.payments.forms import CustomerPickForm, PaymentFilterForm, PaymentForm, ReverseForm
+from isp_admin.web.payments.forms import (
+    CustomerPickForm,
+    PaymentFilterForm,
+    PaymentForm,
+    RecordRefundForm,
+    RefundForm,
+    ReverseForm,
+)
 from isp_admin.web.templating import page_size
 from isp_admin.web.unit_of_work import REFUSED, perform
 
@@ -90,12 +99,19 @@ def _pick_customer():
 @access("view")
 def detail(payment_id: int):
     """Show a payment: where its money went, what is left as credit, and its history."""
-    return _render_detail(payment_id)
+    return render_detail(payment_id)
 
 
-def _render_detail(payment_id: int, reverse_form: ReverseForm | None = None, status: int = 200):
-    return render_template("payments/detail.html", d=invoice_queries.payment_detail(payment_id),
-                           reverse_form=reverse_form or ReverseForm(formdata=None)), status
+def render_detail(payment_id: int, *, reverse_form: ReverseForm | None = None,
+                  refund_form: RefundForm | None = None, record_refund_form: RecordRefundForm | None = None,
+                  status: int = 200):
+    """Render a payment's page, with a posted form's errors where one failed."""
+    d = invoice_queries.payment_detail(payment_id)
+    return render_template("payments/detail.html", d=d, events=payment_queries.payment_events(payment_id),
+                           refunds_by_api=refunds.can_refund(d.payment.provider),
+                           reverse_form=reverse_form or ReverseForm(formdata=None),
+                           refund_form=refund_form or RefundForm(formdata=None),
+                           record_refund_form=record_refund_form or RecordRefundForm(formdata=None)), status
 
 
 @bp.post("/<id:payment_id>/reverse")
@@ -110,4 +126,8 @@ def reverse(payment_id: int):
             return redirect(url_for("payments.detail", payment_id=payment_id))
     else:
         flash("Say why the payment is reversed.", "danger")
-    return _render_detail(payment_id, form, 422)
+    return render_detail(payment_id, reverse_form=form, status=422)
+
+
+# The online payments' staff pages register their routes on `bp`; imported last, as they import it from here.
+from isp_admin.web.payments import online  # noqa: E402, F401

@@ -159,3 +159,7 @@ def resend_to_router(subscription_id: int):
     elif (requests := perform(coa.resend_for_subscription, sub.id)) is not REFUSED:
         flash(f"{len(requests)} request(s) queued for the router: sent within a minute.", "success")
     return redirect(url_for("subscriptions.detail", subscription_id=sub.id, _anchor="network"))
+
+
+# The portal's plan change requests are decided on pages of this blueprint; imported last, as they import `bp`.
+from isp_admin.web.subscriptions import requests  # noqa: E402, F401

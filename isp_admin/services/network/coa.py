@@ -115,18 +115,19 @@ def process_changes(limit: int = BATCH) -> int:
 
 def _request_for(change: NetworkChange, sub: Subscription, old_username: str | None, before: Profile,
                  after: Profile, nas_by_address: dict[str, Nas]) -> None:
-    if not old_username:
-        return  # no login, no session
-    renamed = old_username != sub.pppoe_username
-    if renamed or before.kind != after.kind or (after.kind == "service" and before.static_ip != after.static_ip):
-        kind, reason, attributes = "disconnect", _reason(before, after, renamed), None
-    elif after.kind == "service" and before.plan_id != after.plan_id:
-        kind, reason, attributes = "coa", "plan_change", plan_reply_attributes(after.plan_id)
-    else:
-        return
-    for session in open_sessions(old_username):
-        _add_request(session, kind=kind, reason=reason, attributes=attributes, change_id=change.id,
-                     subscription_id=sub.id, nas_by_address=nas_by_address)
+    # Sessions under the login before the changes, and under today's login when it differs: a login given or
+    # renamed since the last sweep may already carry a session that began in the state before (walled garden).
+    for username in dict.fromkeys(name for name in (old_username, sub.pppoe_username) if name):
+        renamed = username != sub.pppoe_username
+        if renamed or before.kind != after.kind or (after.kind == "service" and before.static_ip != after.static_ip):
+            kind, reason, attributes = "disconnect", _reason(before, after, renamed), None
+        elif after.kind == "service" and before.plan_id != after.plan_id:
+            kind, reason, attributes = "coa", "plan_change", plan_reply_attributes(after.plan_id)
+        else:
+            continue
+        for session in open_sessions(username):
+            _add_request(session, kind=kind, reason=reason, attributes=attributes, change_id=change.id,
+                         subscription_id=sub.id, nas_by_address=nas_by_address)
 
 
 def _reason(before: Profile, after: Profile, renamed: bool) -> str:

@@ -251,6 +251,27 @@ def test_changes_without_an_open_session_send_nothing_and_every_change_is_captur
     assert db.session.scalar(select(func.count()).where(NetworkChange.processed_at.is_(None))) == 0
 
 
+@pytest.mark.parametrize("first_login", [None, "oldname"])
+def test_a_login_given_and_suspended_within_one_sweep_still_disconnects_its_session(world, nas, first_login):
+    # The sweep collapses a subscription's changes from the state before the first; the first change here gave or
+    # renamed the login, and a session under the new one was already open when the suspension came.
+    customer = CustomerFactory()
+    sub = SubscriptionFactory(customer=customer, plan=world["plan"], pppoe_username=first_login,
+                              start_date=D(2026, 1, 1), billing_day=1, next_bill_date=D(2026, 4, 1))
+    db.session.commit()
+    assert dispatch()["changes"] == 0
+    subscriptions.update_network(sub.id, "newbie", None, None)
+    db.session.commit()
+    world["radius"].account("Start", "newbie", "N1", framed_ip="100.64.0.77")
+    subscriptions.suspend(sub.id, "manual")
+    db.session.commit()
+    counts = dispatch()
+    assert counts["changes"] == 2 and counts["acked"] == 1
+    [sent] = nas.wait_for(1)
+    assert (sent.kind, sent.first("User-Name"), sent.first("Acct-Session-Id")) == ("disconnect", "newbie", "N1")
+    assert [r.reason for r in db.session.scalars(select(CoaRequest))] == ["rejected"]
+
+
 def test_accounting_start_interim_stop_lands_in_radacct_with_gigawords_folded(world):
     radius = world["radius"]
     radius.account("Start", "zoe", "S9", framed_ip="100.64.0.9")

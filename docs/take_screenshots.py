@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 900}
+PHONE = {"width": 375, "height": 812}  # the portal is photographed as most subscribers see it
 MAX_BYTES = 600_000  # larger full-page shots are cut to the first CLIP_HEIGHT pixels
 CLIP_HEIGHT = 1800
 ADMIN_EMAIL = "admin@example.com"
@@ -34,7 +35,8 @@ def configure_environment(workdir: Path) -> None:
 
 
 def load_demo_data(app, password: str) -> dict:
-    """Migrate, create staff and 300 demo customers, and give one customer some history; return its ids."""
+    """Migrate, create staff and 300 demo customers, give one customer some history and another (who owes) a portal
+    login with `password`; return their ids."""
     from flask_migrate import upgrade
 
     from isp_admin.extensions import db
@@ -55,9 +57,15 @@ def load_demo_data(app, password: str) -> dict:
             ids = make_history()
         with acting_as(SYSTEM):
             from isp_admin.services.platform.clock import today
-            from isp_admin.services.sample_data.demo import network_history
+            from isp_admin.services.sample_data.demo import bill_history, network_history
 
+            bill_history(today())  # as `make run` does: paid and overdue invoices
             network_history(today())
+            from isp_admin.services.portal import accounts as portal_accounts
+            from isp_admin.services.sample_data.demo import portal_demo_customer
+
+            portal_id, ids["portal_account"] = portal_demo_customer()
+            portal_accounts.open_with_password(portal_id, password)
         db.session.commit()
         db.engine.dispose()
     return ids
@@ -86,12 +94,12 @@ def make_history() -> dict:
     return {"customer_id": sub.customer_id, "subscription_id": sub.id}
 
 
-def shoot(page, name: str) -> None:
+def shoot(page, name: str, width: int = VIEWPORT["width"]) -> None:
     """Save a full-page PNG of `page`, cut to the first CLIP_HEIGHT pixels if it is too large."""
     path = OUT / name
     page.screenshot(path=str(path), full_page=True, animations="disabled")
     if path.stat().st_size > MAX_BYTES:
-        clip = {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": CLIP_HEIGHT}
+        clip = {"x": 0, "y": 0, "width": width, "height": CLIP_HEIGHT}
         page.screenshot(path=str(path), full_page=True, clip=clip, animations="disabled")
     print(f"  {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KB)")
 
@@ -132,7 +140,37 @@ def take_screenshots(base_url: str, password: str, ids: dict) -> None:
                 raise SystemExit(f"{path} answered {response.status}")
             expect(page.locator(content).first).to_be_visible()
             shoot(page, name)
+        take_portal_screenshots(browser, base_url, password, ids["portal_account"])
         browser.close()
+
+
+def take_portal_screenshots(browser, base_url: str, password: str, account_number: str) -> None:
+    """Sign in to the subscriber portal at a phone's width and photograph its pages."""
+    from playwright.sync_api import expect
+
+    page = browser.new_context(base_url=base_url, viewport=PHONE, is_mobile=True, has_touch=True).new_page()
+    page.goto("/portal/login")
+    shoot(page, "portal-login.png", PHONE["width"])
+    page.get_by_label("Account number or email").fill(account_number)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("main h1").first).to_be_visible()
+    shoot(page, "portal-dashboard.png", PHONE["width"])
+    for path, name in (("/portal/invoices", "portal-invoices.png"), ("/portal/pay", "portal-pay.png"),
+                       ("/portal/payments", "portal-payments.png"), ("/portal/statement", "portal-statement.png"),
+                       ("/portal/usage", "portal-usage.png"), ("/portal/plan-change", "portal-plan-change.png"),
+                       ("/portal/profile", "portal-profile.png")):
+        response = page.goto(path)
+        if response.status != 200:
+            raise SystemExit(f"{path} answered {response.status}")
+        if page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1"):
+            raise SystemExit(f"{path} is wider than a phone ({PHONE['width']} px)")
+        shoot(page, name, PHONE["width"])
+    page.goto("/portal/invoices")
+    page.locator("main a[href*='/portal/invoices/']").first.click()
+    expect(page.locator("main h1").first).to_be_visible()
+    shoot(page, "portal-invoice.png", PHONE["width"])
+    page.context.close()
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import psycopg
-from flask import Flask, g, jsonify, make_response, render_template, request
+from flask import Flask, current_app, g, jsonify, make_response, render_template, request
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
@@ -103,6 +103,22 @@ def wants_json() -> bool:
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
 
+ERROR_PAGES = "isp_admin.error_pages"  # app.extensions key: (path prefix, template) of edges with their own layout
+
+
+def use_error_page(app: Flask, path_prefix: str, template: str) -> None:
+    """Render the HTML error pages under `path_prefix` with `template` (the portal's own layout, no staff menu)."""
+    app.extensions.setdefault(ERROR_PAGES, []).append((path_prefix, template))
+
+
+def _error_template() -> str:
+    # By path, not blueprint: a URL under the prefix that matches no route has no blueprint, yet is the edge's.
+    for prefix, template in current_app.extensions.get(ERROR_PAGES, ()):
+        if request.path == prefix or request.path.startswith(prefix + "/"):
+            return template
+    return "errors/error.html"
+
+
 def error_response(status: int, code: str, message: str, details: dict | None = None, headers=None):
     """Render one error as the JSON envelope or as the generic HTML error page."""
     if wants_json():
@@ -115,7 +131,7 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
         response = jsonify(body)
     else:
         html = render_template(
-            "errors/error.html",
+            _error_template(),
             status=status,
             title=PAGE_TITLES.get(status, "Error"),
             message=message,

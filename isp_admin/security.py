@@ -43,6 +43,18 @@ CORS_MAX_AGE = 600
 def register_security_headers(app: Flask) -> None:
     """Send the hardened headers on every response and keep signed-in users' responses out of caches."""
     production = app.config["PRODUCTION"]
+
+    # Registered before Talisman's hook so that it runs after it (Flask runs after-request hooks in reverse) and
+    # widens the policy Talisman wrote, for the one response that asked.
+    @app.after_request
+    def widen_form_action(response):
+        extra = g.get("form_action_origins")
+        policy = response.headers.get("Content-Security-Policy")
+        if extra and policy:
+            response.headers["Content-Security-Policy"] = policy.replace(
+                "form-action 'self'", "form-action 'self' " + " ".join(extra), 1)
+        return response
+
     talisman.init_app(
         app,
         force_https=production,
@@ -65,6 +77,19 @@ def register_security_headers(app: Flask) -> None:
         if "Cache-Control" not in response.headers and _signed_in():
             response.headers["Cache-Control"] = "no-store"
         return response
+
+
+def allow_form_action(origins) -> None:
+    """Let this page's forms also end at `origins`: a payment provider's hosted page, reached by a redirect after
+    the post (browsers apply form-action to every redirect of a form's navigation)."""
+    g.form_action_origins = tuple(origin for origin in origins if _is_origin(origin))
+
+
+def _is_origin(value: str) -> bool:
+    # Only scheme://host[:port] goes into the header: nothing that could end the directive or add another.
+    parts = urlsplit(value)
+    return parts.scheme in ("https", "http") and bool(parts.netloc) and value == f"{parts.scheme}://{parts.netloc}" \
+        and not any(c in value for c in " ;,'\"")
 
 
 def _signed_in() -> bool:

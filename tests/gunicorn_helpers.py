@@ -41,12 +41,15 @@ def billing_token(user=None) -> tuple[dict[str, str], int]:
 
 
 def call(base: str, method: str, path: str, body: dict | None = None, headers: dict | None = None,
-         timeout: float = 60):
-    """Send one request on its own connection; return (status, headers, body bytes)."""
+         timeout: float = 60, raw: bytes | None = None):
+    """Send one request on its own connection; return (status, headers, body bytes).
+
+    `body` goes as JSON; `raw` (a form, a signed webhook) goes as it is, its Content-Type in `headers`.
+    """
     url = urlsplit(base)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
     try:
-        payload = json.dumps(body).encode() if body is not None else None
+        payload = raw if raw is not None else json.dumps(body).encode() if body is not None else None
         connection.request(method, path, body=payload, headers={"Content-Type": "application/json", **(headers or {})})
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()

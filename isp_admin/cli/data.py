@@ -12,7 +12,8 @@ from isp_admin.cli.unit import command_action
 from isp_admin.extensions import db
 from isp_admin.services.identity import users as user_service
 from isp_admin.services.platform.clock import today
-from isp_admin.services.sample_data.demo import bill_history, network_history
+from isp_admin.services.portal import accounts as portal_accounts
+from isp_admin.services.sample_data.demo import bill_history, network_history, portal_demo_customer
 from isp_admin.services.sample_data.generator import MAX_HISTORY_MONTHS, generate
 from isp_admin.unit_of_work import commit_once
 
@@ -42,23 +43,32 @@ def generate_test_data(count: int, seed: int | None, months: int) -> None:
 @data_cli.command("demo")
 @click.option("--customers", "count", type=int, default=250, show_default=True)
 def demo(count: int) -> None:
-    """Create a demo admin (random password, kept in instance/) and demo data, once; print the login."""
+    """Create a demo admin and a demo subscriber's portal login (random passwords, kept in instance/) and demo
+    data, once; print both logins."""
     credentials = Path(current_app.instance_path) / "demo-login.txt"
     email = "admin@example.com"
     if user_service.find_by_email(email) is None:
-        password = secrets.token_urlsafe(12)
+        password, portal_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
         with command_action():
             user_service.create_user(email, "Demo Admin", "admin", password)
             generate(count, seed=42)
             db.session.flush()
             bill_history(today())
             network_history(today())
-        credentials.write_text(f"{email}\n{password}\n")
+            chosen = portal_demo_customer()
+            account_number = chosen[1] if chosen else "-"
+            if chosen:
+                portal_accounts.open_with_password(chosen[0], portal_password)
+        credentials.write_text(f"{email}\n{password}\n{account_number}\n{portal_password}\n")
         credentials.chmod(0o600)
-    email, password = (credentials.read_text().split() + ["?", "?"])[:2] if credentials.exists() else (email, "?")
+    lines = credentials.read_text().split() if credentials.exists() else []
+    email, password, account_number, portal_password = (lines + [email, "?", "-", "?"][len(lines):])[:4]
     click.echo("")
     click.echo("  ISP Admin is starting on http://127.0.0.1:5000")
     click.echo(f"  Sign in as {email} with password {password}")
+    if account_number != "-":
+        click.echo(f"  Subscriber portal: http://127.0.0.1:5000/portal/ as {account_number} with password "
+                   f"{portal_password}")
     click.echo(f"  (kept in {credentials})")
     click.echo("")
 

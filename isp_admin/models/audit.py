@@ -9,7 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from isp_admin.extensions import db
 from isp_admin.models.base import UTCDateTime, in_list, utcnow
 
-ACTOR_TYPES = ("user", "token", "system")
+# A staff user, an API token, a customer in the portal (actor_id: the customer's id), or the system (jobs, CLI).
+ACTOR_TYPES = ("user", "token", "system", "customer")
 
 
 class AuditEvent(db.Model):

@@ -26,6 +26,8 @@ class Customer(db.Model):
         # Keyset pagination walks these (sort column, id) pairs.
         Index("ix_customers_name_id", "name", "id"),
         Index("ix_customers_status_id", "status", "id"),
+        # Portal sign-in and password links find customers by email (stored lower-cased, compared as typed).
+        Index("ix_customers_email", "email"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

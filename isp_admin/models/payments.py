@@ -28,6 +28,8 @@ class Payment(db.Model):
         UniqueConstraint("provider", "refund_ref", name="uq_payments_refund_ref"),
         Index("ix_payments_customer", "customer_id", "id"),
         Index("ix_payments_received", "received_on", "id"),
+        # A refund made in a provider's dashboard names the provider's payment reference (events.find_attempt).
+        Index("ix_payments_provider_reference", "provider", "reference"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

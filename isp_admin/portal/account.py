@@ -99,6 +99,8 @@ def set_password(token: str):
             sign_in(account)
             flash("Your password is set. Welcome to your account.", "success")
             return redirect(url_for("portal.dashboard"))
+        if not form.errors:  # not the password's fault: the link died meanwhile (used at once elsewhere)
+            return redirect(url_for("portal.password_link"))
     return render_template("portal/set_password.html", form=form), 422 if form.errors else 200
 
 

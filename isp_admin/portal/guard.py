@@ -40,9 +40,10 @@ def signed_in():
 
 
 def portal_actor(customer=None) -> Actor:
-    """Who the audit trail names for portal writes: the customer by account number, or an anonymous visitor."""
-    label = f"portal:{customer.account_number}" if customer is not None else "portal:anonymous"
-    return Actor("system", None, label, request.remote_addr)
+    """Who the audit trail names for portal writes: the signed-in customer, or an anonymous visitor."""
+    if customer is None:
+        return Actor("system", None, "portal:anonymous", request.remote_addr)
+    return Actor("customer", customer.id, f"portal:{customer.account_number}", request.remote_addr)
 
 
 def safe_next(target: str | None) -> str:

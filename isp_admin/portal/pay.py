@@ -12,6 +12,7 @@ from isp_admin.portal.forms import PayForm
 from isp_admin.portal.guard import portal_login_required
 from isp_admin.portal.views import bp
 from isp_admin.portal.work import REFUSED, perform
+from isp_admin.security import allow_form_action
 from isp_admin.services.payments import attempts as payment_attempts
 from isp_admin.services.payments.providers.registry import offered
 from isp_admin.services.platform.clock import today
@@ -44,6 +45,7 @@ def _company() -> dict:
 def pay():
     """What is open to pay, and how: a provider to choose, or (none offered) how else to pay."""
     providers = offered()
+    allow_form_action(origin for provider in providers for origin in provider.hosted_origins())
     return render_template("portal/pay.html", invoices=portal_queries.open_invoices(g.customer.id),
                            providers=providers, form=_pay_form(providers), company=_company(), today=today(),
                            push=any(p.flow == "push" for p in providers))
@@ -65,8 +67,9 @@ def pay_invoice(invoice_id: int):
         return redirect(url_for("portal.pay"))
     attempt, token = started
     status_url = _external("portal.attempt_status", public_id=attempt.public_id)
-    if token is None:  # a recent identical attempt: its hosted page again, never a second charge
-        return redirect(attempt.redirect_url or status_url)
+    if token is None:  # a recent identical attempt (a double click): its page once its launch stores it, or status
+        wait = float(current_app.config.get("PAYMENTS_HTTP_TIMEOUT") or 10) + 2
+        return redirect(attempt.redirect_url or payment_attempts.hosted_page(attempt.id, wait) or status_url)
     # Committed before the provider is called: a notification racing our redirect finds the attempt.
     attempt = commit_once(
         payment_attempts.launch_attempt, attempt.id, return_url=status_url,

@@ -11,9 +11,10 @@ from datetime import timedelta
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from isp_admin.access import PUBLIC, access
-from isp_admin.errors import Invalid
+from isp_admin.errors import Invalid, use_error_page
 from isp_admin.portal.forms import StatementForm
 from isp_admin.portal.guard import keep_staff_out, no_store, portal_login_required
+from isp_admin.portal.session import PORTAL_PREFIX
 from isp_admin.services.platform.clock import today
 from isp_admin.services.portal import plan_changes
 from isp_admin.services.portal import queries as portal_queries
@@ -21,6 +22,8 @@ from isp_admin.services.portal import queries as portal_queries
 bp = Blueprint("portal", __name__, url_prefix="/portal")
 bp.before_request(keep_staff_out)
 bp.after_request(no_store)
+# A 404 (another customer's id, or no such page), 429 or 500 under /portal in the portal's layout, never staff's.
+bp.record_once(lambda state: use_error_page(state.app, PORTAL_PREFIX, "portal/error.html"))
 PAGE_SIZE = 20
 STATEMENT_DAYS = 90
 

@@ -5,9 +5,13 @@ callables (a billing chunk) that start at the same barrier. Judging an answer se
 JSON error envelope whose code matches its status (409 CONFLICT, 422 BUSINESS_RULE_VIOLATION or VALIDATION_ERROR,
 404 NOT_FOUND where the loser's record is gone); each operation's statuses within the ones its story allows.
 A failure message carries the tally, the 5xx bodies and what gunicorn logged during the race.
+
+A request may carry a raw body and headers of its own (a signed webhook, a form); `Browser` holds one person's
+cookies and CSRF token for the served pages, and makes their form posts racers.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import threading
@@ -15,7 +19,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 from tests.gunicorn_helpers import call
 
@@ -31,6 +37,8 @@ class Request:
     method: str
     path: str
     body: dict | None = None
+    raw: bytes | None = None  # a body sent as it is (a form, a signed webhook) instead of `body` as JSON
+    headers: dict | None = None  # this request's own headers (a cookie, a signature), over the race's
 
 
 @dataclass
@@ -140,7 +148,8 @@ def race(server: Server, headers: dict, requests: Iterable[Request],
 
     def send(request: Request) -> Answer:
         start.wait(timeout=30)
-        status, answer_headers, raw = call(server.base, request.method, request.path, request.body, headers)
+        status, answer_headers, raw = call(server.base, request.method, request.path, request.body,
+                                           {**headers, **(request.headers or {})}, raw=request.raw)
         return Answer(request.label, status, answer_headers, raw)
 
     def run(action: Callable[[], object]):
@@ -226,3 +235,81 @@ def edit(invoice_id: int, n: int) -> Request:
 def delete(invoice_id: int) -> Request:
     """The API request that deletes the draft invoice."""
     return Request("delete", "DELETE", f"/api/billing/invoices/{invoice_id}/")
+
+
+# --- a person's browser: cookies, the CSRF token of its session, form posts ---------------------------------------
+
+_CSRF_INPUT = re.compile(r'<input[^>]*\bname="csrf_token"[^>]*>')
+_VALUE = re.compile(r'\bvalue="([^"]+)"')
+_FLASH = re.compile(r'<div class="alert [^"]*" role="alert">\s*(.*?)\s*<button', re.S)
+
+
+class Browser:
+    """One person's browser on a served app: the cookies it holds, pages and forms over a connection each.
+
+    Pages post forms with the session's CSRF token (CSRF is on in a served app); `form()` makes a racing request
+    that carries this browser's cookies, and `after()` the browser as one racer's answer left it (its flash).
+    """
+
+    def __init__(self, base: str, cookies: dict[str, str] | None = None):
+        self.base = base
+        self.cookies = dict(cookies or {})
+
+    def _cookie_header(self) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+
+    def keep(self, set_cookie_headers: Iterable[str]) -> None:
+        """Take the cookies a response set (and drop those it expired)."""
+        for header in set_cookie_headers:
+            jar = SimpleCookie()
+            jar.load(header)
+            for name, morsel in jar.items():
+                if morsel.value in ("", '""') or morsel["max-age"] == "0":
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+
+    def open(self, method: str, path: str, form: dict | None = None) -> tuple[int, dict, str]:
+        """One request on its own connection, cookies sent and kept; (status, headers, text). Redirects are not
+        followed."""
+        url = urlsplit(self.base)
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        try:
+            headers = self._cookie_header()
+            payload = None
+            if form is not None:
+                payload = urlencode(form).encode()
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            self.keep(response.msg.get_all("Set-Cookie") or [])
+            return response.status, dict(response.getheaders()), response.read().decode("utf-8", "replace")
+        finally:
+            connection.close()
+
+    def csrf(self, path: str) -> str:
+        """The CSRF token of this browser's session, from the form on the page at `path`."""
+        status, _, page = self.open("GET", path)
+        field = _CSRF_INPUT.search(page)
+        assert status == 200 and field, f"no CSRF token on {path} ({status}): {page[:300]!r}"
+        return _VALUE.search(field.group(0)).group(1)
+
+    def submit(self, page: str, action: str, form: dict) -> tuple[int, dict, str]:
+        """Post `form` to `action` with the CSRF token of the form on `page`, as a person submitting it."""
+        return self.open("POST", action, {**form, "csrf_token": self.csrf(page)})
+
+    def form(self, label: str, action: str, form: dict) -> Request:
+        """A racing POST of `form` (put the CSRF token in it) from this browser, cookies and all."""
+        return Request(label, "POST", action, raw=urlencode(form).encode(),
+                       headers={"Content-Type": "application/x-www-form-urlencoded", **self._cookie_header()})
+
+    def after(self, answer: Answer) -> Browser:
+        """This browser as `answer` left it: the cookies it set (a flash waiting in the session) taken."""
+        later = Browser(self.base, self.cookies)
+        later.keep(v for k, v in answer.headers.items() if k.lower() == "set-cookie")
+        return later
+
+    def flashes(self, path: str) -> list[str]:
+        """The flash messages the page at `path` shows this browser."""
+        _, _, page = self.open("GET", path)
+        return [re.sub(r"\s+", " ", text) for text in _FLASH.findall(page)]

@@ -13,6 +13,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from isp_admin.devserver import CHROMIUM, CHROMIUM_ARGS, serve_in_background
 from tests.conftest import clean_context
 from tests.factories import PASSWORD
+from tests.payments.conftest import stripe_fake, stripe_live  # noqa: F401  (the portal's pay-online test)
 
 TIMEOUT_MS = 10_000
 

@@ -8,7 +8,6 @@ and leave every table exactly as it was; allowed cells succeed and write the aud
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import date
 
 import pytest
@@ -31,29 +30,20 @@ from isp_admin.services.identity.tokens import create_token
 from tests.conftest import app_config, delete_all_rows
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
 from tests.web.billing_world import billing_records
-
-ROLES = ("admin", "billing", "support", "readonly")
-ANONYMOUS = "anonymous"
-EVERYONE = frozenset(ROLES)
-EDITORS = frozenset({"admin", "billing", "support"})
-PLANNERS = frozenset({"admin", "billing"})
-ADMINS = frozenset({"admin"})
-OPERATORS = frozenset({"admin", "support"})  # network.operate: disconnect, retry or re-send a CoA
-PUBLIC = None  # anonymous visitors too
-NEW_PASSWORD = "a fresh passphrase for 2026"
-
-
-@dataclass(frozen=True)
-class Route:
-    """One request: method, URL with <placeholders>, form data, who may send it, and the audit it writes."""
-
-    method: str
-    url: str
-    allowed: frozenset[str] | None
-    data: dict[str, str] = field(default_factory=dict)
-    audit: str | None = None
-    bearer: bool = False  # a JSON API route: sent with an API token of the role's read scope, not the session
-
+from tests.web.roles import (  # noqa: F401  (the vocabulary, shared with the extension modules)
+    ADMINS,
+    ANONYMOUS,
+    EDITORS,
+    EVERYONE,
+    NEW_PASSWORD,
+    OPERATORS,
+    PLANNERS,
+    PUBLIC,
+    ROLES,
+    Route,
+    extra_records,
+    extra_routes,
+)
 
 PLAN_FIELDS = {"name": "Fibre 500", "download_mbps": "500", "upload_mbps": "100", "monthly_price_cents": "79.00",
                "setup_fee_cents": "10.00", "tax_rate_bp": "16"}
@@ -237,6 +227,7 @@ MATRIX = [
     Route("GET", "/api/docs/", PUBLIC),
     Route("GET", "/api/plans/", EVERYONE, bearer=True),
     Route("GET", "/api/plans/<plan>/", EVERYONE, bearer=True),
+    *extra_routes(),
 ]
 PLACEHOLDER = re.compile(r"<(\w+)>")
 
@@ -307,7 +298,7 @@ def world(app):
     db.session.add(session)
     db.session.commit()
     online = online_payment_records(customer.id, subscription.id, second_plan.id)
-    return {
+    world = {
         **online,
         "router": router.id, "coa_request": coa_request.id, "session": session.radacctid,
         **billing,
@@ -317,6 +308,7 @@ def world(app):
         "staff": staff.id, "staff_email": staff.email, "inactive_staff": inactive_staff.id,
         "staff_token": staff_token.id,
     }
+    return {**world, **extra_records(world)}
 
 
 def online_payment_records(customer_id: int, subscription_id: int, plan_id: int) -> dict:

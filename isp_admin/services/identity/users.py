@@ -174,12 +174,20 @@ class SignInState:
 
 
 def _dummy_hash() -> str:
-    # The unknown-email path checks the password against this hash, made with the configured method and cost, so
-    # it costs what checking a real user's hash costs: a faster dummy would time out who has an account.
+    # The unknown-account path checks the password against this hash, made with the configured method and cost, so
+    # it costs what checking a real account's hash costs: a faster dummy would time out who has an account.
     method = current_app.config["PASSWORD_HASH_METHOD"]
     if method not in _DUMMY_HASHES:
         _DUMMY_HASHES[method] = generate_password_hash(secrets.token_urlsafe(16), method=method)
     return _DUMMY_HASHES[method]
+
+
+def password_matches(stored_hash: str | None, password: str | None) -> bool:
+    """Check a password against an account's hash; with no hash (no such account) spend the same time, say no."""
+    if stored_hash is None:
+        check_password_hash(_dummy_hash(), password or "")
+        return False
+    return check_password_hash(stored_hash, password or "")
 
 
 def _throttle_of(email: str, address: str) -> SignInThrottle | None:
@@ -228,7 +236,7 @@ def authenticate(email: str, password: str, client_address: str | None = None) -
     if throttle is not None and throttle.blocked_until is not None and throttle.blocked_until > now:
         return Throttled(max(1, math.ceil((throttle.blocked_until - now).total_seconds())))
     user = find_by_email(typed)
-    ok = check_password_hash(user.password_hash if user is not None else _dummy_hash(), password or "")
+    ok = password_matches(user.password_hash if user is not None else None, password)
     if user is None or not ok or not user.active or user.is_locked(now):
         _record_failure(typed, address, now, user)
         db.session.flush()

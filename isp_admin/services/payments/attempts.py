@@ -1,30 +1,36 @@
 """Starting a payment with a provider: an attempt recorded first, then the provider asked, then its answer kept.
 
-Two transactions on purpose: the provider is called after the attempt is committed and outside the customer's
-lock, so a slow provider never holds a customer's ledger, and a notification that arrives before the start
-returns (an M-Pesa callback can) finds the attempt by the public id in its URL.
+Two transactions on purpose: the provider is called after the attempt is committed, outside the customer's lock
+and outside any transaction, so a slow provider never holds a customer's ledger nor a pooled connection, and a
+notification that arrives before the start returns (an M-Pesa callback can) finds the attempt by the public id in
+its URL.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+import time
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
 from isp_admin.extensions import db
-from isp_admin.models import Invoice, PaymentAttempt
+from isp_admin.models import Customer, Invoice, PaymentAttempt
 from isp_admin.services.billing.ledger import lock_customer
-from isp_admin.services.payments.providers.base import ProviderError
+from isp_admin.services.payments.providers.base import Charge, ProviderError
 from isp_admin.services.payments.providers.registry import get_provider, offered
 from isp_admin.services.platform import audit
 from isp_admin.services.platform.bounds import MAX_AMOUNT_CENTS
 from isp_admin.services.platform.clock import utcnow
 
 REUSE_MINUTES = 30  # a second "pay" within this long reuses the pending attempt (a double click, a back button)
+# An attempt this young with no page yet may be launching right now (its provider call in flight, up to the HTTP
+# timeout): a second click reuses it and waits for its page rather than opening a second one. For a push, the
+# prompt on the phone is still open this long: a second click does not ring the phone again.
+LAUNCH_SECONDS = 120
 
 
 def hash_token(token: str) -> str:
@@ -78,10 +84,12 @@ def create_attempt(customer_id: int, provider_name: str, *, invoice_id: int | No
         PaymentAttempt.status == "pending", PaymentAttempt.invoice_id.is_(invoice_id) if invoice_id is None
         else PaymentAttempt.invoice_id == invoice_id, PaymentAttempt.amount_cents == amount_cents,
         PaymentAttempt.phone.is_(phone) if phone is None else PaymentAttempt.phone == phone,
-        PaymentAttempt.redirect_url.is_not(None),
+        or_(PaymentAttempt.redirect_url.is_not(None),
+            PaymentAttempt.created_at > utcnow() - timedelta(seconds=LAUNCH_SECONDS)),
         PaymentAttempt.created_at > utcnow() - timedelta(minutes=REUSE_MINUTES)).order_by(PaymentAttempt.id.desc()))
-    if recent is not None and provider.flow == "redirect":
-        return recent, None  # the same hosted page again: paying it twice is then impossible at the provider too
+    if recent is not None and (provider.flow == "redirect" or recent.created_at > utcnow() - timedelta(
+            seconds=LAUNCH_SECONDS)):
+        return recent, None  # the same hosted page (or open prompt) again: never a second charge at the provider
     token = secrets.token_urlsafe(24)
     attempt = PaymentAttempt(public_id=secrets.token_urlsafe(18), customer_id=customer.id, invoice_id=invoice_id,
                              provider=provider.name, amount_cents=amount_cents,
@@ -94,19 +102,44 @@ def create_attempt(customer_id: int, provider_name: str, *, invoice_id: int | No
     return attempt, token
 
 
+def hosted_page(attempt_id: int, wait_seconds: float) -> str | None:
+    """The attempt's hosted page, waiting up to `wait_seconds` for a launch in flight elsewhere to store it; None for
+    a push, an attempt no longer pending, or a launch that did not finish in time. Reads only, fresh each time."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        db.session.rollback()  # a new snapshot each round: the other request's commit must be seen
+        attempt = get_attempt(attempt_id)
+        if attempt.status != "pending" or get_provider(attempt.provider).flow != "redirect":
+            return None
+        if attempt.redirect_url or time.monotonic() >= deadline:
+            return attempt.redirect_url
+        time.sleep(0.1)
+
+
+def _charge(attempt: PaymentAttempt) -> Charge:
+    """What the provider is asked to charge: the attempt's terms, its invoice's number, its customer's details."""
+    invoice = db.session.get(Invoice, attempt.invoice_id) if attempt.invoice_id is not None else None
+    customer = db.session.get(Customer, attempt.customer_id)
+    return Charge(public_id=attempt.public_id, amount_cents=attempt.amount_cents, currency=attempt.currency,
+                  phone=attempt.phone, invoice_number=invoice.number if invoice is not None else None,
+                  account_number=customer.account_number, email=customer.email)
+
+
 def launch_attempt(attempt_id: int, *, return_url: str, cancel_url: str, callback_url: str,
                    description: str) -> PaymentAttempt:
-    """Ask the provider to start the committed attempt (no lock held meanwhile); keep its reference or its refusal."""
+    """Ask the provider to start the committed attempt with no transaction open; keep its reference or refusal."""
     attempt = get_attempt(attempt_id)
-    provider = get_provider(attempt.provider)
+    provider, charge, customer_id = get_provider(attempt.provider), _charge(attempt), attempt.customer_id
+    # End the read transaction (nothing was written) before the HTTP call, which may take the provider's whole
+    # timeout: no transaction stays open, no connection is held, and the lock below reads fresh rows.
+    db.session.rollback()
     try:
-        started = provider.start(attempt, return_url=return_url, cancel_url=cancel_url, callback_url=callback_url,
+        started = provider.start(charge, return_url=return_url, cancel_url=cancel_url, callback_url=callback_url,
                                  description=description)
         failure = None
     except ProviderError as exc:
         started, failure = None, str(exc)[:500] or "The provider refused."
-    db.session.rollback()  # end the read transaction: nothing was written, and the lock below must see fresh rows
-    lock_customer(attempt.customer_id)
+    lock_customer(customer_id)
     attempt = get_attempt(attempt_id)
     if started is None:
         if attempt.status == "pending":

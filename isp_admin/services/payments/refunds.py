@@ -54,8 +54,13 @@ def refund_payment(payment_id: int, reason: str, today: date) -> Payment:
                                     "then record the refund.")
     provider = get_provider(payment.provider)
     attempt = db.session.scalar(select(PaymentAttempt).where(PaymentAttempt.payment_id == payment.id))
+    # Outside the customer's lock and any transaction: a slow provider (up to its timeout) never holds the
+    # customer's ledger nor a connection. The two rows go along detached, as read; the lock below reads afresh.
+    for row in (payment, attempt):
+        if row is not None:
+            db.session.expunge(row)
+    db.session.rollback()
     try:
-        # Outside the customer's lock: a slow provider never holds the customer's ledger.
         refund_id = provider.refund(payment, attempt)[:120]
     except ProviderError as exc:
         raise BusinessRuleViolation(str(exc) or f"{provider.label} refused the refund.") from None

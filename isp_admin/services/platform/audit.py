@@ -18,7 +18,7 @@ from isp_admin.services.platform.bulk import bulk_insert
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting: a staff user, an API token, or the system (jobs, CLI)."""
+    """Who is acting: a staff user, an API token, a customer in the portal (by customer id), or the system."""
 
     type: str
     id: int | None

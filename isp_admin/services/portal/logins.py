@@ -7,35 +7,23 @@ address, with the waits of identity.users.throttle_wait.
 from __future__ import annotations
 
 import math
-import secrets
 from datetime import datetime
 
-from flask import current_app
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from isp_admin.extensions import db
 from isp_admin.models.portal import PortalAccount
 from isp_admin.models.users import SignInThrottle
-from isp_admin.services.identity.users import THROTTLE_MEMORY, Throttled, throttle_wait
+from isp_admin.services.identity.users import THROTTLE_MEMORY, Throttled, password_matches, throttle_wait
 from isp_admin.services.platform import audit
 from isp_admin.services.platform.clock import utcnow
 from isp_admin.services.portal.accounts import customers_for, normalise_identifier
 
 THROTTLE_PREFIX = "portal:"
-_DUMMY_HASHES: dict[str, str] = {}
 
 __all__ = ["Throttled", "authenticate"]
-
-
-def _dummy_hash() -> str:
-    # Unknown identifiers check against a hash of the real method and cost, so they take as long as known ones.
-    method = current_app.config["PASSWORD_HASH_METHOD"]
-    if method not in _DUMMY_HASHES:
-        _DUMMY_HASHES[method] = generate_password_hash(secrets.token_urlsafe(16), method=method)
-    return _DUMMY_HASHES[method]
 
 
 def _throttle_of(key: str, address: str) -> SignInThrottle | None:
@@ -77,8 +65,8 @@ def authenticate(identifier: str, password: str, address: str | None = None) -> 
     account = db.session.scalar(select(PortalAccount).where(
         PortalAccount.customer_id == (customer.id if customer is not None else 0)))
     stored = account.password_hash if account is not None and account.password_hash else None
-    ok = check_password_hash(stored or _dummy_hash(), password or "")
-    if stored is None or not ok or customer.status == "closed":
+    # No account or no password yet: a hash check of the same cost all the same, so timing tells nothing.
+    if not password_matches(stored, password) or customer.status == "closed":
         _record_failure(key, client, now)
         db.session.flush()
         return None
@@ -86,6 +74,6 @@ def authenticate(identifier: str, password: str, address: str | None = None) -> 
         db.session.delete(throttle)
     account.last_login_at = now
     db.session.flush()
-    with audit.acting_as(audit.Actor("system", None, f"portal:{customer.account_number}", client)):
+    with audit.acting_as(audit.Actor("customer", customer.id, f"portal:{customer.account_number}", client)):
         audit.record("portal_account.login", account, customer_id=customer.id)
     return account

@@ -85,3 +85,16 @@ def network_history(today: date, seed: int = 42) -> dict:
             sessions += 1
     db.session.flush()
     return {"credentials": len(subs), "sessions": sessions}
+
+
+def portal_demo_customer() -> tuple[int, str] | None:
+    """(id, account number) of the customer the demo opens the portal for: one who owes, else any active one."""
+    from isp_admin.models import Customer
+
+    owing = select(Invoice.customer_id).where(Invoice.status == "overdue").order_by(Invoice.customer_id).limit(1)
+    row = db.session.execute(select(Customer.id, Customer.account_number)
+                             .where(Customer.id == owing.scalar_subquery())).first()
+    if row is None:
+        row = db.session.execute(select(Customer.id, Customer.account_number).where(Customer.status == "active")
+                                 .order_by(Customer.id).limit(1)).first()
+    return (row.id, row.account_number) if row else None

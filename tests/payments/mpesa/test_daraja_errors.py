@@ -9,7 +9,7 @@ from flask import Flask, jsonify, request
 
 from isp_admin.devserver import serve_in_background
 from isp_admin.models import PaymentAttempt
-from isp_admin.services.payments.providers.base import ProviderError
+from isp_admin.services.payments.providers.base import Charge, ProviderError
 from isp_admin.services.payments.providers.mpesa import MpesaProvider, forget_tokens
 from tests.support.daraja import mpesa_settings
 
@@ -67,7 +67,8 @@ def test_a_refused_push_is_a_provider_error(scripted, app):
         (200, {"ResponseCode": "1", "ResponseDescription": "Rejected\x00 <b>now</b>"})]
 
     with pytest.raises(ProviderError) as refused:
-        provider.start(attempt(), return_url="", cancel_url="", callback_url="https://isp.example/cb", description="")
+        provider.start(Charge(public_id="pub", amount_cents=10000, currency="KES", phone="0712345678"),
+                       return_url="", cancel_url="", callback_url="https://isp.example/cb", description="")
 
     assert str(refused.value) == "M-Pesa refused the payment: Rejected <b>now</b> (1)"
 

@@ -8,12 +8,15 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import update
 
 from isp_admin.devserver import free_port
 from isp_admin.errors import Invalid
 from isp_admin.extensions import db
 from isp_admin.models import Customer, PaymentAttempt
+from isp_admin.services.payments.attempts import create_attempt
 from isp_admin.services.payments.providers.mpesa import UNREACHABLE, normalise_phone
+from isp_admin.unit_of_work import commit_once
 from tests.conftest import clean_context
 from tests.factories import CustomerFactory
 from tests.support.daraja import (
@@ -107,3 +110,19 @@ def test_anything_else_is_refused_with_a_phone_field_error(raw):
     with pytest.raises(Invalid) as refused:
         normalise_phone(raw)
     assert set(refused.value.details) == {"phone"}
+
+
+def test_a_second_pay_while_the_phone_prompt_is_open_does_not_ring_the_phone_again(mpesa_app, daraja):
+    owed = suspended_for_non_payment(total_cents=150000)
+    first, _ = start_payment(owed["customer_id"], owed["invoice_id"], phone="0712 345 678")
+
+    again, token = commit_once(create_attempt, owed["customer_id"], "mpesa", invoice_id=owed["invoice_id"],
+                               phone=first.phone)
+
+    assert (again.id, token) == (first.id, None)  # the same attempt: the view shows its status, no new push
+    assert len(daraja.sent(PUSH)) == 1
+    # Once that prompt has failed, paying again rings the phone again.
+    db.session.execute(update(PaymentAttempt).where(PaymentAttempt.id == first.id).values(status="failed"))
+    db.session.commit()
+    third, _ = start_payment(owed["customer_id"], owed["invoice_id"], phone="0712 345 678")
+    assert third.id != first.id and len(daraja.sent(PUSH)) == 2

@@ -117,3 +117,23 @@ def test_a_partial_refund_in_stripe_is_held_for_a_person(stripe_app):
     assert payments_of(debtor.customer_id)[0].status == "completed"
     assert "partial refund" in events()[-1].detail
     assert count(ProviderEvent, ProviderEvent.outcome == "held") == 1
+
+
+def test_stripe_is_asked_for_the_refund_with_no_transaction_open(stripe_live, monkeypatch):
+    from isp_admin.services.payments.providers.stripe import StripeProvider
+
+    debtor, payment = paid_through_checkout(stripe_live)
+    seen = []
+    original = StripeProvider.refund
+
+    def watched(self, paid, attempt):
+        # What the provider sees: no transaction (so no snapshot, no locks, no pinned connection), rows as read.
+        seen.append((db.session().in_transaction(), paid.id, paid.amount_cents, attempt.public_id if attempt else None))
+        return original(self, paid, attempt)
+
+    monkeypatch.setattr(StripeProvider, "refund", watched)
+    refunded = commit_once(refunds.refund_payment, payment.id, "Customer moved away", today())
+
+    assert seen == [(False, payment.id, debtor.total_cents, seen[0][3])] and seen[0][3]
+    assert refunded.status == "reversed" and refunded.refund_ref.startswith("re_")
+    assert count(ProviderEvent, ProviderEvent.event_id == f"refund:{refunded.refund_ref}") == 1

@@ -32,12 +32,33 @@ class Started:
 
 
 @dataclass(frozen=True)
+class Charge:
+    """What a provider is asked to charge: the attempt's terms and whom they are for, read before the call.
+
+    Plain values, not rows: start() makes its HTTP call with no database transaction open (launch_attempt ends it
+    first), so a slow provider holds no transaction and no pooled connection while it answers.
+    """
+
+    public_id: str  # our attempt's public id: metadata, the idempotency key, the account reference at worst
+    amount_cents: int
+    currency: str
+    phone: str | None = None  # the phone to push to (push flows)
+    invoice_number: str | None = None  # the invoice paid; None for a top-up
+    account_number: str | None = None  # the customer's
+    email: str | None = None  # the customer's, for the provider's receipt
+
+
+@dataclass(frozen=True)
 class Notice:
     """One thing a provider told us about one payment, in our terms.
 
-    `event_id` is the provider's id of the message (Stripe's evt_…; for a callback or a status answer, one we
-    derive so that the same fact has the same id). `attempt_ref` and `public_id` find the attempt: the provider's
-    reference we stored when starting, or our public id carried in metadata. Amounts are minor units.
+    `event_id` is the provider's id of the message (Stripe's evt_…), or for a callback or a status answer one we
+    derive from the payment and its outcome, so that the same fact has the same id however it arrives: M-Pesa's
+    success is stk:<CheckoutRequestID> from the callback and the status query alike, and a failure carries its
+    result code, stk:<CheckoutRequestID>:<ResultCode> (another fact: money that lands after a failure is never
+    taken for its replay); a Stripe status answer is status:<session id>:paid or :expired. `attempt_ref` and
+    `public_id` find the attempt: the provider's reference we stored when starting, or our public id carried in
+    metadata. Amounts are minor units.
     """
 
     event_id: str
@@ -80,13 +101,17 @@ class Provider:
         """Why it cannot take payments in `currency`, or None."""
         return None
 
+    def hosted_origins(self) -> tuple[str, ...]:
+        """The origins of the provider's hosted pages (a redirect flow's form posts end there; CSP must allow them)."""
+        return ()
+
     def payable_amount(self, amount_cents: int) -> int:
         """The amount it can actually charge for `amount_cents` (some providers take whole units only)."""
         return amount_cents
 
-    def start(self, attempt: PaymentAttempt, *, return_url: str, cancel_url: str, callback_url: str,
+    def start(self, charge: Charge, *, return_url: str, cancel_url: str, callback_url: str,
               description: str) -> Started:
-        """Create the payment at the provider; raise ProviderError if it refuses or cannot be reached."""
+        """Create the payment at the provider (no database access); ProviderError if it refuses or is unreachable."""
         raise NotImplementedError
 
     def parse(self, body: bytes, headers: dict, *, token: str | None = None,

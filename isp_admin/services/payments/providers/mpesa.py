@@ -13,9 +13,15 @@ from zoneinfo import ZoneInfo
 import requests
 
 from isp_admin.errors import Invalid
-from isp_admin.extensions import db
-from isp_admin.models import Customer, Invoice, PaymentAttempt
-from isp_admin.services.payments.providers.base import InvalidNotification, Notice, Provider, ProviderError, Started
+from isp_admin.models import PaymentAttempt
+from isp_admin.services.payments.providers.base import (
+    Charge,
+    InvalidNotification,
+    Notice,
+    Provider,
+    ProviderError,
+    Started,
+)
 
 REQUIRED = ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_SHORTCODE", "MPESA_PASSKEY")
 # Daraja's Timestamp (and so the Password) is Kenyan local time whatever zone the ISP bills in.
@@ -62,6 +68,13 @@ def _reference(number: str) -> str:
     return number[-REFERENCE_MAX:]
 
 
+def _account_reference(charge: Charge) -> tuple[str, str]:
+    """What the customer's phone shows as the account (the invoice, else their account number)."""
+    if charge.invoice_number:
+        return _reference(charge.invoice_number), "Invoice"
+    return _reference(charge.account_number or charge.public_id), "Account topup"
+
+
 class MpesaProvider(Provider):
     """Mobile money through M-Pesa's Lipa na M-Pesa Online (STK push)."""
 
@@ -88,20 +101,20 @@ class MpesaProvider(Provider):
 
     # --- the three verbs -------------------------------------------------------------------------------------
 
-    def start(self, attempt: PaymentAttempt, *, return_url: str, cancel_url: str, callback_url: str,
+    def start(self, charge: Charge, *, return_url: str, cancel_url: str, callback_url: str,
               description: str) -> Started:
         """Push the payment to the customer's phone; the result comes to `callback_url`."""
         try:
-            phone = normalise_phone(attempt.phone)
+            phone = normalise_phone(charge.phone)
         except Invalid:
             raise ProviderError("That phone number is not an M-Pesa number.") from None
         timestamp, password = self._password()
         shortcode = str(self.config["MPESA_SHORTCODE"])
-        reference, default_description = self._account_reference(attempt)
+        reference, default_description = _account_reference(charge)
         description = _clean(description, 200)
         body = {
             "BusinessShortCode": shortcode, "Password": password, "Timestamp": timestamp,
-            "TransactionType": "CustomerPayBillOnline", "Amount": self.payable_amount(attempt.amount_cents) // 100,
+            "TransactionType": "CustomerPayBillOnline", "Amount": self.payable_amount(charge.amount_cents) // 100,
             "PartyA": phone, "PartyB": shortcode, "PhoneNumber": phone, "CallBackURL": callback_url,
             "AccountReference": reference,
             "TransactionDesc": description if 0 < len(description) <= DESCRIPTION_MAX else default_description,
@@ -172,14 +185,6 @@ class MpesaProvider(Provider):
         timestamp = datetime.now(DARAJA_ZONE).strftime("%Y%m%d%H%M%S")
         raw = f"{self.config['MPESA_SHORTCODE']}{self.config['MPESA_PASSKEY']}{timestamp}"
         return timestamp, base64.b64encode(raw.encode()).decode()
-
-    def _account_reference(self, attempt: PaymentAttempt) -> tuple[str, str]:
-        """What the customer's phone shows as the account (the invoice, else their account number)."""
-        invoice = db.session.get(Invoice, attempt.invoice_id) if attempt.invoice_id else None
-        if invoice is not None and invoice.number:
-            return _reference(invoice.number), "Invoice"
-        customer = db.session.get(Customer, attempt.customer_id)
-        return _reference(customer.account_number if customer else attempt.public_id), "Account topup"
 
     def _call(self, path: str, body: dict) -> tuple[int, dict]:
         """POST to Daraja with a bearer token (renewed once if refused); return the status and the JSON body."""

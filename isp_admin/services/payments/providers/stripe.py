@@ -5,13 +5,13 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import requests
 import stripe
 
-from isp_admin.extensions import db
-from isp_admin.models import Customer, Invoice
 from isp_admin.services.payments.providers.base import (
+    Charge,
     InvalidNotification,
     Notice,
     Provider,
@@ -23,11 +23,15 @@ if TYPE_CHECKING:
     from isp_admin.models import Payment, PaymentAttempt
 
 log = logging.getLogger(__name__)
+# The library logs every request and response line at INFO (paths that carry session and payment ids, Stripe's
+# request ids): our request log says what matters. Its warnings still come through.
+logging.getLogger("stripe").setLevel(logging.WARNING)
 
 # Stripe counts these in whole units where the ledger counts hundredths: an amount would be off a hundredfold.
 ZERO_DECIMAL = {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF",
                 "XOF", "XPF"}
 SIGNATURE_HEADER = "stripe-signature"
+CHECKOUT_ORIGIN = "https://checkout.stripe.com"  # where Checkout Session URLs point
 
 
 def _header(headers: dict, name: str) -> str | None:
@@ -78,6 +82,14 @@ class StripeProvider(Provider):
             return f"Stripe counts {currency} in whole units; the ledger counts hundredths."
         return None
 
+    def hosted_origins(self) -> tuple[str, ...]:
+        """Checkout's pages; a local Stripe (STRIPE_API_BASE, tests and demos) serves them itself."""
+        base = self.config.get("STRIPE_API_BASE")
+        if base:
+            parts = urlsplit(base)
+            return (f"{parts.scheme}://{parts.netloc}",)
+        return (CHECKOUT_ORIGIN,)
+
     @contextmanager
     def _client(self) -> Iterator[stripe.StripeClient]:
         # A session of our own per call, closed after it: no pooled socket outlives the request that used it.
@@ -90,31 +102,29 @@ class StripeProvider(Provider):
         finally:
             session.close()
 
-    def start(self, attempt: PaymentAttempt, *, return_url: str, cancel_url: str, callback_url: str,
+    def start(self, charge: Charge, *, return_url: str, cancel_url: str, callback_url: str,
               description: str) -> Started:
-        """Create a Checkout Session for the attempt's amount; the payer is sent to its hosted page."""
-        invoice = db.session.get(Invoice, attempt.invoice_id) if attempt.invoice_id else None
-        customer = db.session.get(Customer, attempt.customer_id)
-        metadata = {"attempt": attempt.public_id, "invoice": (invoice.number or "") if invoice else "",
-                    "customer": customer.account_number if customer else ""}
+        """Create a Checkout Session for the charge's amount; the payer is sent to its hosted page."""
+        metadata = {"attempt": charge.public_id, "invoice": charge.invoice_number or "",
+                    "customer": charge.account_number or ""}
         params = {
             "mode": "payment",
             "line_items": [{"quantity": 1, "price_data": {
-                "currency": attempt.currency.lower(), "unit_amount": attempt.amount_cents,
+                "currency": charge.currency.lower(), "unit_amount": charge.amount_cents,
                 "product_data": {"name": (description or "Payment")[:250]}}}],
-            "client_reference_id": attempt.public_id,
+            "client_reference_id": charge.public_id,
             "metadata": metadata,
             "payment_intent_data": {"metadata": metadata},
             "success_url": return_url,
             "cancel_url": cancel_url,
         }
-        if customer is not None and customer.email:
-            params["customer_email"] = customer.email
+        if charge.email:
+            params["customer_email"] = charge.email
         try:
             with self._client() as client:
                 # The attempt's id as the idempotency key: a retried start gets the same session, never a second.
                 session = client.v1.checkout.sessions.create(
-                    params=params, options={"idempotency_key": f"checkout-{attempt.public_id}"}).to_dict()
+                    params=params, options={"idempotency_key": f"checkout-{charge.public_id}"}).to_dict()
         except stripe.StripeError as exc:
             raise _safe_error(exc) from None
         if not session.get("id") or not session.get("url"):

@@ -12,11 +12,13 @@ COPY isp_admin ./isp_admin
 RUN /venv/bin/pip install --no-cache-dir . && /venv/bin/pip uninstall --yes isp-admin
 
 FROM python:3.11-slim-bookworm AS runtime
-# Pango/HarfBuzz and a font: the invoice PDFs are rendered from HTML. postgresql-client: `flask data backup` and
+# Pango/HarfBuzz and fonts: the invoice PDFs are rendered from HTML. DejaVu covers Latin, Greek and Cyrillic; Noto
+# CJK (Chinese, Japanese, Korean) and Noto Color Emoji cover the rest of the names and addresses customers have
+# (without a font for a character, the PDF silently leaves it out). postgresql-client: `flask data backup` and
 # `flask data restore` run pg_dump and pg_restore.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b fonts-dejavu-core \
-    postgresql-client \
+    fonts-noto-cjk fonts-noto-color-emoji postgresql-client \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --create-home --home-dir /home/isp --shell /usr/sbin/nologin isp
 WORKDIR /app

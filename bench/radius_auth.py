@@ -83,15 +83,18 @@ LOGINS = """
     FROM subscriptions s JOIN network_credentials c ON c.subscription_id = s.id JOIN plans p ON p.id = s.plan_id
          LEFT JOIN network_policies pol ON pol.reason = s.suspension_reason
     ORDER BY s.id"""
-# What rlm_sql sends per Access-Request (Debian's postgresql/queries.conf), with the login's name pasted in.
+# What rlm_sql sends per Access-Request (deploy/freeradius/sql's per-user lookups, compared lower-cased; Debian's
+# postgresql/queries.conf for the groups), with the login's name pasted in.
 QUERIES = {
-    "radcheck": "SELECT id, UserName, Attribute, Value, Op FROM radcheck WHERE Username = '{user}' ORDER BY id",
-    "radusergroup": "SELECT GroupName FROM radusergroup WHERE UserName='{user}' ORDER BY priority",
+    "radcheck": "SELECT id, UserName, Attribute, Value, Op FROM radcheck WHERE LOWER(UserName) = LOWER('{user}') "
+                "ORDER BY id",
+    "radusergroup": "SELECT GroupName FROM radusergroup WHERE LOWER(UserName) = LOWER('{user}') ORDER BY priority",
     "radgroupcheck": "SELECT id, GroupName, Attribute, Value, op FROM radgroupcheck WHERE GroupName = '{group}' "
                      "ORDER BY id",
     "radgroupreply": "SELECT id, GroupName, Attribute, Value, op FROM radgroupreply WHERE GroupName = '{group}' "
                      "ORDER BY id",
-    "radreply": "SELECT id, UserName, Attribute, Value, Op FROM radreply WHERE Username = '{user}' ORDER BY id",
+    "radreply": "SELECT id, UserName, Attribute, Value, Op FROM radreply WHERE LOWER(UserName) = LOWER('{user}') "
+                "ORDER BY id",
 }
 PER_USER = ("radcheck", "radusergroup", "radreply")
 # Debian's post-auth query, as sent for an accepted PAP login (the trigger blanks `pass`).

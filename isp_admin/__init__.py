@@ -90,13 +90,18 @@ def register_blueprints(app: Flask) -> None:
     from isp_admin.web.auth.session import install_actor
     from isp_admin.web.auth.views import bp as auth_bp
     from isp_admin.web.billing.views import bp as billing_bp
+    from isp_admin.web.bulk.views import bp as bulk_bp
+    from isp_admin.web.credit_notes.views import bp as credit_notes_bp
     from isp_admin.web.customers.views import bp as customers_bp
     from isp_admin.web.dashboard.views import bp as dashboard_bp
+    from isp_admin.web.dev.views import bp as dev_bp
+    from isp_admin.web.imports.views import bp as imports_bp
     from isp_admin.web.invoices.views import bp as invoices_bp
     from isp_admin.web.network.views import bp as network_bp
     from isp_admin.web.payments.views import bp as payments_bp
     from isp_admin.web.plans.views import bp as plans_bp
     from isp_admin.web.reports.views import bp as reports_bp
+    from isp_admin.web.search.views import bp as search_bp
     from isp_admin.web.subscriptions.views import bp as subscriptions_bp
     from isp_admin.webhooks.views import bp as webhooks_bp
 
@@ -105,8 +110,10 @@ def register_blueprints(app: Flask) -> None:
     install_actor(app)
     register_edge(app)  # before the API's rules: its size and depth checks come before any body is parsed
     for blueprint in (health_bp, auth_bp, dashboard_bp, customers_bp, plans_bp, subscriptions_bp, invoices_bp,
-                      payments_bp, billing_bp, reports_bp, network_bp, admin_bp, account_bp, portal_bp, webhooks_bp):
+                      payments_bp, billing_bp, reports_bp, network_bp, admin_bp, account_bp, portal_bp, webhooks_bp,
+                      credit_notes_bp, search_bp, imports_bp, bulk_bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(dev_bp)  # the development mail viewer: a 404 in production or with MAIL_URL set
     # Providers sign their notifications (or post to a secret URL); there is no form, cookie or user to guard,
     # and a provider's retries must never be refused for a budget meant for people.
     csrf.exempt(webhooks_bp)

@@ -229,4 +229,10 @@ def load_config(instance_path: str | Path, env: dict[str, str] | None = None) ->
         # is tens of kB), and JSON nested deeper is 400 before the parser (which recurses) sees it.
         "MAX_CONTENT_LENGTH": int(env.get("MAX_CONTENT_LENGTH", str(1024 * 1024))),
         "JSON_MAX_DEPTH": int(env.get("JSON_MAX_DEPTH", "32")),
+        # CSV imports (isp_admin/web/imports): the upload page alone takes a file this large. Every row goes through
+        # the services in the request (~10 statements a row), so the rows are bounded to finish well within a
+        # worker's timeout (GUNICORN_TIMEOUT); docs/import.md has the measured times.
+        "IMPORT_MAX_BYTES": int(env.get("IMPORT_MAX_BYTES", str(5 * 1024 * 1024))),
+        "IMPORT_MAX_ROWS": int(env.get("IMPORT_MAX_ROWS", "5000")),
+        "BULK_INLINE_LIMIT": int(env.get("BULK_INLINE_LIMIT", "200")),
     }

@@ -18,6 +18,16 @@ def _enable_sqlite_foreign_keys(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _sqlite_begin_before_savepoint(connection, _name) -> None:
+    # pysqlite begins a transaction only before a DML statement, so a SAVEPOINT sent first opens a transaction of
+    # its own, which its RELEASE commits: a dry run (steps applied in savepoints, then rolled back) wrote for real on
+    # SQLite. Beginning first keeps the savepoint inside the transaction the session rolls back (reads outside
+    # savepoints keep pysqlite's lock-free default, so a reader never blocks a writer).
+    dbapi_connection = connection.connection.dbapi_connection
+    if not dbapi_connection.in_transaction:
+        dbapi_connection.execute("BEGIN")
+
+
 def escape_like(text: str) -> str:
     """Escape LIKE wildcards in user text (patterns use escape="\\")."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -32,6 +42,7 @@ def register_database_events(app: Flask) -> None:
         engine: Engine = db.engine
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _enable_sqlite_foreign_keys)
+        event.listen(engine, "savepoint", _sqlite_begin_before_savepoint)
 
 
 # Indexes that exist only on PostgreSQL (trigram search) are created by migrations, not declared on the

@@ -71,8 +71,29 @@ def unstorable_fields(encoded: bytes) -> list[str]:
     return bad
 
 
+# What a multipart form adds around an uploaded file: boundaries, part headers, the CSRF token and a few options.
+UPLOAD_FORM_OVERHEAD = 64 * 1024
+
+
+def takes_upload(setting: str):
+    """Let a view take a body up to the config value `setting` plus a form's overhead, not MAX_CONTENT_LENGTH."""
+    def mark(view):
+        view.upload_limit_setting = setting
+        return view
+    return mark
+
+
+def _body_limit() -> int | None:
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    setting = getattr(view, "upload_limit_setting", None)
+    if setting:
+        # Werkzeug reads the form up to this limit too (a chunked body without a length is cut off there).
+        request.max_content_length = current_app.config[setting] + UPLOAD_FORM_OVERHEAD
+    return request.max_content_length
+
+
 def _check_size() -> None:
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    limit = _body_limit()
     if limit and request.content_length and request.content_length > limit:
         raise Refused(413, f"The request body is larger than the {limit:,} bytes allowed.",
                       {"body": f"At most {limit:,} bytes."})

@@ -6,6 +6,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "view": ALL_ROLES,                                    # read any page of the panel
     "account": ALL_ROLES,                                 # one's own password and API tokens
     "customers.edit": frozenset({"admin", "billing", "support"}),
+    # Service state. A plan change that issues an invoice or a credit note needs billing.edit as well
+    # (web/subscriptions/views.py: support sees the amounts and is told to ask billing).
     "subscriptions.edit": frozenset({"admin", "billing", "support"}),
     "plans.edit": frozenset({"admin", "billing"}),
     "billing.edit": frozenset({"admin", "billing"}),      # invoices, payments, credit notes, notifications

@@ -1,6 +1,8 @@
 """Migrations build the schema the models describe, on PostgreSQL and on SQLite."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -16,7 +18,11 @@ MIGRATIONS = str(ROOT / "migrations")
 
 
 def _diff() -> list:
-    with db.engine.connect() as conn:
+    with db.engine.connect() as conn, warnings.catch_warnings():
+        # SQLAlchemy cannot reflect SQLite's expression indexes (the lower(login) ones of 0011), so Alembic skips
+        # them there, saying so twice; PostgreSQL compares them. test_pppoe_case.py checks them on SQLite.
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index")
+        warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression-based index")
         context = MigrationContext.configure(
             conn, opts={"compare_type": True, "include_object": include_object, "render_as_batch": True})
         return compare_metadata(context, db.metadata)

@@ -46,7 +46,7 @@ from isp_admin.services.identity.users import make_reset_token
 from tests.api.helpers import bearer
 from tests.conftest import RUN_ID
 from tests.factories import PASSWORD, CustomerFactory, PlanFactory, SubscriptionFactory, UserFactory
-from tests.web.billing_world import billing_records
+from tests.web.billing_world import billing_records, document_records
 
 HOST = "localhost"
 # The Origin the Observatory's CORS probe sends.
@@ -462,7 +462,7 @@ def route_args(app, production):
     return {"customer_id": customer.id, "subscription_id": subscription.id, "plan_id": subscription.plan_id,
             "user_id": staff.id, "token": token, "invoice_id": billing["invoice"], "draft_id": billing["draft"],
             "payment_id": billing["payment"], "job_run_id": billing["job_run"], "job_id": billing["job_run"],
-            "nas_id": router.id}
+            "nas_id": router.id, **document_records(customer.id)}
 
 
 def plain_http_by_design(app, endpoint: str) -> bool:
@@ -479,6 +479,8 @@ def get_routes(app, route_args):
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if "GET" not in rule.methods or rule.endpoint.startswith("portal."):
             continue  # the subscribers' pages need a customer's sign-in, not staff's: scanned in tests/portal/
+        if rule.endpoint.startswith("dev.") and app.config.get("PRODUCTION"):
+            continue  # development pages answer 404 in production (tests/web/test_dev_mail.py)
         args = {name: route_args.get(name, STATIC_FILES.get(rule.endpoint)) for name in rule.arguments}
         if rule.endpoint == "invoices.edit_draft":
             args["invoice_id"] = route_args["draft_id"]  # only a draft can be edited; only an issued one printed

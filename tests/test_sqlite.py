@@ -64,3 +64,25 @@ def test_a_support_agent_runs_the_day_on_sqlite(sqlite_app):
         url = ("/customers/?size=25&sort=name&after=" + html.split(marker)[1].split('"')[0]) if marker in html \
             else None
     assert len(set(seen)) == db.session.scalar(select(func.count()).select_from(Customer)) == 121
+
+
+def test_the_billing_pages_dry_run_writes_nothing_on_sqlite(sqlite_app):
+    # pysqlite committed a SAVEPOINT's work on RELEASE when no transaction had begun: opening the Billing page
+    # (tonight's steps applied in savepoints, then rolled back) issued the night's invoices for real.
+    from isp_admin.models import Invoice, Notification
+    from isp_admin.services.sample_data.generator import generate
+
+    UserFactory(email="boss@isp.example", role="admin")
+    generate(40, seed=7)
+    db.session.commit()
+    client = sqlite_app.test_client()
+    assert client.post("/login", data={"email": "boss@isp.example", "password": PASSWORD}).status_code == 302
+
+    def counts() -> tuple[int, int]:
+        db.session.remove()
+        return tuple(db.session.scalar(select(func.count()).select_from(model)) for model in (Invoice, Notification))
+
+    before = counts()
+    page = client.get("/billing/run").get_data(as_text=True)
+    assert "would" in page.lower()  # the preview lists what tonight would do
+    assert counts() == before

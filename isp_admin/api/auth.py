@@ -89,6 +89,12 @@ def _check_request(scope: str, permission: str):
     return None
 
 
+def token_allows(scope: str, permission: str) -> bool:
+    """Whether the request's (already checked) token also has `scope`, and its owner's role `permission`."""
+    token = g.get("api_token")
+    return bool(token and scope in token.scopes.split(",") and token.user.role in PERMISSIONS[permission])
+
+
 def check_token(scope: str, permission: str):
     """Authenticate the request's bearer token for `scope`/`permission`: None when allowed, else the refusal."""
     return _check_request(scope, permission)

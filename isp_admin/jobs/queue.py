@@ -33,6 +33,11 @@ KINDS = {
     "reactivate_paid": "isp_admin.jobs.tasks.reactivate_paid_subscriptions",
     "send_reminders": "isp_admin.jobs.tasks.send_invoice_reminders",
     "deliver_notifications": "isp_admin.jobs.tasks.deliver_notifications",
+    # Bulk actions from the staff lists (jobs/bulk.py: one job per run, its batches counted in as chunks).
+    "bulk_send_invoices": "isp_admin.jobs.bulk.run_bulk",
+    "bulk_send_reminders": "isp_admin.jobs.bulk.run_bulk",
+    "bulk_suspend": "isp_admin.jobs.bulk.run_bulk",
+    "bulk_resume": "isp_admin.jobs.bulk.run_bulk",
 }
 # Steps that count in one chunk per id range; the others count in one piece.
 FANNED_OUT = tuple(step.kind for step in steps.STEPS if step.fanned_out)

@@ -1,6 +1,7 @@
 """All models, imported here so their tables are on the metadata before create_app needs them."""
 from isp_admin.models.audit import AuditEvent
 from isp_admin.models.customers import Customer
+from isp_admin.models.imports import CsvImport
 from isp_admin.models.invoices import CreditNote, DocumentSequence, Invoice, InvoiceLine
 from isp_admin.models.network import (
     CoaRequest,
@@ -33,4 +34,5 @@ __all__ = [
     "NetworkChange", "NetworkCredential", "Notification", "Payment", "PaymentAllocation", "PaymentAttempt",
     "PaymentProviderSetting", "Plan", "PlanAttribute", "PlanChangeRequest", "PortalAccount", "ProviderEvent",
     "RadAcct", "RadPostAuth", "Subscription", "SuspensionPeriod", "SuspensionPolicy", "User",
+    "CsvImport",
 ]

@@ -212,8 +212,9 @@ class RadAcct(db.Model):
         Index("radacct_bulk_close", "nasipaddress", "acctstarttime", postgresql_where=text("acctstoptime IS NULL"),
               sqlite_where=text("acctstoptime IS NULL")),
         Index("radacct_start_user_idx", "acctstarttime", "username"),
-        Index("ix_radacct_username_start", "username", "acctstarttime"),
-        Index("ix_radacct_open_username", "username", postgresql_where=text("acctstoptime IS NULL"),
+        # A session is its login's whatever case the router sent it in (migration 0011): looked up lower-cased.
+        Index("ix_radacct_username_start", text("lower(username)"), "acctstarttime"),
+        Index("ix_radacct_open_username", text("lower(username)"), postgresql_where=text("acctstoptime IS NULL"),
               sqlite_where=text("acctstoptime IS NULL")),
         Index("ix_radacct_open_framed_ip", "framedipaddress", postgresql_where=text("acctstoptime IS NULL"),
               sqlite_where=text("acctstoptime IS NULL")),
@@ -255,7 +256,7 @@ class RadPostAuth(db.Model):
 
     __tablename__ = "radpostauth"
     __table_args__ = (
-        Index("radpostauth_username_idx", "username", "authdate"),
+        Index("radpostauth_username_idx", text("lower(username)"), "authdate"),
         CheckConstraint("pass IS NULL", name="no_password"),
     )
 

@@ -30,6 +30,9 @@ class Payment(db.Model):
         Index("ix_payments_received", "received_on", "id"),
         # A refund made in a provider's dashboard names the provider's payment reference (events.find_attempt).
         Index("ix_payments_provider_reference", "provider", "reference"),
+        # The global search: a bank reference whole or by its beginning, a provider's reference (migration 0013).
+        Index("ix_payments_reference", "reference"),
+        Index("ix_payments_provider_ref", "provider_ref"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -34,8 +34,9 @@ class Subscription(db.Model):
         CheckConstraint("end_date IS NULL OR end_date >= start_date", name="end_after_start"),
         CheckConstraint("price_override_cents IS NULL OR price_override_cents >= 0",
                         name="price_override_non_negative"),
-        # A PPPoE login or a static IP belongs to one live subscription at a time; cancelled ones free it.
-        Index("uq_subscriptions_pppoe_live", "pppoe_username", unique=True,
+        # A PPPoE login or a static IP belongs to one live subscription at a time; cancelled ones free it. A login
+        # is stored as typed and is the same login whatever its case (migration 0011; docs/network.md).
+        Index("uq_subscriptions_pppoe_live", text("lower(pppoe_username)"), unique=True,
               postgresql_where=_LIVE, sqlite_where=_LIVE),
         Index("uq_subscriptions_static_ip_live", "static_ip", unique=True,
               postgresql_where=_LIVE, sqlite_where=_LIVE),

@@ -33,11 +33,14 @@
     root.dataset.status = data.status;
 
     const counts = part("counts");
-    const entries = Object.entries(data.counts || {});
-    counts.replaceChildren(...entries.flatMap(([key, value]) => {
+    // The server words the counts as the page does ("Invoiced: $1,204.50"); raw keys only from an older server.
+    const entries = Array.isArray(data.count_words)
+      ? data.count_words.map((c) => [c.label, c.value])
+      : Object.entries(data.counts || {}).map(([key, value]) => [label(key), value]);
+    counts.replaceChildren(...entries.flatMap(([name, value]) => {
       const dt = document.createElement("dt");
       dt.className = "col-7";
-      dt.textContent = label(key);
+      dt.textContent = name;
       const dd = document.createElement("dd");
       dd.className = "col-5";
       dd.textContent = value;
@@ -46,7 +49,8 @@
     const error = part("error");
     error.textContent = data.error || "";
     error.classList.toggle("d-none", !data.error);
-    if (data.finished_at) part("finished").textContent = data.finished_at.replace("T", " ").slice(0, 19) + " UTC";
+    if (data.finished_words) part("finished").textContent = data.finished_words;
+    else if (data.finished_at) part("finished").textContent = data.finished_at.replace("T", " ").slice(0, 19) + " UTC";
 
     const steps = part("steps");
     if (Array.isArray(data.steps) && data.steps.length) {
@@ -55,7 +59,7 @@
         const name = document.createElement("td");
         const link = document.createElement("a");
         link.href = root.dataset.progressUrl.replace(/\/\d+\/progress\.json$/, `/${step.id}`);
-        link.textContent = label(step.kind);
+        link.textContent = step.label || label(step.kind);
         name.append(link);
         const state = document.createElement("td");
         state.append(badge(step.status));

@@ -52,3 +52,17 @@ def billing_records(customer_id: int) -> dict:
            "notification": db.session.scalar(db.select(Notification.id).where(Notification.invoice_id == invoice.id))}
     db.session.commit()
     return ids
+
+
+def document_records(customer_id: int) -> dict:
+    """Commit a credit note and a checked customers import for the pages that show one; return the URL arguments."""
+    from isp_admin.models import CreditNote
+    from isp_admin.services.imports import uploads
+
+    note = CreditNote(number="CN-2025-000003", customer_id=customer_id, kind="manual", reason="Goodwill",
+                      issue_date=date(2026, 1, 12), currency="USD", subtotal_cents=1000, tax_cents=160,
+                      amount_cents=1160)
+    db.session.add(note)
+    checked = uploads.upload("customers", "peer.csv", b"name,email\nPage Scan,page.scan@mail.example\n")
+    db.session.commit()
+    return {"credit_note_id": note.id, "import_id": checked.id, "kind": "customers", "name": "missing.eml"}

@@ -127,3 +127,33 @@ def test_a_customer_without_email_gets_a_flash_not_a_500(app, client, login):
     assert response.status_code == 200 and "No sign-in link sent" in text_of(response)
     assert outbox_messages(app) == []
 
+
+
+def test_support_may_not_approve_a_change_that_moves_money_billing_may(client, login, asked):
+    from datetime import timedelta
+
+    from isp_admin.models import CreditNote, Invoice
+    from isp_admin.services.billing import run as billing
+    from isp_admin.services.platform.clock import today
+
+    start = today().replace(day=1)
+    sub = fresh(Subscription, asked["subscription"])
+    sub.start_date = sub.next_bill_date = sub.billed_from = start - timedelta(days=0)
+    sub.billing_day = 1
+    db.session.commit()
+    assert billing.generate_invoice_for_customer(asked["customer"], start) is not None  # the month is billed
+    db.session.commit()
+    invoices_before = db.session.query(Invoice).count()
+
+    login("support")
+    refused = client.post(f"/requests/plan-changes/{asked['request']}/approve", follow_redirects=True)
+    assert "ask billing staff to approve it" in text_of(refused)
+    assert fresh(PlanChangeRequest, asked["request"]).status == "pending"
+    assert fresh(Subscription, asked["subscription"]).plan_id == asked["slow"]
+    assert db.session.query(Invoice).count() == invoices_before and db.session.query(CreditNote).count() == 0
+
+    client.post("/logout")
+    login("billing")
+    assert client.post(f"/requests/plan-changes/{asked['request']}/approve").status_code == 302
+    assert fresh(PlanChangeRequest, asked["request"]).status == "approved"
+    assert fresh(Subscription, asked["subscription"]).plan_id == asked["fast"]

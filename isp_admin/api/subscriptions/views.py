@@ -6,10 +6,11 @@ import ipaddress
 import marshmallow as ma
 
 from isp_admin.api.arguments import FullMatch
-from isp_admin.api.auth import api_access
+from isp_admin.api.auth import api_access, token_allows
 from isp_admin.api.common import ListQuery, api_blueprint, documented, list_envelope, ordering_field, page_window
 from isp_admin.api.envelope import envelope, envelope_schema
 from isp_admin.api.idempotency import transactional
+from isp_admin.errors import Forbidden
 from isp_admin.models.subscriptions import SUBSCRIPTION_STATUSES, SUSPENSION_REASONS
 from isp_admin.services.customers import subscriptions as subscription_service
 from isp_admin.services.platform.clock import today
@@ -167,10 +168,17 @@ def update_network(values, subscription_id: int):
 @transactional
 @blp.arguments(ChangePlan)
 @blp.response(200, SubscriptionOne)
-@documented(blp, 404, 415, 422)
+@documented(blp, 403, 404, 415, 422)
 def change_plan(values, subscription_id: int):
-    """Move a live subscription to another active plan today."""
-    return envelope(subscription_service.change_plan(subscription_id, values["plan_id"]), "Plan changed.")
+    """Move a live subscription to another active plan today; a change that issues an invoice or a credit note
+    also needs the billing scope (and a role that may bill), as on the subscription page."""
+    outcome = subscription_service.change_plan_documents(subscription_id, values["plan_id"])
+    if outcome.documents and not token_allows("billing", "billing.edit"):
+        # Raised inside the transaction: the change and its documents are rolled back with it.
+        issued = " and ".join("an invoice" if d.kind == "invoice" else "a credit note" for d in outcome.documents)
+        raise Forbidden(f"This plan change issues {issued}: it needs a token with the billing scope whose owner "
+                        "may bill.")
+    return envelope(outcome.subscription, "Plan changed.")
 
 
 @blp.route("/<id:subscription_id>/suspend/", methods=["POST"])

@@ -7,11 +7,11 @@ from datetime import date, datetime, timedelta
 from typing import TypeVar
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
 from isp_admin.extensions import db
-from isp_admin.models import CreditAllocation, CreditNote, Invoice, InvoiceLine, PaymentAllocation, Subscription
+from isp_admin.models import CreditAllocation, CreditNote, Invoice, InvoiceLine, PaymentAllocation, Plan, Subscription
 from isp_admin.models.base import utcnow
 from isp_admin.services.billing.calendar import prorate, tax_on
 from isp_admin.services.billing.ledger import (
@@ -205,6 +205,10 @@ def void(invoice_id: int, reason: str, today: date) -> CreditNote:
 
 
 PERIOD_KINDS = ("subscription", "plan_change")
+# Lines that price a subscription's days: its periods, plan changes, and re-billings of a voided invoice's periods
+# (adjustments that carry a period: services/billing/rebill.py).
+PRICES_DAYS = or_(InvoiceLine.kind.in_(PERIOD_KINDS),
+                  (InvoiceLine.kind == "adjustment") & InvoiceLine.period_start.is_not(None))
 
 
 def _live_period_lines(subscription_id: int, after: date, as_of: datetime | None = None) -> list[InvoiceLine]:
@@ -215,7 +219,7 @@ def _live_period_lines(subscription_id: int, after: date, as_of: datetime | None
         standing = (Invoice.created_at < as_of) & (Invoice.voided_at.is_(None) | (Invoice.voided_at >= as_of))
     return list(db.session.scalars(
         select(InvoiceLine).join(Invoice, Invoice.id == InvoiceLine.invoice_id)
-        .where(InvoiceLine.subscription_id == subscription_id, InvoiceLine.kind.in_(PERIOD_KINDS),
+        .where(InvoiceLine.subscription_id == subscription_id, PRICES_DAYS,
                InvoiceLine.period_end > after, standing)
         .order_by(InvoiceLine.period_start, InvoiceLine.id)))
 
@@ -281,6 +285,15 @@ def unused_credit(subscription_id: int, day: date, later_periods: bool,
     return UnusedCredit(subtotal, tax, unused, last)
 
 
+def _with_login(plan_name: str, pppoe_username: str | None) -> str:
+    return f"{plan_name} · {pppoe_username}" if pppoe_username else plan_name
+
+
+def service_label(sub: Subscription) -> str:
+    """Name a subscription as staff and customers know it, on documents: its plan and its PPPoE login."""
+    return _with_login(db.session.get(Plan, sub.plan_id).name, sub.pppoe_username)
+
+
 def credit_unused_days(sub: Subscription, day: date, kind: str, today: date,
                        later_periods: bool = False) -> CreditNote | None:
     """Credit the unused days [day, period end) of the billed period containing `day` (cancel, plan change);
@@ -290,7 +303,7 @@ def credit_unused_days(sub: Subscription, day: date, kind: str, today: date,
         return None
     note = _credit_note(sub.customer_id, kind,
                         f"Unused {unused.days} days, {day:%d %b %Y} – {unused.last_day - timedelta(days=1):%d %b %Y} "
-                        f"(subscription #{sub.id})", unused.subtotal_cents, unused.tax_cents, today,
+                        f"({service_label(sub)})", unused.subtotal_cents, unused.tax_cents, today,
                         subscription_id=sub.id)
     apply_available_credit(sub.customer_id, today)
     reactivate_if_paid(sub.customer_id, today)
@@ -316,8 +329,8 @@ def charge_rest_of_period(sub: Subscription, day: date, price_cents: int, tax_ra
     # (subscription lines only) does not apply to this one-off difference.
     db.session.add(InvoiceLine(
         invoice_id=invoice.id, subscription_id=sub.id, kind="plan_change",
-        description=f"{plan_name} from {day:%d %b %Y} to {line.period_end - timedelta(days=1):%d %b %Y} "
-                    f"({days}/{line.period_days} days, subscription #{sub.id})",
+        description=f"{_with_login(plan_name, sub.pppoe_username)}, {day:%d %b %Y} – "
+                    f"{line.period_end - timedelta(days=1):%d %b %Y} ({days}/{line.period_days} days, plan change)",
         period_start=day, period_end=line.period_end, days=days, period_days=line.period_days, quantity=1,
         unit_price_cents=price_cents, amount_cents=amount, tax_rate_bp=tax_rate_bp,
         tax_cents=tax_on(amount, tax_rate_bp)))

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date
+from datetime import date, timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
@@ -25,6 +25,36 @@ from isp_admin.services.billing.ledger import (
 )
 from isp_admin.services.platform import audit
 from isp_admin.services.platform.bounds import MAX_AMOUNT_CENTS, check_text, date_error
+
+# A payment like an earlier one recorded this recently is probably the same money entered twice (Back, then Record
+# again; two people at two desks); staff confirm it, or leave it.
+SIMILAR_WITHIN = timedelta(days=30)
+
+
+class PossibleDuplicate(Conflict):
+    """A payment like this one was recorded recently: recording it needs an explicit confirmation."""
+
+    def __init__(self, similar: list[Payment]):
+        super().__init__(
+            "A payment like this one was already recorded recently. Check the list: if this is other money, "
+            "tick “Record it anyway” and record it again.",
+            {"confirm_duplicate": "Tick this to record the payment although it looks like one above."})
+        self.similar_ids = [payment.id for payment in similar]
+
+
+def similar_payments(customer_id: int, amount_cents: int | None, reference: str | None,
+                     received_on: date) -> list[Payment]:
+    """Return the customer's completed payments recorded recently for the same amount and the same reference (or,
+    without a reference, received the same day): likely the same money recorded twice."""
+    if not isinstance(amount_cents, int) or isinstance(amount_cents, bool):
+        return []
+    reference = (reference or "").strip() or None
+    same = (func.lower(Payment.reference) == reference.lower()) if reference else \
+        (Payment.received_on == received_on)
+    return list(db.session.scalars(
+        select(Payment).where(Payment.customer_id == customer_id, Payment.amount_cents == amount_cents,
+                              Payment.status == "completed", Payment.created_at >= utcnow() - SIMILAR_WITHIN, same)
+        .order_by(Payment.id.desc()).limit(20)))
 
 
 def get_payment(payment_id: int) -> Payment:
@@ -65,11 +95,14 @@ def _validate(amount_cents, method, received_on, today, reference) -> None:
 def record_payment(customer_id: int, amount_cents: int | None, method: str, received_on: date, today: date, *,
                    reference: str | None = None, invoice_id: int | None = None,
                    idempotency_key: str | None = None, idempotency_scope: str = "web",
-                   provider: str | None = None, provider_ref: str | None = None) -> tuple[Payment, bool]:
+                   provider: str | None = None, provider_ref: str | None = None,
+                   refuse_similar: bool = False) -> tuple[Payment, bool]:
     """Record a payment and allocate it; return (payment, created). A repeated key returns the first one.
 
     `amount_cents` None pays the named invoice's balance as it stands once the customer is locked (a
     double-clicked "pay" then finds the invoice paid and is refused, instead of paying it twice).
+    `refuse_similar` raises PossibleDuplicate when similar_payments finds one: checked under the customer's lock,
+    so two desks recording the same money at once see each other.
     """
     reference = (reference or "").strip() or None
     _validate(amount_cents, method, received_on, today, reference)
@@ -100,6 +133,8 @@ def record_payment(customer_id: int, amount_cents: int | None, method: str, rece
             amount_cents = target.balance_cents
     if amount_cents is None:
         raise Invalid("Please correct the payment.", {"amount_cents": "An amount above zero."})
+    if refuse_similar and (similar := similar_payments(customer.id, amount_cents, reference, received_on)):
+        raise PossibleDuplicate(similar)
     payment = Payment(customer_id=customer.id, amount_cents=amount_cents, currency=current_app.config["CURRENCY"],
                       method=method, reference=reference, provider=provider, provider_ref=provider_ref,
                       idempotency_scope=idempotency_scope if idempotency_key else None,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from flask import current_app
-from sqlalchemy import Date, cast, func, literal, or_, select, union_all
+from sqlalchemy import Date, func, literal, or_, select, union_all
 
 from isp_admin.database import escape_like
 from isp_admin.errors import NotFound
@@ -24,6 +24,8 @@ from isp_admin.models import (
     Notification,
     Payment,
     PaymentAllocation,
+    Plan,
+    Subscription,
 )
 from isp_admin.models.invoices import INVOICE_STATUSES, OPEN_STATUSES, invoice_balance
 from isp_admin.models.payments import PAYMENT_METHODS
@@ -104,6 +106,7 @@ class InvoiceDetail:
     credit_notes: list[CreditNote]
     notifications: list[Notification]
     history: list = field(default_factory=list)
+    services: dict[int, str] = field(default_factory=dict)  # subscription id -> "Fibre 300 · zoe.obrien"
 
     @staticmethod
     def last_day(line: InvoiceLine) -> date | None:
@@ -131,7 +134,18 @@ def invoice_detail(invoice_id: int) -> InvoiceDetail:
     notifications = list(db.session.scalars(select(Notification).where(Notification.invoice_id == invoice.id)
                                             .order_by(Notification.id)))
     return InvoiceDetail(invoice, customer, lines, payments, credits, notes, notifications,
-                         entity_history("invoices", invoice.id))
+                         entity_history("invoices", invoice.id),
+                         service_labels({line.subscription_id for line in lines} - {None}))
+
+
+def service_labels(subscription_ids: set[int]) -> dict[int, str]:
+    """Return each subscription's plan and PPPoE login ("Fibre 300 · zoe.obrien"), in one query."""
+    if not subscription_ids:
+        return {}
+    rows = db.session.execute(select(Subscription.id, Plan.name, Subscription.pppoe_username)
+                              .join(Plan, Plan.id == Subscription.plan_id)
+                              .where(Subscription.id.in_(subscription_ids)))
+    return {sub_id: f"{plan} · {login}" if login else plan for sub_id, plan, login in rows}
 
 
 def open_invoice_choices(customer_id: int) -> list[tuple[int, str, int, date]]:
@@ -270,6 +284,15 @@ class Statement:
         return self.rows[-1]["running_cents"] if self.rows else self.opening_cents
 
 
+def _day_of(timestamp):
+    """The calendar day of a timestamp column, on PostgreSQL and SQLite alike.
+
+    CAST(x AS DATE) is no date on SQLite (NUMERIC affinity keeps the leading year, 2026), which put every
+    reversal into the opening balance and off the statement; date(x) means the same day on both.
+    """
+    return func.date(timestamp, type_=Date)
+
+
 def _ledger(customer_id: int):
     """Every dated money event of a customer: + charges it, - settles it (drafts are not on a statement)."""
     i, p, n = Invoice.__table__.c, Payment.__table__.c, CreditNote.__table__.c
@@ -279,7 +302,7 @@ def _ledger(customer_id: int):
         .where(i.customer_id == customer_id, i.status != "draft"),
         select(p.received_on, p.created_at, literal("payment"), p.id, p.reference, -p.amount_cents)
         .where(p.customer_id == customer_id),
-        select(cast(p.reversed_at, Date), p.reversed_at, literal("reversal"), p.id, p.reversal_reason,
+        select(_day_of(p.reversed_at), p.reversed_at, literal("reversal"), p.id, p.reversal_reason,
                p.amount_cents)
         .where(p.customer_id == customer_id, p.status == "reversed"),
         select(n.issue_date, n.created_at, literal("credit_note"), n.id, n.number, -n.amount_cents)

@@ -100,6 +100,7 @@ def _due_rows(as_of: date, customer_range: tuple[int, int] | None, customer_id: 
     # The first bill is the one before any line exists (not next_bill_date == start_date: a resume moves that).
     billed = exists().where(InvoiceLine.__table__.c.subscription_id == s.id)
     stmt = (select(s.id, s.customer_id, s.status, s.billing_day, s.next_bill_date, s.start_date, s.catch_up_approved,
+                   s.pppoe_username,
                    func.coalesce(s.price_override_cents, p.monthly_price_cents).label("price"),
                    p.setup_fee_cents, p.tax_rate_bp, p.name.label("plan_name"), p.currency, c.name.label("customer"),
                    # Only plans with a setup fee need the probe; CASE skips it for the rest.
@@ -124,9 +125,16 @@ _due_periods = lru_cache(maxsize=4096)(lambda next_bill, day, as_of: tuple(due_p
 
 
 @lru_cache(maxsize=4096)
-def _line_label(plan_name: str, start: date, end: date, days: int, period_days: int) -> str:
-    label = f"{plan_name}, {start:%d %b %Y} – {end - timedelta(days=1):%d %b %Y}"
+def _period_label(start: date, end: date, days: int, period_days: int) -> str:
+    label = f"{start:%d %b %Y} – {end - timedelta(days=1):%d %b %Y}"
     return label if days == period_days else f"{label} ({days}/{period_days} days)"
+
+
+def _line_label(plan_name: str, pppoe_username: str | None, start: date, end: date, days: int,
+                period_days: int) -> str:
+    # The plan and the PPPoE login: how staff and the customer know the service (not "subscription #289").
+    service = f"{plan_name} · {pppoe_username}" if pppoe_username else plan_name
+    return f"{service}, {_period_label(start, end, days, period_days)}"
 
 
 def plan_invoices(as_of: date, customer_range: tuple[int, int] | None = None, customer_id: int | None = None,
@@ -157,7 +165,7 @@ def plan_invoices(as_of: date, customer_range: tuple[int, int] | None = None, cu
         first_billing = row["never_billed"]
         for start, end, days, period_days in periods:
             amount = prorate(row["price"], days, period_days)
-            label = _line_label(row["plan_name"], start, end, days, period_days)
+            label = _line_label(row["plan_name"], row["pppoe_username"], start, end, days, period_days)
             invoice.lines.append(PlannedLine(row["id"], "subscription", label, start, end, days, period_days,
                                              row["price"], amount, row["tax_rate_bp"],
                                              tax_on(amount, row["tax_rate_bp"])))

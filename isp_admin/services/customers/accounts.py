@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 
 from isp_admin.database import escape_like
-from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
+from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
 from isp_admin.extensions import cache, db
 from isp_admin.models import AuditEvent, Customer, Plan, Subscription
 from isp_admin.services.identity.users import normalise_email
@@ -55,19 +55,21 @@ def get_customer(customer_id: int) -> Customer:
     return customer
 
 
-def create_customer(**values) -> Customer:
-    """Create a customer with a fresh, unique account number."""
+def create_customer(account_number: str | None = None, **values) -> Customer:
+    """Create a customer with a fresh, unique account number (or the given one, brought from another system)."""
     cleaned = _clean(values)
     if not cleaned.get("name"):
         raise Invalid("Enter the customer's name.", {"name": "Required."})
     for _attempt in range(5):
-        customer = Customer(account_number=_new_account_number(), status="active", **cleaned)
+        customer = Customer(account_number=account_number or _new_account_number(), status="active", **cleaned)
         try:
             with db.session.begin_nested():  # a collision on the random number retries, not fails
                 db.session.add(customer)
                 db.session.flush()
             break
         except IntegrityError:
+            if account_number:
+                raise Conflict("This account number is taken.", {"account_number": "Already taken."}) from None
             continue
     else:  # pragma: no cover - needs five collisions in a row
         raise BusinessRuleViolation("Could not allocate an account number; try again.")

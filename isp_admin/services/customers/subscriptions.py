@@ -5,7 +5,7 @@ import ipaddress
 import re
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
@@ -13,6 +13,7 @@ from isp_admin.extensions import db
 from isp_admin.models import Subscription
 from isp_admin.services.billing.ledger import lock_and_load, lock_customer
 from isp_admin.services.customers.accounts import get_customer, refresh_status
+from isp_admin.services.customers.money_effects import Outcome, dry_run, outcome_of
 from isp_admin.services.customers.plans import get_plan
 from isp_admin.services.customers.suspensions import close_suspension, open_suspension, restart_billing
 from isp_admin.services.platform import audit
@@ -61,11 +62,14 @@ def _network_fields(pppoe_username: str | None, static_ip: str | None, cpe_mac: 
 
 def _ensure_network_ids_free(values: dict, subscription_id: int | None = None) -> None:
     errors = {}
-    for column in ("pppoe_username", "static_ip"):
-        if values.get(column):
+    # A login is stored as typed but is the same login whatever its case (uq_subscriptions_pppoe_live is on
+    # lower(pppoe_username), and RADIUS looks it up lower-cased), so ZOE.OBRIEN clashes with zoe.obrien.
+    wanted = {"pppoe_username": (func.lower(Subscription.pppoe_username), (values.get("pppoe_username") or "").lower()),
+              "static_ip": (Subscription.static_ip, values.get("static_ip"))}
+    for column, (stored, value) in wanted.items():
+        if value:
             clash = db.session.scalar(select(Subscription.id).where(
-                getattr(Subscription, column) == values[column], Subscription.status != "cancelled",
-                Subscription.id != (subscription_id or 0)))
+                stored == value, Subscription.status != "cancelled", Subscription.id != (subscription_id or 0)))
             if clash:
                 errors[column] = "Already used by another live subscription."
     if errors:
@@ -132,6 +136,16 @@ def update_network(subscription_id: int, pppoe_username: str | None, static_ip: 
 def change_plan(subscription_id: int, plan_id: int) -> Subscription:
     """Move a live subscription to another active plan today: credit the old plan's unused days of the billed
     period and charge the rest of it on the new plan (DESIGN §3)."""
+    return change_plan_documents(subscription_id, plan_id).subscription
+
+
+def preview_change_plan(subscription_id: int, plan_id: int) -> Outcome:
+    """Return what change_plan would issue today, by running it in a savepoint that is then rolled back."""
+    return dry_run(change_plan_documents, subscription_id, plan_id)
+
+
+def change_plan_documents(subscription_id: int, plan_id: int) -> Outcome:
+    """Change the plan as change_plan does; return the subscription and the invoice and credit note issued."""
     from isp_admin.services.billing.invoices import charge_rest_of_period, credit_unused_days, plan_changed_on
 
     sub = _locked(subscription_id)
@@ -145,11 +159,11 @@ def change_plan(subscription_id: int, plan_id: int) -> Subscription:
     day = today()
     if plan_changed_on(sub.id, day):
         raise BusinessRuleViolation("This subscription already changed plan today; change it again tomorrow.")
-    credit_unused_days(sub, day, "plan_change", day)
+    note = credit_unused_days(sub, day, "plan_change", day)
     # An override is the subscription's price on any plan, so the rest of the period is charged at it again.
     price = plan.monthly_price_cents if sub.price_override_cents is None else sub.price_override_cents
-    charge_rest_of_period(sub, day, price, plan.tax_rate_bp, plan.name, day)
-    return _apply(sub, "subscription.change_plan", plan_id=plan.id)
+    invoice = charge_rest_of_period(sub, day, price, plan.tax_rate_bp, plan.name, day)
+    return outcome_of(_apply(sub, "subscription.change_plan", plan_id=plan.id), plan.name, invoice, note)
 
 
 def suspend(subscription_id: int, reason: str) -> Subscription:
@@ -179,7 +193,21 @@ def resume(subscription_id: int) -> Subscription:
 
 
 def cancel(subscription_id: int, end_date: date) -> Subscription:
-    """Cancel a subscription as of `end_date`, freeing its PPPoE login and IP."""
+    """Cancel a subscription as of `end_date`, its first unserved day, freeing its PPPoE login and IP."""
+    return cancel_documents(subscription_id, end_date).subscription
+
+
+def preview_cancel(subscription_id: int, end_date: date) -> Outcome:
+    """Return what cancel would issue, by running it in a savepoint that is then rolled back."""
+    return dry_run(cancel_documents, subscription_id, end_date)
+
+
+def cancel_documents(subscription_id: int, end_date: date) -> Outcome:
+    """Cancel as cancel does; return the subscription and the credit note issued for billed days from `end_date`.
+
+    `end_date` is the first day not served: service stops at once, and days from it to the end of what was billed
+    come back as a credit note.
+    """
     sub = _locked(subscription_id)
     if sub.status == "cancelled":
         raise BusinessRuleViolation("This subscription is already cancelled.")
@@ -195,8 +223,9 @@ def cancel(subscription_id: int, end_date: date) -> Subscription:
     if sub.status == "suspended":
         close_suspension(sub.id, end_date)
     # Unused days of a period already billed in advance come back as a credit note.
-    credit_unused_days(sub, end_date, "cancellation", today(), later_periods=True)
-    return _apply(sub, "subscription.cancel", status="cancelled", suspension_reason=None, end_date=end_date)
+    note = credit_unused_days(sub, end_date, "cancellation", today(), later_periods=True)
+    sub = _apply(sub, "subscription.cancel", status="cancelled", suspension_reason=None, end_date=end_date)
+    return outcome_of(sub, get_plan(sub.plan_id).name, None, note)
 
 
 def approve_catch_up(subscription_id: int) -> Subscription:

@@ -158,19 +158,39 @@ class Throttled:
     retry_after: int
 
 
+STAFF_STATUSES = ("active", "locked", "invited", "deactivated")
+
+
 @dataclass(frozen=True)
 class SignInState:
-    """What the user list shows of an account's failed sign-ins: addresses held now, failures, the lock."""
+    """What the user list shows of an account: its status, and of its failed sign-ins the addresses held now,
+    the failures and the lock."""
 
     throttled_addresses: int
     failures: int
     blocked_until: datetime | None
     locked_until: datetime | None
+    status: str = "active"  # one of STAFF_STATUSES
 
     @property
     def held(self) -> bool:
         """Whether anything keeps someone out right now (a throttled address or the account lock)."""
         return bool(self.throttled_addresses or self.locked_until)
+
+    @property
+    def held_until(self) -> datetime | None:
+        """When the last thing keeping someone out ends (the later of the address wait and the account lock)."""
+        return max(filter(None, (self.blocked_until, self.locked_until)), default=None)
+
+
+def _status(user: User, held: bool) -> str:
+    # Deactivation outranks a lock (unlocking would not let them in), and a lock outranks "invited": failed
+    # sign-ins against an invited account are what the admin must see first.
+    if not user.active:
+        return "deactivated"
+    if held:
+        return "locked"
+    return "invited" if user.last_login_at is None else "active"
 
 
 def _dummy_hash() -> str:
@@ -269,8 +289,9 @@ def sign_in_states(users) -> dict[int, SignInState]:
     for user in users:
         mine = [row for row in rows if row.email == user.email]
         held = [row.blocked_until for row in mine if row.blocked_until is not None and row.blocked_until > now]
+        locked_until = user.locked_until if user.is_locked(now) else None
         states[user.id] = SignInState(len(held), sum(row.failures for row in mine), max(held, default=None),
-                                      user.locked_until if user.is_locked(now) else None)
+                                      locked_until, _status(user, bool(held or locked_until)))
     return states
 
 
@@ -357,6 +378,33 @@ def claim_reset_email(email: str) -> User | None:
     if sent >= current_app.config["PASSWORD_RESET_EMAILS_PER_HOUR"]:
         return None
     audit.record(RESET_SENT, user)
+    return user
+
+
+INVITATION_RESENT = "user.invitation_resent"
+
+
+def claim_invitation_resend(user_id: int) -> User:
+    """Return an invited user (active, never signed in) whose invitation may be mailed again, and audit the resend.
+
+    Resends and reset emails share one hourly quota per account (PASSWORD_RESET_EMAILS_PER_HOUR): both mail a
+    password link to the same inbox, and an admin's repeated clicks must not flood it. The audit trail is the count.
+    """
+    user = get_user(user_id)
+    if not user.active:
+        raise BusinessRuleViolation(f"{user.email} is deactivated: reactivate the account before inviting again.")
+    if user.last_login_at is not None:
+        raise BusinessRuleViolation(f"{user.email} has already signed in; they can use \"Forgot your password?\" "
+                                    "on the sign-in page.")
+    since = utcnow() - timedelta(hours=1)
+    sent = db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.entity_type == User.__tablename__, AuditEvent.entity_id == user.id,
+        AuditEvent.action.in_((RESET_SENT, INVITATION_RESENT)), AuditEvent.at > since))
+    limit = current_app.config["PASSWORD_RESET_EMAILS_PER_HOUR"]
+    if sent >= limit:
+        raise BusinessRuleViolation(f"{user.email} was already sent {sent} password link{'s' if sent != 1 else ''} "
+                                    "in the last hour; try again later.")
+    audit.record(INVITATION_RESENT, user)
     return user
 
 

@@ -24,7 +24,8 @@ def queue_notification(customer_id: int, kind: str, invoice_id: int | None, subj
         subject=subject, status="queued", attempts=0)
     if invoice_id is not None:
         stmt = stmt.on_conflict_do_nothing(index_elements=["invoice_id", "kind"])
-    return db.session.execute(stmt).rowcount == 1
+    # The returned id says whether a row went in: rowcount is -1 on PostgreSQL for an INSERT that returns rows.
+    return db.session.execute(stmt.returning(Notification.__table__.c.id)).first() is not None
 
 
 def queue_many(rows: list[dict]) -> int:

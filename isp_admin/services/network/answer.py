@@ -9,21 +9,25 @@ from sqlalchemy import text
 from isp_admin.extensions import db
 from isp_admin.models.network import WALLED_GARDEN_GROUP
 
-# rlm_sql's order: the user's check and reply items, then its groups by priority, each group's check and reply.
+# rlm_sql's lookups (deploy/freeradius/sql: a login in any case, both sides lower-cased) in its order: the user's
+# check and reply items, then its groups by priority, each group's check and reply.
 _ROWS = text("""
 SELECT 'check' AS source, CAST(NULL AS VARCHAR(64)) AS groupname, attribute, op,
        CAST(NULL AS VARCHAR(253)) AS value, 0 AS priority, id
-FROM radcheck WHERE username = :username
+FROM radcheck WHERE lower(username) = lower(:username)
 UNION ALL
-SELECT 'reply', NULL, attribute, op, value, 0, id FROM radreply WHERE username = :username
+SELECT 'reply', NULL, attribute, op, value, 0, id FROM radreply WHERE lower(username) = lower(:username)
 UNION ALL
-SELECT 'group', groupname, NULL, NULL, NULL, priority, id FROM radusergroup WHERE username = :username
+SELECT 'group', groupname, NULL, NULL, NULL, priority, id
+FROM radusergroup WHERE lower(username) = lower(:username)
 UNION ALL
 SELECT 'group_check', ug.groupname, gc.attribute, gc.op, gc.value, ug.priority, gc.id
-FROM radusergroup ug JOIN radgroupcheck gc ON gc.groupname = ug.groupname WHERE ug.username = :username
+FROM radusergroup ug JOIN radgroupcheck gc ON gc.groupname = ug.groupname
+WHERE lower(ug.username) = lower(:username)
 UNION ALL
 SELECT 'group_reply', ug.groupname, gr.attribute, gr.op, gr.value, ug.priority, gr.id
-FROM radusergroup ug JOIN radgroupreply gr ON gr.groupname = ug.groupname WHERE ug.username = :username
+FROM radusergroup ug JOIN radgroupreply gr ON gr.groupname = ug.groupname
+WHERE lower(ug.username) = lower(:username)
 ORDER BY priority, source, id""")
 
 

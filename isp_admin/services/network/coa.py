@@ -27,6 +27,7 @@ from isp_admin.errors import BusinessRuleViolation, NotFound
 from isp_admin.extensions import db
 from isp_admin.models import CoaRequest, Nas, NetworkChange, Plan, RadAcct, Subscription, SuspensionPolicy
 from isp_admin.models.base import utcnow
+from isp_admin.services.network.logins import login_column, login_key
 from isp_admin.services.network.radius import SESSION_GONE, send_change
 from isp_admin.services.platform import audit
 from isp_admin.services.platform.bulk import is_postgres
@@ -73,8 +74,8 @@ def routers_by_address() -> dict[str, Nas]:
 
 
 def open_sessions(username: str) -> list[RadAcct]:
-    """The login's sessions with no stop yet (served by ix_radacct_open_username)."""
-    return list(db.session.scalars(select(RadAcct).where(RadAcct.username == username,
+    """The login's sessions with no stop yet, whatever the case the router sent it in (ix_radacct_open_username)."""
+    return list(db.session.scalars(select(RadAcct).where(login_column(RadAcct.username) == login_key(username),
                                                          RadAcct.acctstoptime.is_(None))
                                    .order_by(RadAcct.radacctid)))
 
@@ -117,8 +118,9 @@ def _request_for(change: NetworkChange, sub: Subscription, old_username: str | N
                  after: Profile, nas_by_address: dict[str, Nas]) -> None:
     # Sessions under the login before the changes, and under today's login when it differs: a login given or
     # renamed since the last sweep may already carry a session that began in the state before (walled garden).
-    for username in dict.fromkeys(name for name in (old_username, sub.pppoe_username) if name):
-        renamed = username != sub.pppoe_username
+    # A login re-typed in another case is the same login (its sessions carry on): neither renamed nor listed twice.
+    for username in dict.fromkeys(login_key(name) for name in (old_username, sub.pppoe_username) if name):
+        renamed = username != login_key(sub.pppoe_username)
         if renamed or before.kind != after.kind or (after.kind == "service" and before.static_ip != after.static_ip):
             kind, reason, attributes = "disconnect", _reason(before, after, renamed), None
         elif after.kind == "service" and before.plan_id != after.plan_id:
@@ -285,7 +287,8 @@ def disconnect_session(radacct_id: int, reason: str = "manual") -> CoaRequest:
         raise NotFound("No such session.")
     if session.acctstoptime is not None:
         raise BusinessRuleViolation("This session has already ended.")
-    sub_id = db.session.scalar(select(Subscription.id).where(Subscription.pppoe_username == session.username,
+    sub_id = db.session.scalar(select(Subscription.id).where(login_column(Subscription.pppoe_username)
+                                                             == login_key(session.username),
                                                              Subscription.status != "cancelled"))
     nas_by_address = {n.nasname: n for n in db.session.scalars(select(Nas).where(
         Nas.nasname == str(session.nasipaddress)))}

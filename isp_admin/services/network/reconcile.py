@@ -34,6 +34,7 @@ from isp_admin.models import (
 )
 from isp_admin.models.base import utcnow
 from isp_admin.services.network import coa
+from isp_admin.services.network.logins import login_column, same_login
 from isp_admin.services.platform import audit, job_runs
 from isp_admin.services.platform.bulk import is_postgres
 from isp_admin.services.platform.clock import today
@@ -129,7 +130,7 @@ def _stale_sessions(cutoff: datetime, limit: int) -> tuple[list[Mismatch], int]:
                     Customer.name.label("customer_name"),
                     _profile(s.status, SuspensionPolicy.action).label("profile"),
                     _last_change(s.id, relevant_only=True).label("changed_at"))
-             .join(s, and_(s.pppoe_username == r.username, s.status != "cancelled"))
+             .join(s, and_(same_login(s.pppoe_username, r.username), s.status != "cancelled"))
              .join(Customer, Customer.id == s.customer_id)
              .outerjoin(SuspensionPolicy, SuspensionPolicy.reason == s.suspension_reason)
              .where(r.acctstoptime.is_(None)).subquery())
@@ -173,7 +174,8 @@ def _session_row(kind: str, row, detail: str, **extra) -> Mismatch:
 def _refusals(subscription_id: int | None = None):
     """Active subscriptions whose last login attempt since their last change was refused, not acknowledged."""
     s, p, later = aliased(Subscription), aliased(RadPostAuth), aliased(RadPostAuth)
-    last_attempt = (select(p.id).where(p.username == s.pppoe_username).order_by(p.authdate.desc(), p.id.desc())
+    last_attempt = (select(p.id).where(same_login(p.username, s.pppoe_username))
+                    .order_by(p.authdate.desc(), p.id.desc())
                     .limit(1).scalar_subquery())
     inner = (select(s.id.label("subscription_id"), s.customer_id, s.pppoe_username,
                     Customer.name.label("customer_name"), _last_change(s.id, relevant_only=False).label("changed_at"),
@@ -185,7 +187,7 @@ def _refusals(subscription_id: int | None = None):
         inner = inner.where(s.id == subscription_id)
     inner = inner.subquery()
     attempt = aliased(RadPostAuth)
-    last_accept = (select(func.max(later.authdate)).where(later.username == inner.c.pppoe_username,
+    last_accept = (select(func.max(later.authdate)).where(same_login(later.username, inner.c.pppoe_username),
                                                           later.reply == "Access-Accept").scalar_subquery())
     # An acknowledgement holds until the subscription changes or the network accepts it again.
     acknowledged = exists().where(
@@ -214,18 +216,19 @@ def _rejected_while_active(limit: int) -> tuple[list[Mismatch], int]:
 
 def _unknown_logins(cutoff: datetime, limit: int) -> tuple[list[Mismatch], int]:
     r, live, gone = RadAcct, aliased(Subscription), aliased(Subscription)
-    cancelled = (select(Subscription.pppoe_username, func.max(Subscription.id).label("id"))
+    login = login_column(Subscription.pppoe_username)
+    cancelled = (select(login.label("login"), func.max(Subscription.id).label("id"))
                  .where(Subscription.status == "cancelled", Subscription.pppoe_username.is_not(None))
-                 .group_by(Subscription.pppoe_username).subquery())
+                 .group_by(login).subquery())
     changed_at = _last_change(gone.id, relevant_only=False)
     stmt = (select(r.radacctid, r.acctsessionid, r.acctuniqueid, r.username, r.nasipaddress, r.acctstarttime,
                    gone.id.label("subscription_id"), gone.customer_id, Customer.name.label("customer_name"),
                    _queued(r).label("queued"))
-            .outerjoin(cancelled, cancelled.c.pppoe_username == r.username)
+            .outerjoin(cancelled, cancelled.c.login == login_column(r.username))
             .outerjoin(gone, gone.id == cancelled.c.id)
             .outerjoin(Customer, Customer.id == gone.customer_id)
             .where(r.acctstoptime.is_(None),
-                   ~exists().where(live.pppoe_username == r.username, live.status != "cancelled"),
+                   ~exists().where(same_login(live.pppoe_username, r.username), live.status != "cancelled"),
                    or_(gone.id.is_(None), changed_at.is_(None), changed_at <= cutoff))
             .order_by(r.radacctid))
     rows, total = _bounded(stmt, limit)
@@ -251,7 +254,7 @@ def _address_conflicts(limit: int) -> tuple[list[Mismatch], int]:
             .join(owner, and_(owner.static_ip == address, owner.status != "cancelled"))
             .join(Customer, Customer.id == owner.customer_id)
             .where(r.acctstoptime.is_(None), r.framedipaddress.is_not(None),
-                   r.username.is_distinct_from(owner.pppoe_username))
+                   login_column(r.username).is_distinct_from(login_column(owner.pppoe_username)))
             .order_by(r.radacctid))
     rows, total = _bounded(stmt, limit)
     found = [_session_row("address_conflict", row, (

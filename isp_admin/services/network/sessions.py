@@ -1,12 +1,13 @@
 """Sessions and usage from accounting (radacct), and what RADIUS would answer a subscription's login now.
 
-A subscription's sessions are its PPPoE login's sessions that started inside its service window: from its start
-date to the end of its end date (the ISP's days). A cancelled subscription's login may be reused by a new live one;
-the window keeps each subscription's sessions and usage its own. A session renamed away (a new login) stays with
-the old name. Usage counts a session wholly in the billing period in which it STARTED: accounting reports a
-session's running totals, not its octets per day, so no split across a bill date would be exact. Octets are RFC
-2866's, seen from the NAS: input is what the customer sent (upload), output what they received (download); a cap
-counts both. Every function runs a fixed number of statements, however many sessions or subscriptions there are.
+A subscription's sessions are its PPPoE login's sessions (in whatever case the router sent the login) that started
+inside its service window: from its start date to the end of its end date (the ISP's days). A cancelled
+subscription's login may be reused by a new live one; the window keeps each subscription's sessions and usage its
+own. A session renamed away (a new login) stays with the old name. Usage counts a session wholly in the billing
+period in which it STARTED: accounting reports a session's running totals, not its octets per day, so no split
+across a bill date would be exact. Octets are RFC 2866's, seen from the NAS: input is what the customer sent
+(upload), output what they received (download); a cap counts both. Every function runs a fixed number of
+statements, however many sessions or subscriptions there are.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from isp_admin.models.base import utcnow
 from isp_admin.services.billing.calendar import add_months, bill_date, period_containing
 from isp_admin.services.network import queries
 from isp_admin.services.network.answer import RadiusAnswer, radius_answer
+from isp_admin.services.network.logins import login_column, login_key, same_login
 from isp_admin.services.platform.clock import today
 from isp_admin.services.platform.pagination import Page, keyset_by_id
 
@@ -169,7 +171,7 @@ def _subscription(subscription_id: int) -> Subscription:
 
 def _in_window(sub: Subscription):
     since, until = _window(sub.start_date, sub.end_date)
-    condition = and_(RadAcct.username == sub.pppoe_username, RadAcct.acctstarttime >= since)
+    condition = and_(login_column(RadAcct.username) == login_key(sub.pppoe_username), RadAcct.acctstarttime >= since)
     return and_(condition, RadAcct.acctstarttime < until) if until else condition
 
 
@@ -217,7 +219,7 @@ def online_counts(subscription_ids: list[int]) -> dict[int, int]:
         return {}
     rows = db.session.execute(
         select(Subscription.id, Subscription.start_date, Subscription.end_date, RadAcct.acctstarttime)
-        .join(RadAcct, and_(RadAcct.username == Subscription.pppoe_username, RadAcct.acctstoptime.is_(None)))
+        .join(RadAcct, and_(same_login(RadAcct.username, Subscription.pppoe_username), RadAcct.acctstoptime.is_(None)))
         .where(Subscription.id.in_(subscription_ids)))
     counts: dict[int, int] = {}
     for sub_id, start_date, end_date, started in rows:
@@ -294,7 +296,7 @@ def online_now(q: str = "", *, size: int, after: str | None = None, before: str 
                    Customer.name.label("customer_name"))
             .select_from(RadAcct)
             # At most one live subscription holds a login (a partial unique index), so no session is listed twice.
-            .outerjoin(Subscription, and_(Subscription.pppoe_username == RadAcct.username,
+            .outerjoin(Subscription, and_(same_login(Subscription.pppoe_username, RadAcct.username),
                                           Subscription.status != "cancelled"))
             .outerjoin(Customer, Customer.id == Subscription.customer_id)
             .where(RadAcct.acctstoptime.is_(None)))

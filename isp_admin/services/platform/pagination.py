@@ -24,6 +24,29 @@ class Page:
     total: int | None = None
     total_capped: bool = False
     extra: dict = field(default_factory=dict)
+    number: int | None = None  # the page's number (1 is the first) when the list is paged by number
+    size: int | None = None
+
+    @property
+    def last_number(self) -> int | None:
+        """The number of the last page that can be reached by number (None when unknown)."""
+        if self.total is None or not self.size:
+            return None
+        reachable = MAX_OFFSET // self.size + 1  # deeper pages are reached by the Next cursor, not by number
+        return max(1, min(-(-self.total // self.size), reachable))
+
+    def window(self, around: int = 2) -> list[int | None]:
+        """The page numbers to link to: the first, the last, and `around` either side of this one (None: a gap)."""
+        last = self.last_number
+        if self.number is None or last is None:
+            return []
+        shown = sorted({1, last, *range(max(1, self.number - around), min(last, self.number + around) + 1)})
+        numbers: list[int | None] = []
+        for number in shown:
+            if numbers and number - numbers[-1] > 1:
+                numbers.append(None)
+            numbers.append(number)
+        return numbers
 
 
 def encode_cursor(value, row_id: int) -> str:
@@ -101,6 +124,14 @@ def keyset_page(session, stmt, sort_col, id_col, *, descending: bool, size: int,
 
 
 COUNT_CAP = 10_000  # a list counts at most this many rows (and says so): an exact count of millions costs a scan
+# A page reached by its number skips at most this many rows (OFFSET); the Next cursor walks on from there.
+MAX_OFFSET = COUNT_CAP
+
+
+def page_offset(number: int, size: int) -> tuple[int, int]:
+    """Return (page number, rows to skip) for page `number` of `size` rows, within MAX_OFFSET."""
+    number = max(1, min(number, MAX_OFFSET // max(1, size) + 1))
+    return number, (number - 1) * size
 
 
 def _capped_count(stmt, id_col) -> tuple[int, bool]:

@@ -11,12 +11,12 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
+from isp_admin.errors import BusinessRuleViolation, Conflict, Forbidden, Invalid, NotFound
 from isp_admin.extensions import db
 from isp_admin.models import Plan, Subscription
 from isp_admin.models.portal import PLAN_CHANGE_STATUSES, PlanChangeRequest
 from isp_admin.services.billing.ledger import lock_customer
-from isp_admin.services.customers.subscriptions import change_plan
+from isp_admin.services.customers.subscriptions import change_plan_documents
 from isp_admin.services.platform import audit
 from isp_admin.services.platform.clock import utcnow
 from isp_admin.services.platform.pagination import Page, keyset_by_id
@@ -92,11 +92,15 @@ def withdraw(customer_id: int, request_id: int) -> PlanChangeRequest:
     return _decide(_locked_request(request_id), "withdrawn", None)
 
 
-def approve(request_id: int, today: date, note: str | None = None) -> PlanChangeRequest:
-    """Approve a pending request: the subscription moves to the plan asked for, today."""
+def approve(request_id: int, today: date, note: str | None = None, *, may_bill: bool = True) -> PlanChangeRequest:
+    """Approve a pending request: the subscription moves to the plan asked for, today. Without `may_bill` (support
+    staff), a change that issues an invoice or a credit note is refused, as on the subscription page."""
     note = _note(note)
     request = _locked_request(request_id)
-    change_plan(request.subscription_id, request.plan_id)
+    outcome = change_plan_documents(request.subscription_id, request.plan_id)
+    if outcome.documents and not may_bill:
+        issued = " and ".join("an invoice" if d.kind == "invoice" else "a credit note" for d in outcome.documents)
+        raise Forbidden(f"Approving this request issues {issued}: ask billing staff to approve it.")
     request = db.session.scalar(select(PlanChangeRequest).where(PlanChangeRequest.id == request_id)
                                 .execution_options(populate_existing=True))
     return _decide(request, "approved", note, changed_on=today.isoformat())

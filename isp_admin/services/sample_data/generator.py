@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from ipaddress import IPv4Address
 
 from flask import current_app
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 
 from isp_admin.errors import Invalid
 from isp_admin.extensions import db
@@ -96,6 +96,13 @@ def _free(candidates: list[str], column) -> set[str]:
     return {c for c in candidates if c not in taken}
 
 
+def _taken_logins(logins: list[str]) -> set[str]:
+    """Those of `logins` (lower-cased) a live subscription holds already, in whatever case it was typed."""
+    stored = func.lower(Subscription.pppoe_username)
+    return set(db.session.scalars(select(stored).where(stored.in_([x.lower() for x in logins]),
+                                                       Subscription.status != "cancelled"))) if logins else set()
+
+
 def generate(count: int, seed: int | None = None, progress: Callable[[int], None] | None = None,
              history_months: int = 0) -> Generated:
     """Insert `count` customers with subscriptions in every state, then `history_months` billed; return counts."""
@@ -141,6 +148,11 @@ def generate(count: int, seed: int | None = None, progress: Callable[[int], None
         for s in subs:
             if s["static_ip"] and s["static_ip"] not in free_ips:
                 s["static_ip"] = None
+        # A login typed by staff may already hold a generated one in another case ("C00012345-1"): the same login.
+        taken = _taken_logins([s["pppoe_username"] for s in subs if s["pppoe_username"]])
+        for s in subs:
+            if s["pppoe_username"] and s["pppoe_username"].lower() in taken:
+                s["pppoe_username"] = None
         bulk_insert(Customer.__table__, customers)
         bulk_insert(Subscription.__table__, subs)
         # Suspended before the first bill here: the record coverage and a later reactivation go by.

@@ -1,6 +1,9 @@
 """Billing operations: tonight's run (dry run, then run), job runs with live progress, notifications."""
 from __future__ import annotations
 
+from datetime import datetime
+from functools import partial
+
 import redis
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -13,11 +16,12 @@ from isp_admin.services.billing import operations as billing_queries
 from isp_admin.services.billing import steps
 from isp_admin.services.messaging import delivery
 from isp_admin.services.platform import job_runs
+from isp_admin.services.platform.audit_words import count_words, kind_words
 from isp_admin.services.platform.clock import today
 from isp_admin.unit_of_work import discard
 from isp_admin.web.access import access
 from isp_admin.web.billing.forms import NotificationFilterForm, RunDateForm, StartRunForm
-from isp_admin.web.templating import page_size
+from isp_admin.web.templating import money, page_size
 from isp_admin.web.unit_of_work import REFUSED, perform
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
@@ -72,6 +76,7 @@ def jobs():
     page = billing_queries.list_job_runs(size=page_size(), after=request.args.get("after"),
                                          before=request.args.get("before"))
     return render_template("billing/jobs.html", page=page, stuck=recovery.stuck_ids(page.rows),
+                           kind_words=kind_words, counts_of=partial(count_words, money=money),
                            action_form=FlaskForm())
 
 
@@ -85,7 +90,7 @@ def job(job_run_id: int):
     return render_template("billing/job.html", run=run, children=children, stuck=bool(recovery.stuck_ids([run])),
                            recovery_log=job_runs.recovery_log(run), lease=recovery.lease_seconds(),
                            failures=job_runs.failures(run), failed=job_runs.failed_count(run),
-                           action_form=FlaskForm())
+                           counts=count_words(run.counts, money), kind_words=kind_words, action_form=FlaskForm())
 
 
 @bp.post("/jobs/<id:job_run_id>/resume")
@@ -117,7 +122,15 @@ def resume_job(job_run_id: int):
 @access("view")
 def progress(job_run_id: int):
     """Return a run's progress as JSON for the page's poller."""
-    response = jsonify(job_runs.progress(job_run_id))
+    report = job_runs.progress(job_run_id)
+    # The poller shows the counts as the page does, in words ("Invoiced: $1,204.50"), not as stored.
+    report["count_words"] = [{"label": label, "value": value}
+                             for label, value in count_words(report["counts"], money)]
+    for step in report["steps"]:
+        step["label"] = kind_words(step["kind"])
+    finished = report["finished_at"] and datetime.fromisoformat(report["finished_at"])
+    report["finished_words"] = f"{finished:%d %b %Y %H:%M:%S} UTC" if finished else None
+    response = jsonify(report)
     response.headers["Cache-Control"] = "no-store"
     return response
 

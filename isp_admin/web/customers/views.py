@@ -6,14 +6,17 @@ from flask_wtf import FlaskForm
 
 from isp_admin.services.billing.queries import account_overview
 from isp_admin.services.customers import accounts as customer_service
+from isp_admin.services.customers import listing as customer_listing
+from isp_admin.services.customers.bulk_actions import ACTIONS as CUSTOMER_ACTIONS
 from isp_admin.services.customers.plans import plan_choices
 from isp_admin.services.network.sessions import online_counts
 from isp_admin.services.payments.queries import portal_access
 from isp_admin.services.platform.clock import today
-from isp_admin.web.access import access
-from isp_admin.web.customers.forms import CustomerFilterForm, CustomerForm
+from isp_admin.web import lists
+from isp_admin.web.access import access, can
+from isp_admin.web.customers.forms import CustomerForm
+from isp_admin.web.customers.list_form import CustomerListForm
 from isp_admin.web.subscriptions.forms import AddSubscriptionForm
-from isp_admin.web.templating import page_size
 from isp_admin.web.unit_of_work import REFUSED, perform
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
@@ -22,22 +25,35 @@ bp = Blueprint("customers", __name__, url_prefix="/customers")
 @bp.get("/")
 @access("view")
 def index():
-    """List customers: search, filter by status or plan, sort, page by cursor."""
-    form = CustomerFilterForm(request.args)
-    if not form.validate() or (form.plan.data and int(form.plan.data) > 2**31 - 1):
+    """List customers: search, filter by status, plan or suspension reason, sort by column, page by number."""
+    form = CustomerListForm(request.args)
+    if not form.validate():
         abort(400, "The search or filter is not valid.")
-    page = customer_service.list_customers(
-        q=form.q.data or "", status=form.status.data or None,
-        plan_id=int(form.plan.data) if form.plan.data else None, sort=form.sort.data or "name",
-        size=page_size(), after=request.args.get("after"), before=request.args.get("before"),
-        with_plan_choices=True,
-    )
+    where = lists.paging()
+    page = lists.numbered(customer_listing.customer_page(**form.filters(), sort=form.chosen_sort(), **where.query()),
+                          where)
+    if (last := lists.past_the_end(page)) is not None:
+        return redirect(last)
     choices = page.extra.get("plan_choices")
-    if choices is None:  # SQLite: the plain, separately cached picker
+    if choices is None:  # SQLite, or a reason filter: the plain, separately cached picker
         choices = plan_choices(active_only=False)
     form.plan.choices = [("", "Any plan")] + [(str(i), label) for i, label in choices]
-    filtered = bool(form.q.data or form.status.data or form.plan.data)
-    return render_template("customers/index.html", form=form, page=page, filtered=filtered)
+    actions = [(name, action.label, url_for("bulk.customers_preview"))
+               for name, action in CUSTOMER_ACTIONS.items()] if can("subscriptions.edit") else []
+    return render_template("customers/index.html", form=form, page=page, filtered=form.is_filtered(),
+                           export_url=url_for("customers.export", **lists.filter_args()),
+                           filter_query=lists.filter_query(), bulk_actions=actions)
+
+
+@bp.get("/export.csv")
+@access("view")
+def export():
+    """Download every customer the list's search and filters match, in the list's order, as CSV."""
+    form = CustomerListForm(request.args)
+    if not form.validate():
+        abort(400, "The search or filter is not valid.")
+    rows = customer_listing.customer_csv_rows(**form.filters(), sort=form.chosen_sort())
+    return lists.csv_download("customers", customer_listing.CUSTOMER_CSV_HEADER, rows)
 
 
 @bp.route("/new", methods=["GET", "POST"])

@@ -2,7 +2,17 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import DateField, FieldList, Form, FormField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import (
+    DateField,
+    FieldList,
+    Form,
+    FormField,
+    IntegerField,
+    RadioField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
 from isp_admin.models.invoices import INVOICE_STATUSES
@@ -80,10 +90,14 @@ class DraftForm(FlaskForm):
 
 
 class VoidForm(FlaskForm):
-    """Void an issued invoice: the reason is required and kept."""
+    """Void an issued invoice: the reason is required and kept; then re-bill its periods, or not."""
 
     reason = TextAreaField("Reason", validators=[DataRequired(message="Say why the invoice is void."),
                                                  Length(max=500)])
+    # Absent means void only: what voiding has always done.
+    then = RadioField("Then", choices=[("rebill", "Re-bill its periods now on a new invoice"),
+                                       ("nothing", "Void only: the customer is not charged for them again")],
+                      default="nothing", validators=[Optional()])
 
 
 class StatementForm(FlaskForm):

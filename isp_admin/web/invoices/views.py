@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
+from markupsafe import Markup, escape
 
 from isp_admin.errors import AppError
 from isp_admin.services.billing import invoices as invoice_service
+from isp_admin.services.billing import listing as invoice_listing
 from isp_admin.services.billing import pdf as pdf_service
 from isp_admin.services.billing import queries as invoice_queries
+from isp_admin.services.billing import rebill
 from isp_admin.services.billing import run as billing
+from isp_admin.services.billing.bulk_actions import ACTIONS as INVOICE_ACTIONS
 from isp_admin.services.customers.accounts import get_customer
 from isp_admin.services.messaging import delivery
 from isp_admin.services.platform.bounds import check_service_dates
 from isp_admin.services.platform.clock import today
-from isp_admin.web.access import access
-from isp_admin.web.invoices.forms import DraftForm, InvoiceFilterForm, StatementForm, VoidForm
-from isp_admin.web.templating import page_size
+from isp_admin.web import lists
+from isp_admin.web.access import access, can
+from isp_admin.web.invoices.forms import DraftForm, StatementForm, VoidForm
+from isp_admin.web.invoices.list_form import InvoiceListForm
+from isp_admin.web.templating import money
 from isp_admin.web.unit_of_work import REFUSED, perform
 
 # No url_prefix: the statement and "generate invoice now" live under the customer's URL.
@@ -28,23 +34,46 @@ bp = Blueprint("invoices", __name__)
 @bp.get("/invoices/")
 @access("view")
 def index():
-    """List invoices: filter by status, customer, dates and amount; search by number; page by cursor."""
-    form = InvoiceFilterForm(request.args)
+    """List invoices: filter by status, customer, dates, amount and days past due; sort by column; page by number."""
+    form = InvoiceListForm(request.args)
     if not form.validate():
         flash("Please correct the filters.", "danger")
         return render_template("invoices/index.html", form=form, page=None, filtered=True), 400
-    page = invoice_queries.list_invoices(**form.filters(), size=page_size(), after=request.args.get("after"),
-                                         before=request.args.get("before"))
-    return render_template("invoices/index.html", form=form, page=page, filtered=form.is_filtered())
+    where = lists.paging()
+    page = lists.numbered(invoice_listing.invoice_page(form.filters(), today(), sort=form.chosen_sort(),
+                                                       **where.query()), where)
+    if (last := lists.past_the_end(page)) is not None:
+        return redirect(last)
+    actions = [(name, action.label, url_for("bulk.invoices_preview"))
+               for name, action in INVOICE_ACTIONS.items()] if can("billing.edit") else []
+    return render_template("invoices/index.html", form=form, page=page, filtered=form.is_filtered(),
+                           export_url=url_for("invoices.export", **lists.filter_args()),
+                           filter_query=lists.filter_query(), bulk_actions=actions)
+
+
+@bp.get("/invoices/export.csv")
+@access("view")
+def export():
+    """Download every invoice the list's filters match, in the list's order, as CSV."""
+    form = InvoiceListForm(request.args)
+    if not form.validate():
+        abort(400, "Please correct the filters.")
+    rows = invoice_listing.invoice_csv_rows(form.filters(), today(), sort=form.chosen_sort())
+    return lists.csv_download("invoices", invoice_listing.INVOICE_CSV_HEADER, rows)
 
 
 def _render_detail(invoice_id: int, void_form: VoidForm | None = None, status: int = 200):
     detail = invoice_queries.invoice_detail(invoice_id)
+    # What "void and re-bill" would issue, shown on the void form to those who may void (a read, no write).
+    voidable = detail.invoice.status not in ("draft", "void") and can("billing.edit")
+    rebill_plan = rebill.plan_rebill(invoice_id) if voidable else None
+    if void_form is None:
+        void_form = VoidForm(formdata=None, then="rebill" if rebill_plan and rebill_plan.possible else "nothing")
     return render_template(
         "invoices/detail.html", d=detail, invoice=detail.invoice, customer=detail.customer, lines=detail.lines,
         payments=[(a, p) for a, p in detail.payments if a.reversed_at is None],
         credits=[(a, n) for a, n in detail.credits if a.reversed_at is None], company=pdf_service.company(),
-        void_form=void_form or VoidForm(formdata=None), action_form=FlaskForm(),
+        void_form=void_form, rebill_plan=rebill_plan, action_form=FlaskForm(),
     ), status
 
 
@@ -168,13 +197,32 @@ def void(invoice_id: int):
     invoice_service.get_invoice(invoice_id)
     form = VoidForm()
     if form.validate_on_submit():
-        note = perform(invoice_service.void, invoice_id, form.reason.data, today(), form=form)
-        if note is not REFUSED:
-            flash(f"Invoice void; credit note {note.number} issued.", "success")
+        if form.then.data == "rebill":
+            done = perform(rebill.void_and_rebill, invoice_id, form.reason.data, today(), form=form)
+        else:
+            done = perform(lambda: (invoice_service.void(invoice_id, form.reason.data, today()), None), form=form)
+        if done is not REFUSED:
+            note, new_invoice = done
+            flash(_voided_message(note, new_invoice), "success")
             return redirect(url_for("invoices.detail", invoice_id=invoice_id))
     else:
         flash("Say why the invoice is void.", "danger")
     return _render_detail(invoice_id, void_form=form, status=422)
+
+
+def _voided_message(note, new_invoice) -> Markup:
+    """Say what a void issued, with links: the credit note, and the re-billing invoice if there is one."""
+    number = escape(note.number)
+    if "credit_notes.detail" in current_app.view_functions:
+        number = Markup('<a href="{}">{}</a>').format(url_for("credit_notes.detail", credit_note_id=note.id),
+                                                      note.number)
+    message = Markup("Invoice void: credit note {} for {} cancels it.").format(
+        number, money(note.amount_cents, note.currency))
+    if new_invoice is None:
+        return message + " Its periods are not billed again."
+    return message + Markup(' Its periods are re-billed on invoice <a href="{}">{}</a> for {}.').format(
+        url_for("invoices.detail", invoice_id=new_invoice.id), new_invoice.number,
+        money(new_invoice.total_cents, new_invoice.currency))
 
 
 @bp.post("/customers/<id:customer_id>/generate-invoice")

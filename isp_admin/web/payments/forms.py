@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 
 from flask_wtf import FlaskForm
-from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, DateField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from isp_admin.models.payments import PAYMENT_METHODS, PAYMENT_STATUSES
@@ -31,6 +31,8 @@ class PaymentForm(FlaskForm):
     # Not limited to the choices shown: a retry must still reach the service after its invoice got paid, and the
     # service refuses another customer's invoice itself.
     invoice_id = SelectField("Apply first to", choices=[], validate_choice=False)
+    # Shown only beside the payments this one looks like (payments.similar_payments): ticking it records it anyway.
+    confirm_duplicate = BooleanField("Record it anyway: this is other money, not one of the payments above")
 
     @classmethod
     def for_customer(cls, customer_id: int, invoices, invoice_id: int | None = None,

@@ -1,24 +1,25 @@
 """Payment pages: record (double-submit safe), list, detail with allocations, reverse."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
+from isp_admin.services.billing import listing as payment_listing
 from isp_admin.services.billing import payments as payment_service
 from isp_admin.services.billing import queries as invoice_queries
 from isp_admin.services.customers.accounts import get_customer
 from isp_admin.services.payments import queries as payment_queries
 from isp_admin.services.payments import refunds
 from isp_admin.services.platform.clock import today
+from isp_admin.web import lists
 from isp_admin.web.access import access
 from isp_admin.web.payments.forms import (
     CustomerPickForm,
-    PaymentFilterForm,
     PaymentForm,
     RecordRefundForm,
     RefundForm,
     ReverseForm,
 )
-from isp_admin.web.templating import page_size
+from isp_admin.web.payments.list_form import PaymentListForm
 from isp_admin.web.unit_of_work import REFUSED, perform
 
 bp = Blueprint("payments", __name__, url_prefix="/payments")
@@ -27,16 +28,30 @@ bp = Blueprint("payments", __name__, url_prefix="/payments")
 @bp.get("/")
 @access("view")
 def index():
-    """List payments: filter by customer, method, status and date; page by cursor."""
-    form = PaymentFilterForm(request.args)
-    filters = form.filters()
+    """List payments: filter by customer, method, status and date received; sort by column; page by number."""
+    form = PaymentListForm(request.args)
     if not form.validate():
         flash("Please correct the filters.", "danger")
         return render_template("payments/index.html", form=form, page=None, filtered=True), 400
-    page = invoice_queries.list_payments(**filters, size=page_size(), after=request.args.get("after"),
-                                         before=request.args.get("before"))
-    return render_template("payments/index.html", form=form, page=page,
-                           filtered=any(v is not None for v in filters.values()))
+    where = lists.paging()
+    page = lists.numbered(payment_listing.payment_page(form.filters(), sort=form.chosen_sort(), **where.query()),
+                          where)
+    if (last := lists.past_the_end(page)) is not None:
+        return redirect(last)
+    return render_template("payments/index.html", form=form, page=page, filtered=form.is_filtered(),
+                           export_url=url_for("payments.export", **lists.filter_args()),
+                           filter_query=lists.filter_query())
+
+
+@bp.get("/export.csv")
+@access("view")
+def export():
+    """Download every payment the list's filters match, in the list's order, as CSV."""
+    form = PaymentListForm(request.args)
+    if not form.validate():
+        abort(400, "Please correct the filters.")
+    rows = payment_listing.payment_csv_rows(form.filters(), sort=form.chosen_sort())
+    return lists.csv_download("payments", payment_listing.PAYMENT_CSV_HEADER, rows)
 
 
 def _customer_id_from_request() -> int | None:
@@ -54,12 +69,14 @@ def new():
     customer = get_customer(customer_id)
     invoices = invoice_queries.open_invoice_choices(customer.id)
     form = PaymentForm.for_customer(customer.id, invoices, request.args.get("invoice_id", type=int))
+    similar = []
     if form.validate_on_submit():
         recorded = perform(
             payment_service.record_payment,
             customer.id, form.amount_cents.data, form.method.data, form.received_on.data, today(),
             reference=form.reference.data, invoice_id=form.chosen_invoice(),
-            idempotency_key=form.idempotency_key.data, idempotency_scope="web", form=form)
+            idempotency_key=form.idempotency_key.data, idempotency_scope="web",
+            refuse_similar=not form.confirm_duplicate.data, form=form)
         if recorded is not REFUSED:
             payment, created = recorded
             if created:
@@ -67,10 +84,13 @@ def new():
             else:
                 flash("This payment was already recorded (the form was sent twice); nothing was added.", "info")
             return redirect(url_for("payments.detail", payment_id=payment.id))
+        if form.confirm_duplicate.errors:  # refused as a likely duplicate: show what it looks like
+            similar = payment_service.similar_payments(customer.id, form.amount_cents.data, form.reference.data,
+                                                       form.received_on.data)
     elif form.is_submitted():
         flash("Please correct the highlighted fields.", "danger")
-    return render_template("payments/new.html", form=form, customer=customer, invoices=invoices), \
-        422 if form.is_submitted() else 200
+    return render_template("payments/new.html", form=form, customer=customer, invoices=invoices,
+                           similar=similar), 422 if form.is_submitted() else 200
 
 
 def _recorded_message(payment_id: int) -> str:

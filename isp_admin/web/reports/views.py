@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+from collections.abc import Iterable, Iterator
+from datetime import date
 
-from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, render_template, request, stream_with_context
 
 from isp_admin.services.billing.money import cents_to_input
 from isp_admin.services.platform.clock import today
@@ -17,6 +20,7 @@ bp = Blueprint("reports", __name__, url_prefix="/reports")
 BUCKET_LABELS = [label for _key, label, _oldest, _newest in reports.BUCKETS]
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_CHUNK = 16 * 1024  # characters written to the client at a time by a streamed CSV
 
 
 def safe_text(value) -> str:
@@ -37,6 +41,24 @@ def csv_response(filename: str, header: list[str], rows: list[list[str]]) -> Res
     writer.writerow(header)
     writer.writerows(rows)
     response = Response(out.getvalue(), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def csv_stream_response(filename: str, header: list[str], rows: Iterable[list[str]]) -> Response:
+    """Return rows as a CSV attachment written while they are read (no whole file in memory)."""
+    def lines() -> Iterator[str]:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        for row in itertools.chain([header], rows):
+            writer.writerow(row)
+            if out.tell() >= CSV_CHUNK:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue()
+
+    response = Response(stream_with_context(lines()), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -72,20 +94,28 @@ def aging():
         if as_csv:
             abort(400, "The date is not valid.")
         return render_template("reports/aging.html", form=form, report=None), 400
-    report = reports.ar_aging(form.resolved())
     if as_csv:
-        return aging_csv(report)
+        return aging_csv(form.resolved())
+    report = reports.ar_aging(form.resolved())
     return render_template("reports/aging.html", form=form, report=report, bucket_labels=BUCKET_LABELS,
                            chart=chart("bar", BUCKET_LABELS, {"Open balance": list(report.totals)}))
 
 
-def aging_csv(report: reports.AgingReport) -> Response:
-    """The AR aging report as CSV: the customers shown on the page, then the totals over everyone."""
-    rows = [[safe_text(r.account_number), safe_text(r.name), *map(amount, r.amounts), amount(r.total_cents)]
-            for r in report.customers]
-    rows.append(["", "Total", *map(amount, report.totals), amount(report.total_cents)])
-    return csv_response(f"ar-aging-{report.as_of}.csv",
-                        ["account_number", "customer", *(key for key, *_ in reports.BUCKETS), "total"], rows)
+def aging_csv(as_of: date) -> Response:
+    """The AR aging report as CSV: every customer with an open balance, streamed, then the sum of those rows."""
+    width = len(reports.BUCKETS)
+
+    def rows() -> Iterator[list[str]]:
+        # The Total is added up from the very rows written, so it always equals their sum.
+        totals, total = [0] * width, 0
+        for r in reports.aging_rows(as_of):
+            totals = [t + cents for t, cents in zip(totals, r.amounts, strict=True)]
+            total += r.total_cents
+            yield [safe_text(r.account_number), safe_text(r.name), *map(amount, r.amounts), amount(r.total_cents)]
+        yield ["", "Total", *map(amount, totals), amount(total)]
+
+    return csv_stream_response(f"ar-aging-{as_of}.csv",
+                               ["account_number", "customer", *(key for key, *_ in reports.BUCKETS), "total"], rows())
 
 
 @bp.get("/invoiced-collected")

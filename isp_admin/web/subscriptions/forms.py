@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import DateField, IntegerField, SelectField, StringField, SubmitField
+from wtforms import DateField, HiddenField, IntegerField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from isp_admin.services.customers.plans import plan_choices
@@ -35,10 +35,25 @@ class AddSubscriptionForm(FlaskForm):
         return form
 
 
-class ChangePlanForm(FlaskForm):
+class ConfirmedChange:
+    """A change that issues money documents is sent twice: first to see their amounts, then to confirm them."""
+
+    confirm = HiddenField()
+    # The amounts the person confirmed (Outcome.amounts): if the change would now issue others, it is refused.
+    amounts = HiddenField(validators=[Length(max=500)])
+
+    def confirmed(self) -> bool:
+        """Whether this is the confirming post (amounts seen), not the first one."""
+        return self.confirm.data == "1"
+
+
+class ChangePlanForm(ConfirmedChange, FlaskForm):
     """Move a subscription to another plan."""
 
-    plan_id = SelectField("New plan", coerce=int, validators=[DataRequired()])
+    plan_id = SelectField("New plan", coerce=int, validators=[DataRequired()],
+                          description="Changes today. When the current period is billed, you will see the credit "
+                                      "for the old plan's unused days and the invoice for the rest on the new one, "
+                                      "and confirm them.")
     submit = SubmitField("Change plan")
 
 
@@ -61,10 +76,14 @@ class ApproveCatchUpForm(FlaskForm):
     submit = SubmitField("Approve the catch-up")
 
 
-class CancelForm(FlaskForm):
-    """Cancel as of a date."""
+class CancelForm(ConfirmedChange, FlaskForm):
+    """Cancel as of a date: the first day the customer is not served (and not charged)."""
 
-    end_date = DateField("End date", validators=[InputRequired()])
+    # The service's meaning (customers.subscriptions.cancel): end_date is the first unserved day, credited.
+    end_date = DateField("First day without service", validators=[InputRequired()],
+                         description="Service stops now. The customer pays up to the day before this date; days "
+                                     "from this date to the end of the billed period come back as a credit note. "
+                                     "Today or earlier.")
     submit = SubmitField("Cancel subscription")
 
 

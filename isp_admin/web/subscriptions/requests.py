@@ -11,7 +11,7 @@ from wtforms.validators import Length, Optional
 
 from isp_admin.services.payments import queries as request_queries
 from isp_admin.services.platform.clock import today
-from isp_admin.web.access import access
+from isp_admin.web.access import access, can
 from isp_admin.web.subscriptions.views import bp
 from isp_admin.web.unit_of_work import REFUSED, perform
 
@@ -45,7 +45,8 @@ def approve_plan_change(request_id: int):
     """Approve a request: the subscription moves to the plan asked for (credited and charged as any change)."""
     from isp_admin.services.portal import plan_changes  # the portal domain's module; imported when used
 
-    return _decide(plan_changes.approve, request_id, today(), done="Request approved: the plan is changed.")
+    return _decide(lambda *args, **kwargs: plan_changes.approve(*args, may_bill=can("billing.edit"), **kwargs),
+                   request_id, today(), done="Request approved: the plan is changed.")
 
 
 @bp.post("/requests/plan-changes/<id:request_id>/reject")

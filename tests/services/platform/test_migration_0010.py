@@ -130,4 +130,5 @@ def test_portal_sign_in_by_email_uses_the_email_index(app, many_payments):
 def test_a_dashboard_refund_finds_its_payment_by_the_reference_index(app, many_payments):
     notice = Notice(event_id="evt_1", event_type="charge.refunded", kind="refunded", receipt="pi_1234")
     plan = _plan(lambda: find_attempt("stripe", notice))
-    assert "ix_payments_provider_reference" in plan, plan
+    # Either index that leads with the reference serves it (0013 adds one on the reference alone, for the search).
+    assert "ix_payments_provider_reference" in plan or "ix_payments_reference" in plan, plan

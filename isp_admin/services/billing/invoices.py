@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from typing import TypeVar
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select, true
 
 from isp_admin.errors import BusinessRuleViolation, Invalid, NotFound
 from isp_admin.extensions import db
@@ -165,8 +165,101 @@ def _credit_note(customer_id: int, kind: str, reason: str, subtotal: int, tax: i
     return note
 
 
+@dataclass
+class EarlierCredit:
+    """Part of an unused-days credit note (a cancellation or plan change) that gave back days an invoice prices."""
+
+    note: CreditNote
+    subtotal_cents: int
+    tax_cents: int
+
+    @property
+    def amount_cents(self) -> int:
+        """The part, tax included."""
+        return self.subtotal_cents + self.tax_cents
+
+
+@dataclass
+class VoidPlan:
+    """What voiding an invoice credits: its total less the days earlier credit notes already gave back."""
+
+    invoice: Invoice
+    earlier: list[EarlierCredit]
+
+    @property
+    def subtotal_cents(self) -> int:
+        """The void credit note's subtotal."""
+        return self.invoice.subtotal_cents - sum(e.subtotal_cents for e in self.earlier)
+
+    @property
+    def tax_cents(self) -> int:
+        """The void credit note's tax."""
+        return self.invoice.tax_cents - sum(e.tax_cents for e in self.earlier)
+
+    @property
+    def credit_cents(self) -> int:
+        """The void credit note's amount, tax included."""
+        return self.subtotal_cents + self.tax_cents
+
+
+def credited_earlier(invoice: Invoice) -> list[EarlierCredit]:
+    """The cancellation and plan-change credit notes that already gave back days this invoice prices, each with
+    the part that priced this invoice's lines (re-priced as the books stood when the note was made)."""
+    sub_ids = select(InvoiceLine.subscription_id).where(InvoiceLine.invoice_id == invoice.id, PRICES_DAYS)
+    notes = db.session.execute(
+        select(CreditNote, Subscription.end_date).join(Subscription, Subscription.id == CreditNote.subscription_id)
+        .where(CreditNote.subscription_id.in_(sub_ids), CreditNote.kind.in_(UNUSED_DAYS_KINDS))
+        .order_by(CreditNote.id)).all()
+    out = []
+    for note, end_date in notes:
+        day = end_date if note.kind == "cancellation" else note.issue_date
+        if day is None:
+            continue
+        subtotal = tax = 0
+        for line, days in _unused_segments(note.subscription_id, day, note.kind == "cancellation", note.created_at):
+            if line.invoice_id == invoice.id:
+                amount, line_tax = _segment_value(line, days)
+                subtotal, tax = subtotal + amount, tax + line_tax
+        if subtotal or tax:
+            out.append(EarlierCredit(note, subtotal, tax))
+    return out
+
+
+def plan_void(invoice: Invoice) -> VoidPlan:
+    """Return what voiding this issued invoice would credit; nothing is written."""
+    return VoidPlan(invoice, credited_earlier(invoice))
+
+
+def _take_back(earlier: EarlierCredit, today: date) -> None:
+    """Free `earlier.amount_cents` of a credit note applied elsewhere (newest allocation first); those invoices
+    reopen, as after a payment reversal."""
+    applied = db.session.scalar(select(func.coalesce(func.sum(CreditAllocation.amount_cents), 0)).where(
+        CreditAllocation.credit_note_id == earlier.note.id, CreditAllocation.reversed_at.is_(None)))
+    short = earlier.amount_cents - (earlier.note.amount_cents - int(applied))
+    allocations = db.session.scalars(select(CreditAllocation).where(
+        CreditAllocation.credit_note_id == earlier.note.id, CreditAllocation.reversed_at.is_(None))
+        .order_by(CreditAllocation.id.desc()))
+    now = utcnow()
+    for allocation in allocations:
+        if short <= 0:
+            break
+        other = db.session.get(Invoice, allocation.invoice_id)
+        take = min(short, allocation.amount_cents)
+        allocation.reversed_at = now
+        if take < allocation.amount_cents:  # keep the rest where it was
+            db.session.add(CreditAllocation(credit_note_id=allocation.credit_note_id, invoice_id=other.id,
+                                            amount_cents=allocation.amount_cents - take))
+        other.credit_applied_cents -= take
+        short -= take
+        settle(other, today)
+
+
 def void(invoice_id: int, reason: str, today: date) -> CreditNote:
-    """Void an issued invoice: a credit note cancels it and money already applied becomes customer credit."""
+    """Void an issued invoice: a credit note cancels it and money already applied becomes customer credit.
+
+    Days a cancellation or plan change already credited are not credited again: those credit notes' parts settle
+    the voided invoice, and the void's credit note is for the rest.
+    """
     if not (reason or "").strip():
         raise Invalid("Say why the invoice is void.", {"reason": "Required."})
     check_text("reason", reason)
@@ -177,6 +270,11 @@ def void(invoice_id: int, reason: str, today: date) -> CreditNote:
         raise BusinessRuleViolation("This invoice is already void.")
     if invoice.total_cents == 0:
         raise BusinessRuleViolation("This invoice is for nothing; there is nothing to void.")
+    plan = plan_void(invoice)
+    if plan.credit_cents <= 0 or plan.subtotal_cents < 0 or plan.tax_cents < 0:
+        numbers = ", ".join(e.note.number for e in plan.earlier)
+        raise BusinessRuleViolation(f"Every day this invoice bills was already credited ({numbers}); voiding it "
+                                    "would credit them twice.")
     now = utcnow()
     for allocation in db.session.scalars(select(PaymentAllocation).where(
             PaymentAllocation.invoice_id == invoice.id, PaymentAllocation.reversed_at.is_(None))):
@@ -184,17 +282,26 @@ def void(invoice_id: int, reason: str, today: date) -> CreditNote:
     for allocation in db.session.scalars(select(CreditAllocation).where(
             CreditAllocation.invoice_id == invoice.id, CreditAllocation.reversed_at.is_(None))):
         allocation.reversed_at = now
+    db.session.flush()
     before = {"status": invoice.status, "amount_paid_cents": invoice.amount_paid_cents,
               "credit_applied_cents": invoice.credit_applied_cents}
-    note = _credit_note(invoice.customer_id, "void", f"Void of {invoice.number}: {reason.strip()}",
-                        invoice.subtotal_cents, invoice.tax_cents, today, invoice_id=invoice.id)
-    # The void credit note settles the voided invoice itself, so the ledger stays uniform.
-    db.session.add(CreditAllocation(credit_note_id=note.id, invoice_id=invoice.id, amount_cents=invoice.total_cents))
+    less = "".join(f" (less {e.note.number}, which already credited part of it)" for e in plan.earlier)
+    note = _credit_note(invoice.customer_id, "void", f"Void of {invoice.number}: {reason.strip()}{less}",
+                        plan.subtotal_cents, plan.tax_cents, today, invoice_id=invoice.id)
+    # The void credit note, with the earlier credit notes' parts for these days, settles the voided invoice
+    # itself, so the ledger stays uniform.
+    db.session.add(CreditAllocation(credit_note_id=note.id, invoice_id=invoice.id, amount_cents=note.amount_cents))
+    for earlier in plan.earlier:
+        _take_back(earlier, today)
+        db.session.add(CreditAllocation(credit_note_id=earlier.note.id, invoice_id=invoice.id,
+                                        amount_cents=earlier.amount_cents))
     invoice.amount_paid_cents = 0
     invoice.credit_applied_cents = invoice.total_cents
     invoice.status, invoice.voided_at, invoice.void_reason, invoice.paid_at = "void", now, reason.strip(), None
     db.session.flush()
-    audit.record("invoice.void", invoice, before=before, after={"status": "void", "reason": reason.strip()},
+    audit.record("invoice.void", invoice, before=before,
+                 after={"status": "void", "reason": reason.strip(), "credit_note": note.number,
+                        "already_credited": {e.note.number: e.amount_cents for e in plan.earlier}},
                  customer_id=invoice.customer_id)
     apply_available_credit(invoice.customer_id, today)
     reactivate_if_paid(invoice.customer_id, today)
@@ -205,23 +312,16 @@ def void(invoice_id: int, reason: str, today: date) -> CreditNote:
 
 
 PERIOD_KINDS = ("subscription", "plan_change")
+UNUSED_DAYS_KINDS = ("cancellation", "plan_change")
 # Lines that price a subscription's days: its periods, plan changes, and re-billings of a voided invoice's periods
 # (adjustments that carry a period: services/billing/rebill.py).
 PRICES_DAYS = or_(InvoiceLine.kind.in_(PERIOD_KINDS),
                   (InvoiceLine.kind == "adjustment") & InvoiceLine.period_start.is_not(None))
 
 
-def _live_period_lines(subscription_id: int, after: date, as_of: datetime | None = None) -> list[InvoiceLine]:
-    """Period lines ending after `after` on invoices not void; with `as_of`, as the books stood at that moment."""
-    if as_of is None:
-        standing = Invoice.status != "void"
-    else:  # reconcile re-prices a credit note against the invoices that existed, and were not void, when it was made
-        standing = (Invoice.created_at < as_of) & (Invoice.voided_at.is_(None) | (Invoice.voided_at >= as_of))
-    return list(db.session.scalars(
-        select(InvoiceLine).join(Invoice, Invoice.id == InvoiceLine.invoice_id)
-        .where(InvoiceLine.subscription_id == subscription_id, PRICES_DAYS,
-               InvoiceLine.period_end > after, standing)
-        .order_by(InvoiceLine.period_start, InvoiceLine.id)))
+def _live_period_lines(subscription_id: int, after: date) -> list[InvoiceLine]:
+    """Period lines ending after `after` on invoices not void."""
+    return [line for line, live in _priced_lines(subscription_id, after, None) if live]
 
 
 def plan_changed_on(subscription_id: int, day: date) -> bool:
@@ -237,30 +337,51 @@ def billed_line_covering(subscription_id: int, day: date) -> InvoiceLine | None:
     return covering[-1] if covering else None
 
 
+def _priced_lines(subscription_id: int, after: date, as_of: datetime | None) -> list[tuple[InvoiceLine, bool]]:
+    """Period lines ending after `after`, void ones too, each with whether its invoice stands (as of `as_of`)."""
+    if as_of is None:
+        made, standing = true(), Invoice.status != "void"
+    else:
+        made = Invoice.created_at < as_of
+        standing = Invoice.voided_at.is_(None) | (Invoice.voided_at >= as_of)
+    return [(line, bool(live)) for line, live in db.session.execute(
+        select(InvoiceLine, standing).join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+        .where(InvoiceLine.subscription_id == subscription_id, PRICES_DAYS, InvoiceLine.period_end > after, made)
+        .order_by(InvoiceLine.period_start, InvoiceLine.id))]
+
+
 def _unused_segments(subscription_id: int, day: date, later_periods: bool,
                      as_of: datetime | None = None) -> list[tuple[InvoiceLine, int]]:
     """Return (line, days) for every billed day from `day` on, each day priced by the line in force then.
 
     A plan change starts a new line inside a period; the older line stops pricing days from that point.
+    A void invoice's line does too but prices nothing: the older line's days from there were credited when the
+    plan changed, and the void cancelled the new price, so nothing of those days is left to credit.
     Without `later_periods`, only the period containing `day` counts.
     """
-    lines = _live_period_lines(subscription_id, day, as_of)
+    lines = _priced_lines(subscription_id, day, as_of)
     if not later_periods:
-        covering = [line for line in lines if line.period_start <= day]
+        covering = [line for line, live in lines if live and line.period_start <= day]
         if not covering:
             return []
         end = max(line.period_end for line in covering)
-        lines = [line for line in lines if line.period_start < end]
+        lines = [(line, live) for line, live in lines if line.period_start < end]
     segments = []
     # Lines come in (period_start, id) order; each later line beginning inside an earlier one takes over its days
     # from that point, including one beginning the same day (a plan change on a period's first day).
-    for index, line in enumerate(lines):
-        next_change = min((other.period_start for other in lines[index + 1:]
+    for index, (line, live) in enumerate(lines):
+        next_change = min((other.period_start for other, _ in lines[index + 1:]
                            if other.period_start < line.period_end), default=line.period_end)
         days = (next_change - max(day, line.period_start)).days
-        if days > 0:
+        if live and days > 0:
             segments.append((line, days))
     return segments
+
+
+def _segment_value(line: InvoiceLine, days: int) -> tuple[int, int]:
+    """What `days` of a line are worth back: (amount, tax), never more than the line charged."""
+    amount = min(line.amount_cents, prorate(line.unit_price_cents, days, line.period_days))
+    return amount, tax_on(amount, line.tax_rate_bp)
 
 
 @dataclass
@@ -279,8 +400,8 @@ def unused_credit(subscription_id: int, day: date, later_periods: bool,
     subtotal = tax = unused = 0
     segments = _unused_segments(subscription_id, day, later_periods, as_of)
     for line, days in segments:
-        amount = min(line.amount_cents, prorate(line.unit_price_cents, days, line.period_days))
-        subtotal, tax, unused = subtotal + amount, tax + tax_on(amount, line.tax_rate_bp), unused + days
+        amount, line_tax = _segment_value(line, days)
+        subtotal, tax, unused = subtotal + amount, tax + line_tax, unused + days
     last = max((line.period_end for line, _ in segments), default=None)
     return UnusedCredit(subtotal, tax, unused, last)
 

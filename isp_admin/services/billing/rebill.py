@@ -4,7 +4,7 @@ Voiding alone does not make a period due again: the run bills a period once (UNI
 kind) on lines, and a voided invoice keeps its lines), and coverage counts a voided invoice's periods as billed and
 credited. So "Generate invoice now" finds nothing after a void; re-billing is this explicit step instead, offered on
 the void form with its amounts. The new lines are of kind 'adjustment' and carry the subscription and the period,
-so a later cancellation or plan change credits their unused days (invoices._live_period_lines counts them).
+so a later cancellation or plan change credits their unused days (invoices._priced_lines counts them).
 """
 from __future__ import annotations
 

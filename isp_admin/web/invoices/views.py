@@ -67,13 +67,14 @@ def _render_detail(invoice_id: int, void_form: VoidForm | None = None, status: i
     # What "void and re-bill" would issue, shown on the void form to those who may void (a read, no write).
     voidable = detail.invoice.status not in ("draft", "void") and can("billing.edit")
     rebill_plan = rebill.plan_rebill(invoice_id) if voidable else None
+    void_plan = invoice_service.plan_void(detail.invoice) if voidable else None
     if void_form is None:
         void_form = VoidForm(formdata=None, then="rebill" if rebill_plan and rebill_plan.possible else "nothing")
     return render_template(
         "invoices/detail.html", d=detail, invoice=detail.invoice, customer=detail.customer, lines=detail.lines,
         payments=[(a, p) for a, p in detail.payments if a.reversed_at is None],
         credits=[(a, n) for a, n in detail.credits if a.reversed_at is None], company=pdf_service.company(),
-        void_form=void_form, rebill_plan=rebill_plan, action_form=FlaskForm(),
+        void_form=void_form, rebill_plan=rebill_plan, void_plan=void_plan, action_form=FlaskForm(),
     ), status
 
 

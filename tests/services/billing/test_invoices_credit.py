@@ -151,7 +151,7 @@ def test_voiding_a_paid_invoice_turns_the_payment_into_credit_for_other_invoices
     assert reconcile() == []
 
 
-def test_voiding_frees_credit_notes_applied_to_the_invoice(customer, monkeypatch):
+def test_voiding_keeps_a_cancellation_credit_on_the_invoice_and_credits_only_the_rest(customer, monkeypatch):
     sub = SubscriptionFactory(customer=customer, plan=PlanFactory(monthly_price_cents=3000, tax_rate_bp=0),
                               start_date=D(2026, 3, 1), billing_day=1, next_bill_date=D(2026, 3, 1))
     march = billing.generate_invoice_for_customer(customer.id, D(2026, 3, 1))
@@ -161,10 +161,15 @@ def test_voiding_frees_credit_notes_applied_to_the_invoice(customer, monkeypatch
     assert march.credit_applied_cents == 1548
     later = issued(customer.id, 5000, D(2026, 3, 20))
 
-    invoices.void(march.id, "Never connected", D(2026, 3, 21))
+    note = invoices.void(march.id, "Never connected", D(2026, 3, 21))
 
-    # The cancellation credit comes off the void invoice and pays part of the later one.
-    assert (later.credit_applied_cents, later.balance_cents) == (1548, 5000 - 1548)
+    # 16 March on were credited already: the void credits the other 15 days, and nothing is left over for the
+    # later invoice (before, the cancellation credit came off March and paid 1548 of it: those days twice).
+    assert note.amount_cents == 3000 - 1548
+    assert "less CN-" in note.reason
+    assert (march.status, march.credit_applied_cents) == ("void", 3000)
+    assert (later.credit_applied_cents, later.balance_cents) == (0, 5000)
+    assert customer_balance(customer.id, D(2026, 3, 21)).credit_cents == 0
     assert reconcile() == []
 
 

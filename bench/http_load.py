@@ -1,4 +1,4 @@
-"""HTTP load benchmark: the API and staff pages under wrk, measured against a bare route of the same server.
+"""HTTP load benchmark: the API and staff pages under wrk, as deployed, against a bare route on the same server.
 
 Usage: .venv/bin/python bench/http_load.py [--customers 100000] [--duration 30] [--connections 16]
        [--peak-seconds 60] [--small] [--results bench/RESULTS.md]
@@ -7,15 +7,19 @@ Usage: .venv/bin/python bench/http_load.py [--customers 100000] [--duration 30] 
    migrates, loads customers, subscriptions and two months of invoices and payments with
    `flask data generate-test-data --history-months 2` (two real billing runs, ~80% paid, the rest overdue);
    creates an admin with `flask users create` and a read token with `flask tokens create`, and signs in once.
-2. Starts gunicorn with deploy/gunicorn.conf.py, APP_ENV=production (as deployed: HTTPS-only cookies, security
-   headers, JSON logs), PROXY_FIX_X_FOR=1 with every request sent as `X-Forwarded-Proto: https` the way a TLS
-   proxy would; rate limits off (one client would hit them), LOG_LEVEL=WARNING, worker recycling off so the RSS
-   after the run is what the workers grew to.
-3. Drives wrk (bench/wrk/load.lua) at each target for --duration seconds: random pages, sizes, orderings, filters,
+2. The yardstick: a bare 5-line Flask app (bench/bare_app.py) on the same server and config
+   (deploy/gunicorn.conf.py), measured before and after our app; every target is reported as a ratio to it.
+3. Our app with the SHIPPED defaults (issue 17): APP_ENV=production behind `X-Forwarded-Proto: https` (as a TLS
+   proxy sends it; HTTPS-only cookies, security headers), rate limits ON in Redis with the authenticated budget
+   raised only as far as one client of this server can go (1.5 × the bare route's rate per minute), INFO request
+   logs (JSON lines) written to a file, worker recycling as shipped. Then the same with limits off, WARNING logs
+   and recycling off (how the earlier runs measured): the second column, and the limiter's cost per target.
+4. Drives wrk (bench/wrk/load.lua) at each target for --duration seconds: random pages, sizes, orderings, filters,
    search terms and cursor walks, per request. Reports req/s, p50/p95/p99, errors (non-2xx/3xx, socket errors,
-   timeouts), SQL queries per request (every response's Server-Timing), worker RSS and the ratio to /health/.
-4. A --peak-seconds run at 1,000 connections on the API list (skipped with --small).
-5. Appends a dated section to the results file: every figure beside its goal (issue 6).
+   timeouts), SQL queries per request (every response's Server-Timing), worker RSS (sampled every second: with
+   recycling on, the largest any worker grew to) and the ratio to the bare route.
+5. A --peak-seconds run at 1,000 connections on the API list with the shipped defaults (skipped with --small).
+6. Appends a dated section to the results file: every figure beside its goal (issue 17).
 """
 from __future__ import annotations
 
@@ -50,12 +54,13 @@ from bench import profile  # noqa: E402  (after the path insert above)
 from bench.billing_run import commit_id, database, drop  # noqa: E402
 
 LUA = ROOT / "bench" / "wrk" / "load.lua"
+BARE_APP = "bench.bare_app:app"
 TARGETS = ("health", "api_customers", "etag_304", "api_invoices", "staff_list", "staff_search", "customer_detail",
            "dashboard")
-LABELS = {"health": "/health/ (yardstick)", "api_customers": "API customers list (pages + cursor walks)",
+LABELS = {"health": "/health/", "api_customers": "API customers list (pages + cursor walks)",
           "etag_304": "API conditional GET (ETag → 304)", "api_invoices": "API invoices (status + due range)",
           "staff_list": "staff customer list", "staff_search": "staff customer search",
-          "customer_detail": "staff customer detail", "dashboard": "dashboard"}
+          "customer_detail": "staff customer detail", "dashboard": "dashboard", "bare": "bare Flask route"}
 LIST_TARGETS = ("api_customers", "api_invoices", "staff_list", "staff_search")
 ADMIN_EMAIL = "bench-admin@example.com"
 HTTPS = {"X-Forwarded-Proto": "https"}
@@ -158,22 +163,23 @@ def vacuum(url: str) -> None:
     engine.dispose()
 
 
-def start_gunicorn(env: dict, port: int, log: Path) -> subprocess.Popen:
+def start_gunicorn(env: dict, port: int, log: Path, app: str = "wsgi:app") -> subprocess.Popen:
     """Start gunicorn with the deploy config, bound to 127.0.0.1:port."""
-    with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", app],
                                 cwd=ROOT, env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}, stdout=out,
                                 stderr=subprocess.STDOUT)
 
 
-def wait_ready(base: str, server: subprocess.Popen, log: Path, seconds: float = 60) -> None:
-    """Wait until /health/ready/ answers 200."""
+def wait_ready(base: str, server: subprocess.Popen, log: Path, seconds: float = 60, path: str = "/health/ready/"
+               ) -> None:
+    """Wait until `path` (/health/ready/) answers 200."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"gunicorn exited:\n{log.read_text()[-3000:]}")
         try:
-            if requests.get(f"{base}/health/ready/", timeout=2).status_code == 200:
+            if requests.get(f"{base}{path}", timeout=2).status_code == 200:
                 return
         except requests.RequestException:
             pass
@@ -296,7 +302,8 @@ def worker_rss(master: int) -> list[float]:
 
 
 def server_env(url: str, redis_url: str) -> dict:
-    """The environment of the flask commands and of gunicorn."""
+    """The environment of the flask commands, and of gunicorn as the earlier runs measured it: rate limits off,
+    WARNING logs, no worker recycling."""
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "FLASK_APP": "wsgi.py",
            "APP_ENV": "production", "PUBLIC_URL": "https://isp.example.com", "SECRET_KEY": secrets.token_hex(32),
            "LOG_LEVEL": "WARNING",
@@ -306,43 +313,96 @@ def server_env(url: str, redis_url: str) -> dict:
     return env
 
 
+def shipped_env(env: dict, per_minute: int) -> dict:
+    """`env` with what a deployment runs: limits on (the authenticated budget raised to `per_minute`, what one
+    client of this server can spend), INFO logs, worker recycling as shipped (deploy/gunicorn.conf.py's)."""
+    out = {**env, "RATELIMIT_ENABLED": "true", "RATE_LIMIT_AUTHENTICATED": f"{per_minute}/minute",
+           "LOG_LEVEL": "INFO", "GUNICORN_LOG_LEVEL": "info"}
+    out.pop("GUNICORN_MAX_REQUESTS", None)
+    return out
+
+
+class RssSampler:
+    """Sample the workers' RSS every second while a server runs: with recycling on, the largest any worker grew
+    to is seen only while it lives."""
+
+    def __init__(self, master: int):
+        import threading
+
+        self.master, self.peak, self._stop = master, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.peak = max([self.peak, *worker_rss(self.master)])
+
+    def stop(self) -> float:
+        """Stop sampling; return the largest RSS (MB) any worker had."""
+        self._stop.set()
+        self._thread.join()
+        return max([self.peak, *worker_rss(self.master)])
+
+
 @dataclass
-class Served:
-    """A benchmark's running set-up: its database, the seeded data (and the admin's password), gunicorn."""
+class Seeded:
+    """A benchmark's database and Redis, seeded (and the admin's password), and the server environment."""
 
     url: str
-    base: str
-    server: subprocess.Popen
+    env: dict
     workdir: Path
     loaded: dict
     password: str
-    log: Path
+
+
+@dataclass
+class Served(Seeded):
+    """A seeded benchmark with gunicorn running on it."""
+
+    base: str = ""
+    server: subprocess.Popen | None = None
+    log: Path | None = None
 
 
 @contextmanager
-def served(customers: int, purpose: str, keep: bool = False) -> Iterator[Served]:
-    """Create and seed a throwaway database, start a private Redis and gunicorn as deployed; clean up after."""
+def seeded(customers: int, purpose: str, keep: bool = False) -> Iterator[Seeded]:
+    """Create and seed a throwaway database and start a private Redis; clean up after."""
     name = f"isp_bench_{purpose}_{os.getpid()}"
     workdir = Path(tempfile.mkdtemp(prefix=f"isp-{purpose}-bench-"))
     password = secrets.token_urlsafe(18)
     url = database(name)
-    redis_proc = server = None
+    redis_proc = None
     try:
         redis_proc, redis_url = start_redis(workdir)
         env = server_env(url, redis_url)
         loaded = seed(env, customers, password)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = workdir / "gunicorn.log"
-        server = start_gunicorn(env, port, log)
-        wait_ready(base, server, log)
-        yield Served(url, base, server, workdir, loaded, password, log)
+        yield Seeded(url, env, workdir, loaded, password)
     finally:
-        stop(server)
         stop(redis_proc)
         if not keep:
             drop(name)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def running(env: dict, workdir: Path, name: str, app: str = "wsgi:app") -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """Run gunicorn with the deploy config and `env` on a free port; yield its base URL, process and log file."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = workdir / f"{name}.log"
+    server = start_gunicorn(env, port, log, app)
+    try:
+        wait_ready(base, server, log, path="/health/ready/" if app == "wsgi:app" else "/")
+        yield base, server, log
+    finally:
+        stop(server)
+
+
+@contextmanager
+def served(customers: int, purpose: str, keep: bool = False) -> Iterator[Served]:
+    """Create and seed a throwaway database, start a private Redis and gunicorn (limits off); clean up after."""
+    with seeded(customers, purpose, keep) as data, running(data.env, data.workdir, "gunicorn") as (base, server, log):
+        yield Served(data.url, data.env, data.workdir, data.loaded, data.password, base, server, log)
 
 
 def main(argv=None) -> dict:
@@ -360,6 +420,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--profile", action="store_true",
                         help="sample the workers with py-spy during each target; where the time goes, per layer")
+    parser.add_argument("--no-limits-off", action="store_true", help="skip the second pass (limits off)")
     args = parser.parse_args(argv)
     if args.small:
         args.customers, args.duration, args.connections, args.peak_seconds = 300, 2, 4, 0
@@ -367,44 +428,73 @@ def main(argv=None) -> dict:
     wrk = ensure_wrk()
     open_files = raise_open_files()
     rng = random.Random(1)
-    with served(args.customers, "http", keep=args.keep) as bench:
-        base, server, workdir = bench.base, bench.server, bench.workdir
-        cookie = sign_in(base, bench.password)
-        data = prepare(base, bench.url, bench.loaded["token"], cookie, args.customers, rng)
+
+    def measure(base: str, target: str, data_file: Path, seconds: int | None = None) -> dict:
+        figures = run_wrk(wrk, base, target, data_file, seconds or args.duration, args.connections, args.timeout)
+        print(_line(figures), flush=True)
+        return figures
+
+    with seeded(args.customers, "http", keep=args.keep) as bench:
+        workdir = bench.workdir
         data_file = workdir / "data.lua"
-        data_file.write_text("return " + lua_literal(data) + "\n")
-        results = {}
-        for target in TARGETS:
-            samplers = None
-            if args.profile:  # py-spy samples both workers through the run (from outside, never pausing them)
-                samplers = profile.record(worker_pids(server.pid), max(1, args.duration - 1),
-                                          workdir / f"profile-{target}")
-            results[target] = run_wrk(wrk, base, target, data_file, args.duration, args.connections, args.timeout)
-            if samplers:
-                profile.finish(samplers, timeout=60)
-                results[target]["profile"] = profile.summarize(workdir / f"profile-{target}")
-            print(_line(results[target]), flush=True)
-        rss = worker_rss(server.pid)
+        data_file.write_text('return { token = "" }\n')   # the bare route reads nothing
+        # The yardstick before and after our app (their mean is the ratio's base): drift shows as a gap.
+        with running(bench.env, workdir, "bare-before", BARE_APP) as (base, _, _):
+            bare = [measure(base, "bare", data_file)]
+        per_minute = max(1000, int(bare[0]["rps"] * 60 * 1.5))
+        passes: dict[str, dict] = {}
+        rss: dict[str, float] = {}
         peak = None
-        if args.peak_seconds:
-            peak = run_wrk(wrk, base, "api_customers", data_file, args.peak_seconds, args.peak_connections,
-                           args.timeout)
-            print("peak " + _line(peak), flush=True)
-        rss_after_peak = worker_rss(server.pid) if peak else None
+        data = None
+        for mode, env in (("shipped", shipped_env(bench.env, per_minute)), ("limits_off", bench.env)):
+            if mode == "limits_off" and args.no_limits_off:
+                continue
+            with running(env, workdir, mode) as (base, server, _):
+                if data is None:
+                    cookie = sign_in(base, bench.password)
+                    data = prepare(base, bench.url, bench.loaded["token"], cookie, args.customers, rng)
+                    data_file.write_text("return " + lua_literal(data) + "\n")
+                sampler = RssSampler(server.pid)
+                results = {}
+                for target in TARGETS:
+                    samplers = None
+                    if args.profile and mode == "shipped":  # py-spy samples both workers from outside
+                        samplers = profile.record(worker_pids(server.pid), max(1, args.duration - 1),
+                                                  workdir / f"profile-{target}")
+                    results[target] = measure(base, target, data_file)
+                    if samplers:
+                        profile.finish(samplers, timeout=60)
+                        results[target]["profile"] = profile.summarize(workdir / f"profile-{target}")
+                if mode == "shipped" and args.peak_seconds:
+                    peak = run_wrk(wrk, base, "api_customers", data_file, args.peak_seconds, args.peak_connections,
+                                   args.timeout)
+                    print("peak " + _line(peak), flush=True)
+                rss[mode] = sampler.stop()
+                passes[mode] = results
+        with running(bench.env, workdir, "bare-after", BARE_APP) as (base, server, _):
+            bare.append(measure(base, "bare", data_file))
+            bare_rss = max(worker_rss(server.pid), default=0.0)
         loaded = bench.loaded
 
-    yardstick = results["health"]["rps"]
-    for figures in results.values():
-        figures["ratio"] = figures["rps"] / yardstick if yardstick else 0.0
+    yardstick = sum(b["rps"] for b in bare) / len(bare)
+    for results in passes.values():
+        for figures in results.values():
+            figures["ratio"] = figures["rps"] / yardstick if yardstick else 0.0
+    off = passes.get("limits_off", {})
+    for key, figures in passes["shipped"].items():
+        if key in off and off[key]["rps"]:
+            figures["limiter_cost"] = max(0.0, 1 - figures["rps"] / off[key]["rps"])
     report = {
         "date": date.today().isoformat(), "commit": commit_id(), "cores": os.cpu_count(),
         "machine": platform.machine(), "customers": data["customers"], "duration": args.duration,
         "connections": args.connections, "open_files": open_files, "timeout": args.timeout,
         "generate_s": loaded["generate_s"], "history_s": loaded["history_s"], "history": loaded["history"],
-        "targets": results, "worker_rss_mb": rss, "peak": peak, "worker_rss_after_peak_mb": rss_after_peak,
+        "bare": bare, "yardstick_rps": yardstick, "bare_rss_mb": bare_rss, "per_minute": per_minute,
+        "targets": passes["shipped"], "limits_off": off, "worker_rss_mb": rss.get("shipped", 0.0),
+        "worker_rss_limits_off_mb": rss.get("limits_off"), "peak": peak,
     }
     report["goals"] = goals(report)
-    print(json.dumps({k: v for k, v in report.items() if k != "targets"}, indent=2, default=str))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("targets", "limits_off")}, indent=2, default=str))
     if args.results:
         write_section(Path(args.results), report)
     return report
@@ -417,35 +507,45 @@ def _line(f: dict) -> str:
             f"{f['timeouts']})  queries {queries}  statuses {f['statuses']}")
 
 
+# Issue 17's goals, as shares of the bare route's req/s in the same run (and p95 where it names one).
+RATIO_GOALS = {"health": (0.60, None), "api_customers": (0.15, 30), "etag_304": (0.40, None),
+               "staff_list": (0.08, 60), "staff_search": (0.08, 60)}
+LIMITER_GOAL = 0.10
+RSS_GOAL_MB = 80
+
+
 def goals(r: dict) -> list[dict]:
-    """Return every goal of issue 6 beside what was measured: figure, measured, goal, met (None: not measured)."""
+    """Return every goal of issue 17 beside what was measured: figure, measured, goal, met (None: not measured)."""
     t, rows = r["targets"], []
 
     def row(figure: str, measured, goal: str, met) -> None:
         rows.append({"figure": figure, "measured": measured, "goal": goal, "met": met})
 
-    api = t["api_customers"]
-    row("API customers list req/s", f"{api['rps']:,.0f}", "≥ 800", api["rps"] >= 800)
-    row("API customers list p95", f"{api['p95_ms']:.1f} ms", "≤ 30 ms", api["p95_ms"] <= 30)
-    etag = t["etag_304"]
-    row("ETag 304 req/s ÷ yardstick", f"{etag['ratio']:.0%} ({etag['rps']:,.0f} req/s, "
-        f"{etag['statuses'].get(304, 0) / max(etag['requests'], 1):.0%} were 304)", "≥ 60%", etag["ratio"] >= 0.6)
-    for key in ("staff_list", "staff_search"):
-        row(f"{LABELS[key]} req/s", f"{t[key]['rps']:,.0f}", "≥ 400", t[key]["rps"] >= 400)
-        row(f"{LABELS[key]} p95", f"{t[key]['p95_ms']:.1f} ms", "≤ 60 ms", t[key]["p95_ms"] <= 60)
+    for key, (share, p95) in RATIO_GOALS.items():
+        f = t[key]
+        extra = f", {f['statuses'].get(304, 0) / max(f['requests'], 1):.0%} were 304" if key == "etag_304" else ""
+        row(f"{LABELS[key]} ÷ bare route", f"{f['ratio']:.1%} ({f['rps']:,.0f} req/s{extra})", f"≥ {share:.0%}",
+            f["ratio"] >= share)
+        if p95 is not None:
+            row(f"{LABELS[key]} p95", f"{f['p95_ms']:.1f} ms", f"≤ {p95} ms", f["p95_ms"] <= p95)
+    costs = {key: f["limiter_cost"] for key, f in t.items() if "limiter_cost" in f}
+    if costs:
+        worst = max(costs, key=costs.get)
+        row("rate limiter's cost (1 − req/s limits on ÷ off), worst target",
+            f"{costs[worst]:.1%} ({LABELS[worst]})", f"≤ {LIMITER_GOAL:.0%}", costs[worst] <= LIMITER_GOAL)
+    else:
+        row("rate limiter's cost", "not measured (--no-limits-off)", f"≤ {LIMITER_GOAL:.0%}", None)
     for key in LIST_TARGETS:
         most = t[key]["queries_max"]
         row(f"SQL queries per request, {LABELS[key]}", f"max {most}, mean {t[key]['queries_mean'] or 0:.2f} "
             f"({t[key]['queries_counted']:,} responses)", "≤ 3", None if most is None else most <= 3)
-    most_rss = max(r["worker_rss_mb"] + (r["worker_rss_after_peak_mb"] or []), default=0.0)
-    row("RSS per web worker after the run", f"max {most_rss:.0f} MB ({len(r['worker_rss_mb'])} workers)",
-        "≤ 80 MB", most_rss <= 80)
+    row("RSS per web worker (largest sampled, shipped defaults)", f"{r['worker_rss_mb']:.0f} MB "
+        f"(bare app's workers: {r['bare_rss_mb']:.0f} MB)", f"≤ {RSS_GOAL_MB} MB", r["worker_rss_mb"] <= RSS_GOAL_MB)
     peak = r["peak"]
     if peak:
         row(f"peak: {peak['connections']:,} connections × {peak['seconds']:.0f} s, errors",
             f"{peak['non_2xx_3xx'] + peak['socket_errors']} (non-2xx/3xx {peak['non_2xx_3xx']}, "
-            f"socket {peak['socket_errors']})", "0",
-            peak["errors"] - peak["timeouts"] == 0)
+            f"socket {peak['socket_errors']})", "0", peak["errors"] - peak["timeouts"] == 0)
         row("peak: timeouts", f"{peak['timeouts']} (wrk --timeout {r['timeout']})", "0", peak["timeouts"] == 0)
         row("peak: p95", f"{peak['p95_ms']:.0f} ms ({peak['rps']:,.0f} req/s)", "reported", True)
     else:
@@ -456,21 +556,32 @@ def goals(r: dict) -> list[dict]:
 def write_section(path: Path, r: dict) -> None:
     """Append a dated section with the per-target table and the goals table to the results file."""
     mark = {True: "met", False: "**missed**", None: "not measured"}
-    lines = [f"\n## HTTP load (bench/http_load.py), {r['date']}, commit {r['commit']}, {r['cores']} cores "
-             f"({r['machine']})\n",
+    bare = " and ".join(f"{b['rps']:,.0f}" for b in r["bare"])
+    lines = [f"\n## HTTP load as deployed (bench/http_load.py), {r['date']}, commit {r['commit']}, {r['cores']} "
+             f"cores ({r['machine']})\n",
              f"{r['customers']:,} customers with subscriptions, invoices and payments (two billing runs: "
              f"{r['history'].get('invoices', 0):,} invoices, {r['history'].get('payments', 0):,} payments); "
              f"gunicorn with deploy/gunicorn.conf.py, APP_ENV=production behind `X-Forwarded-Proto: https`; "
              f"wrk {r['connections']} connections, {r['duration']} s per target; app, PostgreSQL, Redis and wrk "
-             f"on the same {r['cores']} cores (a shared machine: other work may have run alongside).\n",
-             "| target | req/s | p50 ms | p95 ms | p99 ms | errors | SQL/request (mean, max) | ÷ yardstick |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"on the same {r['cores']} cores. **Shipped defaults**: rate limits on in Redis (authenticated "
+             f"budget {r['per_minute']:,}/minute, 1.5 × what one client of the bare route can send), INFO JSON "
+             f"request logs to a file, worker recycling as shipped. **Limits off**: as the earlier runs (limits "
+             f"off, WARNING logs, no recycling). The bare route (bench/bare_app.py, same server and config) gave "
+             f"{bare} req/s before and after; ratios are to their mean, {r['yardstick_rps']:,.0f} req/s.\n",
+             "| target | req/s | p50 ms | p95 ms | p99 ms | errors | SQL/request (mean, max) | ÷ bare | "
+             "limits off: req/s | p95 ms | ÷ bare | limiter's cost |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    b = r["bare"][0]
+    lines.append(f"| {LABELS['bare']} | {r['yardstick_rps']:,.0f} | {b['p50_ms']:.1f} | {b['p95_ms']:.1f} | "
+                 f"{b['p99_ms']:.1f} | {sum(x['errors'] for x in r['bare'])} | — | 100% | – | – | – | – |")
     for key, f in r["targets"].items():
         queries = f"{f['queries_mean']:.2f}, {f['queries_max']}" if f["queries_counted"] else "—"
+        o = r["limits_off"].get(key)
+        off = (f"{o['rps']:,.0f} | {o['p95_ms']:.1f} | {o['ratio']:.1%} | {f['limiter_cost']:.1%}" if o
+               else "– | – | – | –")
         lines.append(f"| {LABELS[key]} | {f['rps']:,.0f} | {f['p50_ms']:.1f} | {f['p95_ms']:.1f} | "
-                     f"{f['p99_ms']:.1f} | {f['errors']} | {queries} | {f['ratio']:.0%} |")
-    rss = ", ".join(f"{x:.0f}" for x in r["worker_rss_mb"])
-    lines += ["", f"Worker RSS after the runs: {rss} MB.", "", "| figure | measured | goal | |", "|---|---|---|---|"]
+                     f"{f['p99_ms']:.1f} | {f['errors']} | {queries} | {f['ratio']:.1%} | {off} |")
+    lines += ["", "| figure | measured | goal | |", "|---|---|---|---|"]
     lines += [f"| {g['figure']} | {g['measured']} | {g['goal']} | {mark[g['met']]} |" for g in r["goals"]]
     profiled = [(key, f["profile"]) for key, f in r["targets"].items() if f.get("profile")]
     if profiled:

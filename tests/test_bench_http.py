@@ -39,17 +39,27 @@ def test_http_benchmark_runs_at_small_n_and_reports_every_figure(tmp_path):
         # Every response carries Server-Timing, so the query count is known for all of them.
         assert figures["queries_counted"] == sum(figures["statuses"].values()), name
         assert isinstance(figures["queries_max"], int) and isinstance(figures["queries_mean"], float), name
-    assert targets["health"]["ratio"] == 1.0 and targets["health"]["queries_max"] == 0
+    assert targets["health"]["queries_max"] == 0
+    # The yardstick is a bare Flask route on the same server, measured before and after; ratios are to their mean.
+    assert len(report["bare"]) == 2 and all(b["rps"] > 0 and set(b["statuses"]) == {200} for b in report["bare"])
+    assert report["yardstick_rps"] == pytest.approx(sum(b["rps"] for b in report["bare"]) / 2)
+    assert targets["health"]["ratio"] == pytest.approx(targets["health"]["rps"] / report["yardstick_rps"])
+    # The shipped defaults ran with limits on (budget raised to what one client of this server can send) and a
+    # second pass with them off gives each target's limiter cost.
+    assert report["per_minute"] >= report["bare"][0]["rps"] * 60
+    assert set(report["limits_off"]) == set(targets)
+    for name, figures in targets.items():
+        assert 0 <= figures["limiter_cost"] <= 1, name
 
     # The harness itself works: the token, the session cookie, the cursor links and the ETags are all valid.
     assert targets["etag_304"]["statuses"].get(304) == targets["etag_304"]["requests"], "every conditional GET hit"
     for name in ("api_customers", "api_invoices", "staff_list", "staff_search", "customer_detail", "dashboard"):
         assert set(targets[name]["statuses"]) == {200}, (name, targets[name]["statuses"])
 
-    assert len(report["worker_rss_mb"]) == 2 and all(isinstance(x, float) and x > 0 for x in report["worker_rss_mb"])
+    assert isinstance(report["worker_rss_mb"], float) and report["worker_rss_mb"] > report["bare_rss_mb"] > 0
     assert report["peak"] is None, "--small skips the 1,000-connection run"
     goals = {g["figure"]: g for g in report["goals"]}
-    assert len(goals) == 13 and all(g["met"] in (True, False) for g in report["goals"] if "peak" not in g["figure"])
+    assert len(goals) == 15 and all(g["met"] in (True, False) for g in report["goals"] if "peak" not in g["figure"])
 
     # py-spy sampled the workers under every target: shares per layer that add up, and the busiest functions.
     for name, figures in targets.items():
@@ -58,7 +68,8 @@ def test_http_benchmark_runs_at_small_n_and_reports_every_figure(tmp_path):
         assert abs(sum(sampled["layers"].values()) - 1) < 1e-6 and sampled["functions"], name
 
     section = results.read_text()
-    assert "## HTTP load (bench/http_load.py)" in section and "| figure | measured | goal | |" in section
+    assert "## HTTP load as deployed (bench/http_load.py)" in section and "limiter's cost" in section
+    assert "| figure | measured | goal | |" in section
     assert "Where the time goes" in section and "| layer | share |" in section
     for label in http_load.LABELS.values():
         assert f"| {label} |" in section, label

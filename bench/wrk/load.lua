@@ -79,6 +79,10 @@ local function etag()
   return entry.path, h
 end
 
+local function bare()
+  return "/", {}
+end
+
 local function health()
   return "/health/", {}
 end
@@ -86,7 +90,7 @@ end
 local targets = {
   api_customers = api_customers, api_invoices = api_invoices, staff_list = staff_list,
   staff_search = staff_search, customer_detail = customer_detail, dashboard = dashboard,
-  etag_304 = etag, health = health,
+  etag_304 = etag, health = health, bare = bare,
 }
 local make = targets[target]
 -- Only the cursor walks read the body (for the next page's cursor).

@@ -14,7 +14,6 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from werkzeug.security import check_password_hash, generate_password_hash
-from zxcvbn import zxcvbn
 
 from isp_admin.errors import BusinessRuleViolation, Conflict, Invalid, NotFound
 from isp_admin.extensions import db
@@ -49,6 +48,9 @@ def check_password_strength(password: str, user_inputs: tuple[str, ...] = ()) ->
     minimum = current_app.config.get("PASSWORD_MIN_SCORE", 3)
     # zxcvbn refuses more than 72 characters (its matching grows with the length); a prefix that long decides
     # any real password's score.
+    # Imported here: its word lists hold ~12 MB, which every web worker would carry to serve the rare password form.
+    from zxcvbn import zxcvbn
+
     result = zxcvbn(password[:ZXCVBN_MAX_LENGTH], user_inputs=[part for part in user_inputs if part])
     if result["score"] < minimum:
         feedback = result["feedback"]

@@ -1,23 +1,79 @@
 """Gunicorn settings for ISP Admin (`gunicorn -c deploy/gunicorn.conf.py wsgi:app`); every value can come from env.
 
 Threads rather than many processes: a worker's memory is mostly the app itself (~85-95 MB RSS), and requests spend
-their time waiting on PostgreSQL, which threads overlap well. Prometheus metrics from all workers are merged
-through PROMETHEUS_MULTIPROC_DIR (a private temporary directory when unset), emptied of metric files when the
-master starts and rid of a worker's live gauges when that worker exits. Gunicorn's own lines (boot, signals, a
-worker killed or timed out) go through the app's structured logging, so the log stays one JSON line per record.
+their time waiting on PostgreSQL, which threads overlap well (gthread beat sync 2-2.6x on the API list; granian keeps
+too little of what follows: bench/RESULTS.md, bench/servers.py). The worker is gthread with one fix: a worker leaving
+(recycled, stopped) answers the connections it already accepted instead of resetting them. Prometheus metrics from
+all workers are merged through PROMETHEUS_MULTIPROC_DIR (a private temporary directory when unset), emptied of
+metric files when the master starts and rid of a worker's live gauges when that worker exits. Gunicorn's own lines
+(boot, signals, a worker killed or timed out) go through the app's structured logging: one JSON line per record.
 """
 import ctypes
 import os
+import selectors
 import shutil
 import tempfile
+from concurrent import futures
+from functools import partial
 from pathlib import Path
 
 from gunicorn.glogging import Logger
 from gunicorn.http import wsgi as gunicorn_wsgi
+from gunicorn.workers.gthread import ThreadWorker
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-worker_class = "gthread"
+
+
+class ThreadWorkerServingWhatItAccepted(ThreadWorker):
+    """gthread, except that a worker on its way out serves the connections it accepted instead of dropping them.
+
+    gunicorn 23's gthread accepts a connection, then waits in its poller for the request's bytes; when the worker
+    leaves (max_requests reached, SIGTERM), the connections accepted and not read yet are closed unanswered: the
+    client gets a connection reset (benoitc/gunicorn#3038, open). Under load that is a lost request at every
+    recycle (tests/ops/test_worker_recycling.py). This is gthread's run loop as released, plus one step after it:
+    hand those connections to the threads, which the worker already waits for (up to graceful_timeout).
+    """
+
+    def run(self):
+        """Serve until told to leave, then answer every connection already accepted, then exit."""
+        for sock in self.sockets:
+            sock.setblocking(False)
+            server = sock.getsockname()
+            self.poller.register(sock, selectors.EVENT_READ, partial(self.accept, server))
+        while self.alive:
+            self.notify()
+            if self.nr_conns < self.worker_connections:
+                for key, _ in self.poller.select(1.0):
+                    key.data(key.fileobj)
+                result = futures.wait(self.futures, timeout=0, return_when=futures.FIRST_COMPLETED)
+            else:
+                result = futures.wait(self.futures, timeout=1.0, return_when=futures.FIRST_COMPLETED)
+            for fut in result.done:
+                self.futures.remove(fut)
+            if not self.is_parent_alive():
+                break
+            self.murder_keepalived()
+        self.serve_accepted()
+        self.tpool.shutdown(False)  # queued connections still run; the wait below bounds them
+        self.poller.close()
+        for sock in self.sockets:
+            sock.close()
+        futures.wait(self.futures, timeout=self.cfg.graceful_timeout)
+
+    def serve_accepted(self):
+        """Queue every accepted connection whose first request was not read yet (idle keep-alives close)."""
+        with self._lock:
+            waiting = [key.data.args[0] for key in list(self.poller.get_map().values())
+                       if key.fileobj not in self.sockets and isinstance(key.data, partial) and key.data.args]
+            fresh = [conn for conn in waiting if not conn.initialized]
+            for conn in fresh:
+                self.poller.unregister(conn.sock)
+        for conn in fresh:
+            self.enqueue_req(conn)
+
+
+worker_class = ThreadWorkerServingWhatItAccepted
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # gthread: how many connections (active and keep-alive) one worker holds at once.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))

@@ -32,6 +32,9 @@ def engine_options(database_url: str, env: dict[str, str]) -> dict:
     """Pool settings: check a connection before use, and give up fast when PostgreSQL is unreachable."""
     options: dict = {"pool_pre_ping": True}  # a connection dropped by a restart is replaced, not handed out
     if database_url.startswith("postgresql"):
+        # A ping is a round trip on every checkout, a fifth of a list request's; PostgreSQL connections are pinged
+        # only after a second unused instead (isp_admin.database.ping_when_idle).
+        options["pool_pre_ping"] = False
         # Without a connect timeout a host that drops packets holds a request (and a worker thread) for
         # minutes; without a short pool timeout a pool drained by a stuck database queues requests for 30 s.
         # The session speaks UTC whatever the server's TimeZone: SQL-made JSON (isp_admin.services.platform.sqljson)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import ast
+import time
 from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 
 from isp_admin.extensions import db
 
@@ -28,6 +30,38 @@ def _sqlite_begin_before_savepoint(connection, _name) -> None:
         dbapi_connection.execute("BEGIN")
 
 
+# A connection used within this many seconds is handed out unpinged: under load every request reuses one that just
+# served, and a ping would be a fifth of a list request's round trips. One idle longer (or across an outage) is pinged.
+PING_AFTER_IDLE_SECONDS = 1.0
+_CHECKED_IN = "isp_admin.checked_in_at"
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only when it sat unused for PING_AFTER_IDLE_SECONDS.
+
+    A dead one raises DisconnectionError, so the pool replaces it (as pool_pre_ping does). A restart within the
+    second after a connection's last use fails that request's first statement instead (a 503, as for a request in
+    flight at the restart), and SQLAlchemy then invalidates the whole pool, so the next requests reconnect.
+    """
+    @event.listens_for(engine, "connect")
+    def fresh(_dbapi_connection, record):
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def returned(_dbapi_connection, record):
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checked_out(dbapi_connection, record, _proxy):
+        used = record.info.get(_CHECKED_IN)
+        if used is not None and time.monotonic() - used < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
+
+
 def escape_like(text: str) -> str:
     """Escape LIKE wildcards in user text (patterns use escape="\\")."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -40,6 +74,8 @@ def register_database_events(app: Flask) -> None:
     register_after_commit()
     with app.app_context():
         engine: Engine = db.engine
+    if engine.dialect.name == "postgresql" and not engine.pool._pre_ping:  # noqa: SLF001  (what the config chose)
+        ping_when_idle(engine)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _enable_sqlite_foreign_keys)
         event.listen(engine, "savepoint", _sqlite_begin_before_savepoint)

@@ -71,6 +71,7 @@ def unstorable_fields(encoded: bytes) -> list[str]:
     return bad
 
 
+UPLOAD_SETTINGS = "isp_admin.edge.upload_settings"  # app.extensions key: {endpoint: its upload limit's setting}
 # What a multipart form adds around an uploaded file: boundaries, part headers, the CSRF token and a few options.
 UPLOAD_FORM_OVERHEAD = 64 * 1024
 
@@ -83,9 +84,17 @@ def takes_upload(setting: str):
     return mark
 
 
+def _upload_setting(endpoint: str | None) -> str | None:
+    # Looked up once per endpoint: a view's upload limit is set when it is defined.
+    settings = current_app.extensions[UPLOAD_SETTINGS]
+    if endpoint not in settings:
+        view = current_app.view_functions.get(endpoint) if endpoint else None
+        settings[endpoint] = getattr(view, "upload_limit_setting", None)
+    return settings[endpoint]
+
+
 def _body_limit() -> int | None:
-    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
-    setting = getattr(view, "upload_limit_setting", None)
+    setting = _upload_setting(request.endpoint)
     if setting:
         # Werkzeug reads the form up to this limit too (a chunked body without a length is cut off there).
         request.max_content_length = current_app.config[setting] + UPLOAD_FORM_OVERHEAD
@@ -165,6 +174,8 @@ def check_request() -> None:
 
 def register_edge(app: Flask) -> None:
     """Refuse oversized, over-deep and unstorable requests before any view (MAX_CONTENT_LENGTH, JSON_MAX_DEPTH)."""
+    app.extensions[UPLOAD_SETTINGS] = {}
+
     @app.before_request
     def refuse_garbage():
         try:

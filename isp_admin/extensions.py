@@ -8,7 +8,7 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
 
 from isp_admin.caching import FailOpenCache
-from isp_admin.ratelimit import default_limit, exempt_from_default_limit, rate_limit_key
+from isp_admin.ratelimit import default_limit, rate_limit_key
 
 # A fixed naming convention keeps constraint names identical on PostgreSQL and SQLite, so Alembic can
 # compare, alter and drop them by name.
@@ -46,7 +46,6 @@ limiter = Limiter(
     # One budget per client across all routes: a plain default limit is counted per route, which would give
     # a token 200 requests a minute on every endpoint rather than 200 in all.
     default_limits=[Limit(default_limit, scope="client", shared=True, finalized=False)],
-    default_limits_exempt_when=exempt_from_default_limit,
 )
 talisman = Talisman()
 cache = FailOpenCache()  # a lost Redis costs speed, never a page

@@ -2,7 +2,7 @@
 import hashlib
 import logging
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 
 from flask import current_app, request
 from flask_login import current_user
@@ -95,9 +95,9 @@ def client_ip_key() -> str:
     return f"ip:{request.remote_addr or 'unknown'}"
 
 
-def exempt_from_default_limit() -> bool:
-    """Keep static assets and health probes out of the per-client budget."""
-    endpoint = request.endpoint or ""
+@lru_cache(maxsize=1024)
+def exempt_endpoint(endpoint: str) -> bool:
+    """Say whether an endpoint is kept out of rate limiting altogether: static assets, health probes, metrics."""
     return endpoint == "static" or endpoint.startswith(("health.", "bootstrap.", "metrics."))
 
 
@@ -120,16 +120,20 @@ def register_retry_after_cleanup(app) -> None:
 
 
 def start_afresh(limiter, app) -> None:
-    """Put the limiter back on this app's storage and key prefix after init_app.
+    """Fit the process's one limiter to this app after init_app: its storage, key prefix and fast paths.
 
     Flask-Limiter keeps "the storage died, use memory" on the Limiter object and init_app does not clear it; one
     object serves every app built in a process (tests, a CLI that builds two), so an app would inherit the last
     one's lost Redis and count in memory, where other workers cannot see it. Its key prefix is kept the same way
     (`self._key_prefix or config`), so a second app would count under the first one's prefix: in the same Redis
-    as another deployment's counters. Call right after limiter.init_app.
+    as another deployment's counters. Then the fast paths of isp_admin.ratelimit_fast. Call right after
+    limiter.init_app.
     """
     limiter._storage_dead = False  # noqa: SLF001  (no public reset; pinned release, tested in test_rate_limits)
     limiter._key_prefix = app.config.get("RATELIMIT_KEY_PREFIX", "")  # noqa: SLF001  (same: tested there)
+    from isp_admin.ratelimit_fast import install_fast_paths
+
+    install_fast_paths(app, limiter)
 
 
 def guard_limiter_response_hook(app, limiter) -> None:
@@ -151,6 +155,8 @@ def guard_limiter_response_hook(app, limiter) -> None:
 
 def _never_fails(hook):
     def limiter_headers(response):
+        if exempt_endpoint(request.endpoint or ""):  # nothing was counted: no headers to add
+            return response
         try:
             return hook(response)
         except Exception:  # noqa: BLE001  (the response is the truth about the write; the headers are a courtesy)

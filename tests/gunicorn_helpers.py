@@ -112,6 +112,42 @@ def gunicorn(backends, log_path, workers: int = 2, threads: int = 8, **env: str)
             server.wait()
 
 
+@contextmanager
+def asking_continuously(base: str, path: str = "/health/", clients: int = 4) -> Iterator[dict]:
+    """GET `path` from `clients` threads, each request on its own connection, until the block ends.
+
+    Yields the tally, filled in as answers come: {"answered": 200s received, "failures": [status or error, ...]}.
+    """
+    tally: dict = {"answered": 0, "failures": []}
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def ask() -> None:
+        while not done.is_set():
+            try:
+                status = call(base, "GET", path, timeout=15)[0]
+            except OSError as error:
+                with lock:
+                    tally["failures"].append(repr(error))
+                time.sleep(0.01)  # refused at once: a tight loop would count one gap thousands of times
+                continue
+            with lock:
+                if status == 200:
+                    tally["answered"] += 1
+                else:
+                    tally["failures"].append(status)
+
+    threads = [threading.Thread(target=ask, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield tally
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
 def send_together(start: threading.Barrier, base: str, body: dict, headers: dict, _sender: int,
                   path: str = PAYMENTS, method: str = "POST"):
     """Wait until every sender is ready, then send the request (by default: POST the payment)."""

@@ -14,6 +14,7 @@ from isp_admin.api.arguments import ApiArgumentsParser
 from isp_admin.api.envelope import envelope, timestamp
 from isp_admin.api.errors import invalid_arguments
 from isp_admin.api.versioning import API_VERSION
+from isp_admin.autocommit import autocommit_reads
 from isp_admin.services.platform import versions
 from isp_admin.services.platform.pagination import Page
 
@@ -152,7 +153,7 @@ def answers_not_modified(tables: Callable[[], tuple[str, ...]]):
             g.version_etag = tag
             return view(*args, **kwargs)
 
-        return conditional
+        return autocommit_reads(conditional)  # one list page: its statements need no shared snapshot
 
     return decorate
 

@@ -137,6 +137,10 @@ def _who() -> dict:
     return {}
 
 
+# Probes (every few seconds from each balancer and orchestrator) and static files: a line each would bury the rest.
+UNLOGGED_ENDPOINTS = frozenset({"health.health", "health.live", "static"})
+
+
 def register_request_logging(app: Flask) -> None:
     """Bind the request id for every log line of a request, and write one line per request when it ends."""
     access_log = structlog.get_logger("isp_admin.request")
@@ -154,15 +158,15 @@ def register_request_logging(app: Flask) -> None:
         timing = current_timing()
         duration = round(timing.app_ms(), 1) if timing else None
         slow = duration is not None and duration > slow_ms
-        if not slow and not request_logger.isEnabledFor(logging.INFO):
-            return  # LOG_LEVEL=WARNING: no line to write, so no fields to gather and redact
+        if not slow and (request.endpoint in UNLOGGED_ENDPOINTS or not request_logger.isEnabledFor(logging.INFO)):
+            return  # a probe, a static file, or LOG_LEVEL=WARNING: no line to write, so no fields to gather
         fields = {"method": request.method, "path": request.path, "status": response.status_code,
                   "duration_ms": duration, "queries": timing.queries if timing else None,
                   "db_ms": round(timing.db_ms(), 1) if timing else None, "endpoint": request.endpoint,
                   "remote_addr": request.remote_addr, **_who()}
         if slow:
             access_log.warning("slow request", slow_ms=slow_ms, **fields)
-        elif request.endpoint not in ("health.health", "health.live", "static"):
+        else:
             access_log.info("request", **fields)
 
     request_finished.connect(log_request, app, weak=False)

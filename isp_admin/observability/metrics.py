@@ -64,12 +64,28 @@ def _observe(response):
     endpoint, method = _endpoint(), request.method
     if endpoint == "metrics.metrics":
         return response
-    REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
+    _series(REQUESTS, endpoint, method, str(response.status_code)).inc()
     _pool_figures()  # every process keeps its own gauge fresh; the scrape sums the live ones
     if timing is not None:
-        LATENCY.labels(endpoint, method).observe(timing.app_ms() / 1000)
-        QUERIES.labels(endpoint).observe(timing.queries)
+        _series(LATENCY, endpoint, method).observe(timing.app_ms() / 1000)
+        _series(QUERIES, endpoint).observe(timing.queries)
     return response
+
+
+_children: dict[tuple, object] = {}
+
+
+def _series(metric, *labels):
+    # The labelled child, found by one dict lookup: .labels() validates and locks on every call. The children are
+    # prometheus_client's own (it keeps them too), so a forked worker's values stay its own as they were.
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
+_last_pool: list = [None]  # (pid, checked out, capacity) last written: a gauge set is a file write in multiprocess
 
 
 def _pool_figures() -> None:
@@ -77,8 +93,11 @@ def _pool_figures() -> None:
     checked_out = getattr(pool, "checkedout", None)
     if checked_out is None:  # SQLite's pools keep no such count
         return
-    POOL_CHECKED_OUT.set(checked_out())
-    POOL_CAPACITY.set(pool.size() + max(getattr(pool, "_max_overflow", 0), 0))
+    figures = (os.getpid(), checked_out(), pool.size() + max(getattr(pool, "_max_overflow", 0), 0))
+    if figures != _last_pool[0]:
+        POOL_CHECKED_OUT.set(figures[1])
+        POOL_CAPACITY.set(figures[2])
+        _last_pool[0] = figures
 
 
 class ScrapeCollector:

@@ -86,16 +86,27 @@ def _may_show_timing() -> bool:
     user = g.get("_login_user")
     if g.get("api_identity") is not None or (user is not None and user.is_authenticated):
         return True
-    view = current_app.view_functions.get(request.endpoint or "")
-    return view is not None and not getattr(view, "__module__", "").startswith(STAFF_PAGES)
+    return _shown_to_anonymous(current_app._get_current_object(), request.endpoint)  # noqa: SLF001
 
 
 STAFF_PAGES = "isp_admin.web"
+_ANONYMOUS_TIMING = "isp_admin.timing.anonymous"  # app.extensions key: {endpoint: whether anonymous see timing}
+
+
+def _shown_to_anonymous(app: Flask, endpoint: str | None) -> bool:
+    # Decided once per endpoint: a view's module never changes while the app runs.
+    decided = app.extensions[_ANONYMOUS_TIMING]
+    shown = decided.get(endpoint)
+    if shown is None:
+        view = app.view_functions.get(endpoint or "")
+        shown = decided[endpoint] = view is not None and not getattr(view, "__module__", "").startswith(STAFF_PAGES)
+    return shown
 
 
 def register_timing(app: Flask) -> None:
     """Time every request and report it in X-Response-Time and Server-Timing (not to anonymous pages)."""
     _listen_to_every_engine()
+    app.extensions[_ANONYMOUS_TIMING] = {}
     # request_started fires before every before_request function (rate limits, auth), so they are timed too.
     request_started.connect(_start_request, app)
 

@@ -19,7 +19,42 @@ def is_portal_request() -> bool:
     return has_request_context() and (request.path == PORTAL_PREFIX or request.path.startswith(PORTAL_PREFIX + "/"))
 
 
-class _PortalCookie(SecureCookieSessionInterface):
+class _SignedCookie(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, without its per-request work for a request that carries no cookie.
+
+    Flask builds a signing serializer on every request, cookie or not, and works out every cookie setting before
+    it finds an untouched empty session has nothing to save: most of a probe's or an API call's session cost.
+    """
+
+    _serializer: tuple = (None, None)  # (the keys it signs with, the serializer)
+
+    def get_signing_serializer(self, app):
+        """Flask's serializer, built again only when the keys change."""
+        keys = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        if self._serializer[0] != keys:
+            self._serializer = (keys, super().get_signing_serializer(app))
+        return self._serializer[1]
+
+    def open_session(self, app, request):
+        """Open the session; with no cookie, a new empty one at once (None without a secret key, as Flask)."""
+        # No Cookie header at all (probes, API scripts): nothing to parse, let alone verify.
+        if app.secret_key and ("HTTP_COOKIE" not in request.environ
+                               or not request.cookies.get(self.get_cookie_name(app))):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app, session, response) -> None:
+        """Save the session; an empty, unchanged one only adds Vary: Cookie when it was read, as in Flask."""
+        if session or session.modified:
+            super().save_session(app, session, response)
+        elif session.accessed:
+            if "Vary" in response.headers:
+                response.vary.add("Cookie")
+            else:  # what vary.add writes when there is no Vary yet, without parsing and re-serialising a header set
+                response.headers.add("Vary", "Cookie")
+
+
+class _PortalCookie(_SignedCookie):
     """Flask's signed-cookie session under the portal's cookie name, salt and lifetime."""
 
     salt = "isp-admin-portal-session"
@@ -39,7 +74,7 @@ class PathSessionInterface(SessionInterface):
     """The staff cookie's interface for staff paths, the portal cookie's under /portal (each request picks one)."""
 
     def __init__(self):
-        self.staff, self.portal = SecureCookieSessionInterface(), _PortalCookie()
+        self.staff, self.portal = _SignedCookie(), _PortalCookie()
 
     def _pick(self) -> SessionInterface:
         return self.portal if is_portal_request() else self.staff

@@ -25,6 +25,7 @@ import pytest
 import redis
 from sqlalchemy import event, select, text
 
+from bench.limiter_cost import limiter_pool, redis_round_trips
 from isp_admin import create_app
 from isp_admin.devserver import free_port, redis_server_binary, serve_in_background
 from isp_admin.extensions import db, limiter
@@ -185,6 +186,59 @@ def test_pages_answer_429_as_a_page_per_address_and_per_signed_in_user(app, make
     assert [p.status_code for p in pages] == [200, 200, 200, 429]  # the user's budget, not the address's 2
     assert pages[0].headers["X-RateLimit-Limit"] == "3"
     assert pages[3].mimetype == "text/html" and "Too many requests" in pages[3].get_data(as_text=True)
+
+
+def test_a_counted_request_costs_one_redis_round_trip_and_an_exempt_one_none(app, make_app, backends):
+    # The hit and the window its headers show come back from one script call (limits' own strategy then read the
+    # count and the TTL: three round trips); health probes and static files never reach Flask-Limiter.
+    if not backends["redis_url"]:
+        pytest.skip("the round trips under test are Redis's")
+    served = limited_app(make_app, RATE_LIMIT_AUTHENTICATED="50/minute", RATE_LIMIT_LOGIN="50/minute")
+    api, staff, anonymous, here = served.test_client(), served.test_client(), served.test_client(), unique_address()
+    token, user = bearer(), UserFactory(role="readonly")
+    assert staff.post("/login", data={"email": user.email, "password": PASSWORD}, environ_base=here).status_code == 302
+    requests = {
+        "API list": lambda: api.get("/api/customers/", headers=token),
+        "staff page": lambda: staff.get("/customers/", environ_base=here),
+        "login POST": lambda: anonymous.post("/login", data={"email": "nobody@example.com", "password": "wrong"},
+                                             environ_base=unique_address()),
+        "health": lambda: staff.get("/health/live/", environ_base=here),
+        "static file": lambda: staff.get("/static/css/app.css", environ_base=here),
+    }
+    for send in requests.values():
+        send().close()  # loads the script into this Redis once
+
+    trips, answers = {}, {}
+    for name, send in requests.items():
+        with redis_round_trips(limiter_pool()) as counted:
+            answers[name] = send()
+        trips[name] = counted.count
+
+    assert trips == {"API list": 1, "staff page": 1, "login POST": 1, "health": 0, "static file": 0}
+    assert answers["API list"].headers["X-RateLimit-Remaining"] == "48"  # the window the one trip brought back
+    assert 0 < int(answers["API list"].headers["X-RateLimit-Reset"]) - time.time() <= 61
+    assert answers["staff page"].headers["X-RateLimit-Limit"] == "50"
+    assert answers["staff page"].headers["X-RateLimit-Remaining"] == "48"  # the warm-up and this one
+    assert answers["login POST"].headers["X-RateLimit-Remaining"] == "49"  # the per-address login budget
+    assert "X-RateLimit-Limit" not in answers["health"].headers
+    assert "X-RateLimit-Limit" not in answers["static file"].headers
+
+
+def test_exempt_routes_resolve_no_limit_and_look_up_no_key(app, make_app, monkeypatch):
+    # Resolving the default limit asks whether the client is signed in (a user loaded from the database) and the
+    # key of an API request looks its token up: neither is wanted for a health probe or a static file.
+    served = limited_app(make_app, RATE_LIMIT_AUTHENTICATED="50/minute")
+    staff, user, here = served.test_client(), UserFactory(role="readonly"), unique_address()
+    assert staff.post("/login", data={"email": user.email, "password": PASSWORD}, environ_base=here).status_code == 302
+    asked = []
+    monkeypatch.setattr(limiter, "_key_func", lambda: asked.append("key") or "never")
+    [default] = limiter.limit_manager._default_limits  # noqa: SLF001  (the one budget per client)
+    monkeypatch.setattr(default, "limit_provider", lambda: asked.append("limit") or "50/minute")
+
+    answers = [staff.get(path, headers=bearer(), environ_base=here)
+               for path in ("/health/live/", "/static/css/app.css")]
+
+    assert [a.status_code for a in answers] == [200, 200] and asked == []
 
 
 def token_count(store: redis.Redis, headers: dict) -> int:

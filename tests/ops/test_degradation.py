@@ -342,7 +342,7 @@ def test_a_database_that_never_answers_costs_a_request_the_connect_timeout_not_a
         url = real.set(host="127.0.0.1", port=black_hole.getsockname()[1]).render_as_string(hide_password=False)
         options = engine_options(url, {"DATABASE_CONNECT_TIMEOUT": "2"})
         assert options["connect_args"] == {"connect_timeout": 2, "options": "-c timezone=UTC"}
-        assert options["pool_pre_ping"] is True
+        assert options["pool_pre_ping"] is False  # pinged when idle instead (isp_admin.database.ping_when_idle)
         app = create_app(app_config(url, None, tmp_path / "instance", SQLALCHEMY_ENGINE_OPTIONS=options))
         client = app.test_client()
         response, elapsed = timed(app, lambda: client.get("/api/customers/",
@@ -377,7 +377,7 @@ def test_a_drained_pool_answers_503_after_the_pool_timeout(backends, tmp_path, c
 def test_timeouts_come_from_the_environment_and_suit_each_backend(tmp_path):
     assert engine_options("sqlite:///x.sqlite3", {"DATABASE_CONNECT_TIMEOUT": "2"}) == {"pool_pre_ping": True}
     assert engine_options("postgresql+psycopg://db/app", {}) == {
-        "pool_pre_ping": True, "connect_args": {"connect_timeout": 5, "options": "-c timezone=UTC"},
+        "pool_pre_ping": False, "connect_args": {"connect_timeout": 5, "options": "-c timezone=UTC"},
         "pool_timeout": 10}
     on_redis = load_config(tmp_path, {"REDIS_URL": "redis://cache:6379/0", "REDIS_SOCKET_TIMEOUT": "0.5"})
     assert on_redis["CACHE_OPTIONS"] == on_redis["RATELIMIT_STORAGE_OPTIONS"] == {

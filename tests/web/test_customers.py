@@ -294,6 +294,80 @@ def test_search_and_filters_combine(client, login):
     assert accounts_listed(response) == [suspended_ana.account_number]
 
 
+# --- rows: every column, escaped -----------------------------------------------------------------------------
+
+
+HOSTILE = '<script>alert(1)</script>"&\''
+
+
+def customer_row(response, customer_id: int) -> str:
+    """The <tr> of one customer in the list."""
+    match = re.search(rf'<tr><td class="bulk-check"><input[^>]*value="{customer_id}".*?</tr>', text_of(response),
+                      re.S)
+    assert match, f"no row for customer {customer_id}"
+    return match.group(0)
+
+
+def test_the_list_shows_what_staff_typed_as_text_never_as_markup(client, login):
+    login()
+    plan = PlanFactory(name="<b>Fibre</b> & more")
+    customer = CustomerFactory(name=HOSTILE, email="o'brien&co@example.com", phone='<img src=x onerror="1">')
+    SubscriptionFactory(customer=customer, plan=plan, status="suspended", suspension_reason="manual",
+                        pppoe_username="<i>login</i>")
+    customer_id = customer.id
+
+    response = client.get("/customers/")
+
+    row = customer_row(response, customer_id)
+    for raw in ("<script>", "<b>Fibre", "<img", "<i>login", "o'brien&co"):
+        assert raw not in row, raw
+    name = "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&amp;&#39;"
+    assert f'aria-label="Select {name}"' in row  # the bulk checkbox's label, inside an attribute
+    assert f'<a href="/customers/{customer_id}">{name}</a>' in row
+    assert "<div>o&#39;brien&amp;co@example.com</div>" in row
+    assert '&lt;img src=x onerror=&#34;1&#34;&gt;' in row
+    assert "&lt;b&gt;Fibre&lt;/b&gt; &amp; more" in row
+    assert '<span class="text-body-secondary">&lt;i&gt;login&lt;/i&gt;</span>' in row
+    assert html.unescape(re.sub(r"<[^>]+>", "", row)).count(HOSTILE) == 1  # shown once, as the text typed
+
+
+def test_each_row_has_its_checkbox_links_contact_services_and_badges(client, login):
+    login()
+    fibre, home = PlanFactory(name="Fibre 100"), PlanFactory(name="Home 25")
+    served = CustomerFactory(name="Amina Otieno", email="amina@example.com", phone="+254 700 000 001")
+    SubscriptionFactory(customer=served, plan=fibre, pppoe_username="amina@isp")
+    SubscriptionFactory(customer=served, plan=home, status="suspended", suspension_reason="non_payment",
+                        pppoe_username=None)
+    SubscriptionFactory(customer=served, plan=home, status="cancelled", pppoe_username="gone@isp")
+    idle = CustomerFactory(name="Baraka Idle", email=None, phone=None, status="suspended")
+    served_id, idle_id, account = served.id, idle.id, served.account_number
+
+    response = client.get("/customers/")
+
+    row = customer_row(response, served_id)
+    assert (f'<input class="form-check-input" type="checkbox" name="ids" value="{served_id}" '
+            'aria-label="Select Amina Otieno">') in row
+    assert f'<a href="/customers/{served_id}"><code>{account}</code></a>' in row
+    assert f'<a href="/customers/{served_id}">Amina Otieno</a>' in row
+    assert '<div>amina@example.com</div><div class="text-body-secondary">+254 700 000 001</div>' in row
+    # Live services in order: the active one with its login and no badge, the suspended one badged; never the
+    # cancelled one.
+    services = re.search(r'<td class="small">(.*?)</td>', row).group(1)
+    assert services.index("Fibre 100") < services.index("Home 25")
+    assert '<span class="text-body-secondary">amina@isp</span>' in services
+    assert services.count("badge") == 1 and '<span class="badge text-bg-warning">suspended</span>' in services
+    assert "gone@isp" not in services
+    assert row.endswith('<td><span class="badge text-bg-success">active</span></td></tr>')
+
+    # A suspension-reason filter reads its page another way (services folded in on PostgreSQL): the same row.
+    assert customer_row(client.get("/customers/?reason=non_payment"), served_id) == row
+
+    bare = customer_row(response, idle_id)
+    assert '<td class="small"><span class="text-body-secondary">none</span></td>' in bare
+    assert '<td class="small text-break"><div class="text-body-secondary"></div></td>' in bare  # no email, no phone
+    assert '<span class="badge text-bg-warning">suspended</span>' in bare
+
+
 # --- sorting ------------------------------------------------------------------------------------------------
 
 

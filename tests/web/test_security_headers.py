@@ -384,3 +384,131 @@ def test_cors_origins_are_read_from_the_environment(tmp_path):
     env = {"CORS_ALLOWED_ORIGINS": " https://a.example , http://localhost:5173,,"}
     assert load_config(tmp_path, env)["CORS_ALLOWED_ORIGINS"] == ["https://a.example", "http://localhost:5173"]
     assert load_config(tmp_path, {})["CORS_ALLOWED_ORIGINS"] == []
+
+
+# The security headers as the previous code set them (Talisman's after-request hook, then CORP/COOP), in their order.
+POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+          "connect-src 'self'; manifest-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+          "frame-ancestors 'none'")
+HARDENED = [("Cross-Origin-Resource-Policy", "same-origin"), ("Cross-Origin-Opener-Policy", "same-origin"),
+            ("Permissions-Policy", "browsing-topics=()"), ("X-Frame-Options", "DENY"),
+            ("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", POLICY),
+            ("Strict-Transport-Security", f"max-age={ONE_YEAR}; includeSubDomains"),
+            ("Referrer-Policy", "strict-origin-when-cross-origin")]
+SECURITY_HEADERS = {name for name, _ in HARDENED}
+
+
+def security_headers(response) -> list[tuple[str, str]]:
+    """The response's security headers, in the order it carries them."""
+    return [(name, value) for name, value in response.headers.items() if name in SECURITY_HEADERS]
+
+
+def expected(https: bool, form_action: str = "") -> list[tuple[str, str]]:
+    """HARDENED as a response over plain HTTP (no HSTS) or HTTPS, its form-action widened by `form_action`."""
+    return [(name, value.replace("form-action 'self'", f"form-action 'self' {form_action}") if form_action and
+             name == "Content-Security-Policy" else value)
+            for name, value in HARDENED if https or name != "Strict-Transport-Security"]
+
+
+def talisman_reference(app, path: str, base_url: str, production: bool, own=(), **request_options) -> list:
+    """What the previous code wrote for `path` onto a response carrying `own` headers: CORP/COOP unless set, then
+    Talisman's own per-request hook (the code the precomputed headers replaced)."""
+    from flask import Flask
+    from flask_talisman import Talisman
+
+    from isp_admin.security import talisman_options
+
+    reference = Talisman(Flask("reference"), **talisman_options(production))
+    with app.test_request_context(path, base_url=base_url, **request_options):
+        response = app.response_class(headers=list(own))
+        response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        return security_headers(reference._set_response_headers(response))  # noqa: SLF001  (the old code path)
+
+
+def test_precomputed_headers_equal_talismans_for_a_page_an_api_answer_an_error_and_a_probe(production_app):
+    client = production_app.test_client()
+    https = "https://localhost"
+    with production_app.app_context():
+        token = bearer("admin", "read")
+
+    answers = {"/login": client.get("/login", base_url=https),
+               "/api/customers/": client.get("/api/customers/", base_url=https, headers=token),
+               "/no/such/page": client.get("/no/such/page", base_url=https),
+               "/health/": client.get("/health/", base_url=https)}
+
+    assert [answer.status_code for answer in answers.values()] == [200, 200, 404, 200]
+    for path, answer in answers.items():
+        assert security_headers(answer) == expected(https=True), path
+        assert security_headers(answer) == talisman_reference(production_app, path, https, production=True), path
+
+
+def test_behind_a_tls_proxy_hsts_is_sent_and_plain_http_is_redirected_as_talisman_did(production_app):
+    client = production_app.test_client()
+    proxied = {"X-Forwarded-Proto": "https"}
+
+    page = client.get("/login", headers=proxied)
+    redirected = client.get("/login?next=/customers/")
+    probe = client.get("/health/")  # probes speak plain HTTP to the pod: never redirected
+
+    assert page.status_code == 200 and security_headers(page) == expected(https=True)
+    assert security_headers(page) == talisman_reference(production_app, "/login", "http://localhost", True,
+                                                        headers=proxied)
+    assert redirected.status_code == 302
+    assert redirected.headers["Location"] == "https://localhost/login?next=/customers/"
+    assert probe.status_code == 200 and security_headers(probe) == expected(https=False)
+
+
+def test_precomputed_headers_equal_talismans_over_plain_http_in_testing(app, client):
+    page = client.get("/login")
+
+    assert security_headers(page) == expected(https=False)
+    assert security_headers(page) == talisman_reference(app, "/login", "http://localhost", production=False)
+
+
+@pytest.fixture
+def stripe_app(make_app):
+    """An app offering Stripe (at an address nothing here calls: the pay page only names its hosted pages)."""
+    from tests.payments.conftest import offer, stripe_config
+
+    with clean_context(make_app(**stripe_config("http://127.0.0.1:9"))) as app:
+        offer("stripe")
+        yield app
+
+
+def test_the_pay_page_widens_form_action_to_the_providers_hosted_page_only(stripe_app):
+    from tests.portal.conftest import portal_customer, portal_sign_in
+
+    customer, _account = portal_customer()
+    client = stripe_app.test_client()
+    portal_sign_in(client, customer.account_number)
+    hosted = stripe_app.config["STRIPE_API_BASE"]  # the local Stripe serves its own Checkout pages
+
+    pay = client.get("/portal/pay")
+    other = client.get("/portal/")
+
+    assert pay.status_code == 200 and security_headers(pay) == expected(https=False, form_action=hosted)
+    assert other.status_code == 200 and security_headers(other) == expected(https=False)
+
+
+def test_a_views_own_value_is_overwritten_and_per_view_options_are_kept_as_talisman_did(make_app):
+    from flask import Response
+
+    from isp_admin.extensions import talisman
+
+    app = make_app()
+
+    own = [("X-Frame-Options", "ALLOWALL"), ("Referrer-Policy", "unsafe-url")]
+
+    @talisman(frame_options="SAMEORIGIN", content_security_policy={"default-src": "'self'"})
+    def embeddable():
+        return Response("ok", headers=own)
+
+    app.add_url_rule("/embeddable", view_func=embeddable)
+    with app.app_context():
+        answer = app.test_client().get("/embeddable")
+
+    assert security_headers(answer) == talisman_reference(app, "/embeddable", "http://localhost", False, own=own)
+    assert dict(security_headers(answer)) == {**dict(expected(https=False)), "X-Frame-Options": "SAMEORIGIN",
+                                              "Content-Security-Policy": "default-src 'self'"}
+    assert answer.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]

@@ -122,7 +122,8 @@ def list_customers(args):
         page = customer_service.list_customers_json(
             json_fields(CustomerSchema), q=args.get("search") or "", status=args.get("status"),
             plan_id=args.get("plan_id"), sort=ORDERINGS[args["ordering"]], **_day_bounds(args), **page_window(args))
-        return json_rows_response([row["json"] for row in page.rows], page, args, g.get("version_etag"))
+        joined = page.extra["json"]
+        return json_rows_response([joined] if joined else [], page, args, g.get("version_etag"))
     page = customer_service.list_customers(
         q=args.get("search") or "", status=args.get("status"), plan_id=args.get("plan_id"),
         sort=ORDERINGS[args["ordering"]], with_services=False, **_day_bounds(args), **page_window(args))

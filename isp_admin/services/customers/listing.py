@@ -16,7 +16,8 @@ from isp_admin.errors import Invalid
 from isp_admin.extensions import db
 from isp_admin.models import Customer, Plan, Subscription
 from isp_admin.models.subscriptions import SUSPENSION_REASONS
-from isp_admin.services.customers.accounts import SORTS, list_customers, search_condition
+from isp_admin.services.customers.accounts import SORTS, list_customers, search_condition, services_column
+from isp_admin.services.platform import versions
 from isp_admin.services.platform.pagination import COUNT_CAP, Page, keyset_page
 
 DESCENDING = frozenset({"newest", "-name", "-account", "-status"})
@@ -57,7 +58,10 @@ def customer_conditions(*, q: str = "", status: str | None = None, reason: str |
 def customer_page(*, q: str = "", status: str | None = None, reason: str | None = None, plan_id: int | None = None,
                   sort: str = "name", size: int = 50, offset: int = 0, after: str | None = None,
                   before: str | None = None) -> Page:
-    """Return one page of the filtered customers with their live subscriptions, in a constant number of queries."""
+    """Return one page of the filtered customers with their live subscriptions, in a constant number of queries.
+
+    With a suspension reason: the page (its subscriptions folded in on PostgreSQL) and a capped count.
+    """
     _check(sort, reason)
     if not reason:
         return list_customers(q=q, status=status, plan_id=plan_id, sort=sort, size=size, offset=offset,
@@ -65,11 +69,13 @@ def customer_page(*, q: str = "", status: str | None = None, reason: str | None 
     c = Customer.__table__.c
     conditions = customer_conditions(q=q, status=status, reason=reason, plan_id=plan_id)
     sort_key = SORTS[sort]
-    stmt = select(*[c[name] for name in ("id", "account_number", "name", "email", "phone", "status")]).where(
-        *conditions)
+    columns = [c[name] for name in ("id", "account_number", "name", "email", "phone", "status")]
+    folded = versions.enabled()  # PostgreSQL: the subscriptions come in the page query, as JSON (3 statements)
+    stmt = select(*columns, *([services_column()] if folded else [])).where(*conditions)
     page = keyset_page(db.session, stmt, c[sort_key], c.id, descending=sort in DESCENDING, size=size, after=after,
                        before=before, sort_key=sort_key, offset=offset, as_rows=True)
-    page.extra["services"] = _services([row.id for row in page.rows])
+    page.extra["services"] = ({row.id: row.services for row in page.rows} if folded
+                              else _services([row.id for row in page.rows]))
     capped = select(c.id).where(*conditions).limit(COUNT_CAP + 1).subquery()
     total = db.session.scalar(select(func.count()).select_from(capped))
     page.total, page.total_capped = min(total, COUNT_CAP), total > COUNT_CAP

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 
+from isp_admin.autocommit import autocommit_reads
 from isp_admin.services.billing.queries import account_overview
 from isp_admin.services.customers import accounts as customer_service
 from isp_admin.services.customers import listing as customer_listing
@@ -23,6 +24,7 @@ bp = Blueprint("customers", __name__, url_prefix="/customers")
 
 
 @bp.get("/")
+@autocommit_reads  # one page of one list and its count: no shared snapshot needed
 @access("view")
 def index():
     """List customers: search, filter by status, plan or suspension reason, sort by column, page by number."""

@@ -8,6 +8,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_wtf import FlaskForm
 from markupsafe import Markup, escape
 
+from isp_admin.autocommit import autocommit_reads
 from isp_admin.errors import AppError
 from isp_admin.services.billing import invoices as invoice_service
 from isp_admin.services.billing import listing as invoice_listing
@@ -32,6 +33,7 @@ bp = Blueprint("invoices", __name__)
 
 
 @bp.get("/invoices/")
+@autocommit_reads  # one page of one list and its count: no shared snapshot needed
 @access("view")
 def index():
     """List invoices: filter by status, customer, dates, amount and days past due; sort by column; page by number."""

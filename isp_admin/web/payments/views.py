@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
+from isp_admin.autocommit import autocommit_reads
 from isp_admin.services.billing import listing as payment_listing
 from isp_admin.services.billing import payments as payment_service
 from isp_admin.services.billing import queries as invoice_queries
@@ -26,6 +27,7 @@ bp = Blueprint("payments", __name__, url_prefix="/payments")
 
 
 @bp.get("/")
+@autocommit_reads  # one page of one list and its count: no shared snapshot needed
 @access("view")
 def index():
     """List payments: filter by customer, method, status and date received; sort by column; page by number."""

@@ -82,11 +82,14 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 # SIGTERM: stop accepting, let in-flight requests finish for up to this long, then exit.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
-# Recycle workers now and then so a slow leak can never grow without bound. Each recycled worker leaves its
-# counter and histogram files behind (its counts must survive it), so every scrape reads a little more until the
-# next restart; 0 turns recycling off.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
-max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "500"))
+# Recycle workers now and then so a slow leak can never grow without bound. Not often: a new worker spends ~2 s of a
+# core importing the app and starts with cold caches (page anchors, counts, compiled statements and templates are
+# per worker), so at 5,000 requests a busy worker recycled every ~10 s and the HTTP benchmark lost half its
+# throughput to it (bench/RESULTS.md). A worker grows ~10 MB in its first thousand requests and then holds. Each
+# recycled worker leaves its counter and histogram files behind (its counts must survive it), so every scrape reads
+# a little more until the next restart; 0 turns recycling off.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "200000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "20000"))
 # The heartbeat file is touched constantly; on a disk-backed /tmp (a container's overlay) that can stall a worker
 # into a false timeout, so use shared memory when the host has it.
 _SHM = "/dev/shm"  # noqa: S108  (gunicorn's own heartbeat files, made with mkstemp; no fixed names)

@@ -66,6 +66,18 @@ def wait_until(condition, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+def wait_answering(server: subprocess.Popen, base: str, log, name: str = "gunicorn", timeout: float = 60) -> None:
+    """Wait until the server started as `server` answers /health/ at `base`; fail with its log if it exits."""
+    def answers() -> bool:
+        assert server.poll() is None, f"{name} exited: {log.read_text()[-2000:]}"
+        try:
+            return call(base, "GET", "/health/")[0] == 200
+        except OSError:
+            return False
+
+    wait_until(answers, f"{name} to answer", timeout=timeout)
+
+
 def server_env(backends, **overrides: str) -> dict[str, str]:
     """The environment of a testing server on this worker's database and Redis (rate limits off)."""
     env = {**os.environ, "APP_ENV": "testing", "SECRET_KEY": "test-secret-key-not-for-production",

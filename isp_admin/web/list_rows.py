@@ -18,7 +18,7 @@ from markupsafe import Markup, escape
 from isp_admin.web.templating import money, status_badge
 
 INVOICE_BADGE_COLOURS = {"draft": "secondary", "open": "primary", "overdue": "danger", "paid": "success",
-                         "void": "dark"}  # as invoices/_badges.html's invoice_badge
+                         "void": "dark"}
 
 
 def _link_prefix(endpoint: str, argument: str) -> Markup:
@@ -27,20 +27,29 @@ def _link_prefix(endpoint: str, argument: str) -> Markup:
 
 
 def _select_cell(row_id: int, label: Markup | str) -> str:
-    """The bulk checkbox cell (as _macros/lists.html's select_row); `label` is escaped already."""
+    """The bulk checkbox cell of a list row; `label` is escaped already."""
     return (f'<td class="bulk-check"><input class="form-check-input" type="checkbox" name="ids" value="{int(row_id)}" '
             f'aria-label="Select {label}"></td>')
 
 
 @functools.lru_cache(maxsize=64)
-def _invoice_badge(status: str) -> str:
-    return f'<span class="badge text-bg-{INVOICE_BADGE_COLOURS.get(status, "light")}">{escape(status)}</span>'
+def invoice_badge(status: str) -> Markup:
+    """An invoice's status as a badge (the lists and invoices/_badges.html's macro, one markup)."""
+    return Markup(f'<span class="badge text-bg-{INVOICE_BADGE_COLOURS.get(status, "light")}">'  # noqa: S704
+                  f"{escape(status)}</span>")
 
 
 @functools.lru_cache(maxsize=64)
-def _payment_badge(status: str) -> str:
-    colour = "success" if status == "completed" else "warning"  # as invoices/_badges.html's payment_badge
-    return f'<span class="badge text-bg-{colour}">{escape(status)}</span>'
+def payment_badge(status: str) -> Markup:
+    """A payment's status as a badge (the lists and invoices/_badges.html's macro, one markup)."""
+    colour = "success" if status == "completed" else "warning"
+    return Markup(f'<span class="badge text-bg-{colour}">{escape(status)}</span>')  # noqa: S704
+
+
+def _customer_cell(row: Mapping, customer: Markup) -> str:
+    """An invoice's or payment's customer: the name linked to the customer, then the account number."""
+    return (f'<td><a href="{customer}{int(row["customer_id"])}">{escape(row["customer_name"])}</a> '
+            f'<span class="small text-body-secondary">{escape(row["account_number"])}</span></td>')
 
 
 # --- customers ---------------------------------------------------------------------------------------------------
@@ -81,9 +90,8 @@ def _invoice_row(i: Mapping, detail: Markup, customer: Markup) -> str:
     balance = escape(money(i["balance_cents"], currency)) if status not in ("void", "draft") else "—"
     return (f"<tr>{_select_cell(i['id'], label)}"
             f'<td><a href="{detail}{int(i["id"])}"><code>{number}</code></a></td>'
-            f'<td><a href="{customer}{int(i["customer_id"])}">{escape(i["customer_name"])}</a> '
-            f'<span class="small text-body-secondary">{escape(i["account_number"])}</span></td>'
-            f"<td>{_invoice_badge(status)}</td>"
+            f"{_customer_cell(i, customer)}"
+            f"<td>{invoice_badge(status)}</td>"
             f'<td class="text-nowrap">{escape(i["issue_date"])}</td>'
             f'<td class="text-nowrap">{escape(i["due_date"])}</td>'
             f'<td class="text-end text-nowrap">{escape(money(i["total_cents"], currency))}</td>'
@@ -105,11 +113,10 @@ def _payment_row(p: Mapping, detail: Markup, customer: Markup) -> str:
     return (f"<tr>{_select_cell(payment_id, f'payment #{payment_id}')}"
             f'<td><a href="{detail}{payment_id}">#{payment_id}</a></td>'
             f'<td class="text-nowrap">{escape(p["received_on"])}</td>'
-            f'<td><a href="{customer}{int(p["customer_id"])}">{escape(p["customer_name"])}</a> '
-            f'<span class="small text-body-secondary">{escape(p["account_number"])}</span></td>'
+            f"{_customer_cell(p, customer)}"
             f'<td>{escape(p["method"].replace("_", " "))}{badge}</td>'
             f'<td class="small text-break">{escape(p["reference"] or "")}</td>'
-            f"<td>{_payment_badge(p['status'])}</td>"
+            f"<td>{payment_badge(p['status'])}</td>"
             f'<td class="text-end text-nowrap">{escape(money(p["amount_cents"], p["currency"]))}</td></tr>\n')
 
 

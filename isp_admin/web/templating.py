@@ -127,6 +127,8 @@ def register_template_helpers(app: Flask) -> None:
     # The staff lists' rows, rendered in Python (one pass, every value escaped): see isp_admin/web/list_rows.py.
     for render in (list_rows.customer_rows, list_rows.invoice_rows, list_rows.payment_rows):
         app.add_template_global(render, render.__name__)
+    app.add_template_global(list_rows.invoice_badge, "invoice_status_badge")
+    app.add_template_global(list_rows.payment_badge, "payment_status_badge")
     # The audit_table macro reads events in the staff's words: one query names every record they mention.
     app.add_template_global(partial(describe_events, money=money), "audit_entries")
     # Navigation shows a feature's link once its pages exist (blueprints are registered in one list).

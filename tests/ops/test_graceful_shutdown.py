@@ -27,7 +27,7 @@ from isp_admin.jobs.queue import start_run
 from isp_admin.models import Customer, Invoice, JobRun
 from tests.conftest import ROOT, RUN_ID
 from tests.factories import CustomerFactory
-from tests.gunicorn_helpers import PAYMENTS, billing_token, call, wait_until
+from tests.gunicorn_helpers import PAYMENTS, billing_token, call, wait_answering, wait_until
 from tests.jobs import conftest as jobs_fixtures
 from tests.jobs.conftest import assert_gapless, invoice_numbers, line_counts
 from tests.support.billing import AS_OF, customers_due
@@ -70,15 +70,8 @@ def gunicorn_from_deploy_config(backends, tmp_path: Path) -> Iterator[tuple[subp
                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 
-    def answers() -> bool:
-        assert server.poll() is None, f"gunicorn exited: {log.read_text()[-2000:]}"
-        try:
-            return call(base, "GET", "/health/")[0] == 200
-        except OSError:
-            return False
-
     try:
-        wait_until(answers, "gunicorn to answer", timeout=60)
+        wait_answering(server, base, log)
         yield server, port, log
     finally:
         stop(server)

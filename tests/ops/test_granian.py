@@ -26,7 +26,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from isp_admin.devserver import free_port
 from tests.conftest import ROOT
 from tests.factories import CustomerFactory
-from tests.gunicorn_helpers import PAYMENTS, asking_continuously, billing_token, call, server_env, wait_until
+from tests.gunicorn_helpers import (
+    PAYMENTS,
+    asking_continuously,
+    billing_token,
+    call,
+    server_env,
+    wait_answering,
+    wait_until,
+)
 from tests.support.idempotency import payment_body, payments_of
 from tests.support.locks import customer_lock, holding_row_lock, lock_waiters
 
@@ -48,15 +56,8 @@ def granian(backends, tmp_path: Path, *options: str, workers: int = 2, app: str 
                                   stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 
-    def answers() -> bool:
-        assert server.poll() is None, f"granian exited: {log.read_text()[-2000:]}"
-        try:
-            return call(base, "GET", "/health/")[0] == 200
-        except OSError:
-            return False
-
     try:
-        wait_until(answers, "granian to answer", timeout=60)
+        wait_answering(server, base, log, "granian")
         wait_until(lambda: len(workers_of(server)) == workers, f"{workers} granian workers", timeout=30)
         yield server, port, log
     finally:

@@ -14,7 +14,7 @@ import psutil
 
 from isp_admin.devserver import free_port
 from tests.conftest import ROOT
-from tests.gunicorn_helpers import asking_continuously, call, server_env, wait_until
+from tests.gunicorn_helpers import asking_continuously, server_env, wait_answering, wait_until
 
 MAX_REQUESTS = 30
 
@@ -38,14 +38,7 @@ def test_gunicorn_recycles_workers_after_max_requests_without_losing_a_request(b
                                   stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        def answers() -> bool:
-            assert server.poll() is None, f"gunicorn exited: {log.read_text()[-2000:]}"
-            try:
-                return call(base, "GET", "/health/")[0] == 200
-            except OSError:
-                return False
-
-        wait_until(answers, "gunicorn to answer", timeout=60)
+        wait_answering(server, base, log)
         wait_until(lambda: len(workers_of(server)) == 2, "two workers", timeout=30)
         first = workers_of(server)
         with asking_continuously(base) as tally:

@@ -50,7 +50,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import profile  # noqa: E402  (after the path insert above)
+from bench import cpu_account, profile  # noqa: E402  (after the path insert above)
 from bench.billing_run import commit_id, database, drop  # noqa: E402
 
 LUA = ROOT / "bench" / "wrk" / "load.lua"
@@ -429,8 +429,11 @@ def main(argv=None) -> dict:
     open_files = raise_open_files()
     rng = random.Random(1)
 
-    def measure(base: str, target: str, data_file: Path, seconds: int | None = None) -> dict:
-        figures = run_wrk(wrk, base, target, data_file, seconds or args.duration, args.connections, args.timeout)
+    def measure(base: str, server: subprocess.Popen, target: str, data_file: Path) -> dict:
+        account = cpu_account.CpuAccount(server.pid)
+        before = account.snapshot()
+        figures = run_wrk(wrk, base, target, data_file, args.duration, args.connections, args.timeout)
+        figures["cpu"] = cpu_account.per_request(before, account.snapshot(), figures["requests"])
         print(_line(figures), flush=True)
         return figures
 
@@ -439,8 +442,8 @@ def main(argv=None) -> dict:
         data_file = workdir / "data.lua"
         data_file.write_text('return { token = "" }\n')   # the bare route reads nothing
         # The yardstick before and after our app (their mean is the ratio's base): drift shows as a gap.
-        with running(bench.env, workdir, "bare-before", BARE_APP) as (base, _, _):
-            bare = [measure(base, "bare", data_file)]
+        with running(bench.env, workdir, "bare-before", BARE_APP) as (base, server, _):
+            bare = [measure(base, server, "bare", data_file)]
         per_minute = max(1000, int(bare[0]["rps"] * 60 * 1.5))
         passes: dict[str, dict] = {}
         rss: dict[str, float] = {}
@@ -462,8 +465,8 @@ def main(argv=None) -> dict:
                     samplers = None
                     if args.profile and mode == "shipped":  # py-spy samples both workers from outside
                         samplers = profile.record(worker_pids(server.pid), max(1, args.duration - 1),
-                                                  workdir / f"profile-{target}")
-                    results[target] = measure(base, target, data_file)
+                                                  workdir / f"profile-{target}", rate=PROFILE_RATE)
+                    results[target] = measure(base, server, target, data_file)
                     if samplers:
                         profile.finish(samplers, timeout=60)
                         results[target]["profile"] = profile.summarize(workdir / f"profile-{target}")
@@ -474,7 +477,7 @@ def main(argv=None) -> dict:
                 rss[mode] = sampler.stop()
                 passes[mode] = results
         with running(bench.env, workdir, "bare-after", BARE_APP) as (base, server, _):
-            bare.append(measure(base, "bare", data_file))
+            bare.append(measure(base, server, "bare", data_file))
             bare_rss = max(worker_rss(server.pid), default=0.0)
         loaded = bench.loaded
 
@@ -508,6 +511,8 @@ def _line(f: dict) -> str:
             f"p99 {f['p99_ms']:7.1f} ms  errors {f['errors']} (socket {f['socket_errors']}, timeouts "
             f"{f['timeouts']})  queries {queries}  statuses {f['statuses']}")
 
+
+PROFILE_RATE = 100  # py-spy samples per second per worker: ~6,000 a target, at a cost inside the run's noise
 
 # Issue 17's goals, as shares of the bare route's req/s in the same run (and p95 where it names one).
 RATIO_GOALS = {"health": (0.60, None), "api_customers": (0.15, 30), "etag_304": (0.40, None),
@@ -585,6 +590,14 @@ def write_section(path: Path, r: dict) -> None:
                      f"{f['p99_ms']:.1f} | {f['errors']} | {queries} | {f['ratio']:.1%} | {off} |")
     lines += ["", "| figure | measured | goal | |", "|---|---|---|---|"]
     lines += [f"| {g['figure']} | {g['measured']} | {g['goal']} | {mark[g['met']]} |" for g in r["goals"]]
+    accounted = [(f"{LABELS['bare']} ({when})", b["rps"], b["cpu"])
+                 for when, b in zip(("before", "after"), r["bare"], strict=True) if b.get("cpu")]
+    accounted += [(LABELS[key], f["rps"], f["cpu"]) for key, f in r["targets"].items() if f.get("cpu")]
+    if accounted:
+        lines += ["", "CPU per request, by process (ms of CPU time per request served, shipped defaults; every",
+                  "process shares the same cores, so a target's req/s is set by its whole column \"all\", not by the",
+                  "app's alone):",
+                  "", *cpu_account.markdown(accounted)]
     profiled = [(key, f["profile"]) for key, f in r["targets"].items() if f.get("profile")]
     if profiled:
         lines += ["", "Where the time goes (py-spy `--gil`: both workers sampled through each target's run, only the",

@@ -16,7 +16,7 @@ FIGURES = ("rps", "p50_ms", "p95_ms", "p99_ms", "ratio")
 
 
 def test_http_benchmark_runs_at_small_n_and_reports_every_figure(tmp_path):
-    from bench import http_load
+    from bench import cpu_account, http_load
 
     try:
         http_load.ensure_wrk()
@@ -67,7 +67,17 @@ def test_http_benchmark_runs_at_small_n_and_reports_every_figure(tmp_path):
         assert sampled["samples"] > 0, name
         assert abs(sum(sampled["layers"].values()) - 1) < 1e-6 and sampled["functions"], name
 
+    # Each target's CPU per request is named by process: the app's workers, PostgreSQL, Redis, wrk, the rest.
+    for name, figures in [*targets.items(), ("bare", report["bare"][0])]:
+        cpu = figures["cpu"]
+        assert set(cpu["ms"]) == set(cpu_account.GROUPS), name
+        assert cpu["ms"]["app"] > 0 and cpu["ms"]["wrk"] > 0, (name, cpu)
+        assert cpu["total_ms"] >= sum(cpu["ms"].values()) - 1e-6 and 0 < cpu["cores_busy"] <= cpu["cores"] + 0.5
+    assert targets["api_customers"]["cpu"]["ms"]["postgres"] > 0, "the list's statements cost PostgreSQL CPU"
+    assert targets["health"]["cpu"]["ms"]["postgres"] < targets["api_customers"]["cpu"]["ms"]["postgres"]
+
     section = results.read_text()
+    assert "CPU per request, by process" in section and "| PostgreSQL |" in section
     assert "## HTTP load as deployed (bench/http_load.py)" in section and "limiter's cost" in section
     assert "| figure | measured | goal | |" in section
     assert "Where the time goes" in section and "| layer | share |" in section

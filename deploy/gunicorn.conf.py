@@ -75,6 +75,9 @@ class ThreadWorkerServingWhatItAccepted(ThreadWorker):
 
 worker_class = ThreadWorkerServingWhatItAccepted
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# Each worker's database pool keeps one connection per thread (isp_admin.config.engine_options): fewer, and busy
+# threads open and close a connection per request. The workers inherit this environment.
+os.environ.setdefault("DATABASE_POOL_SIZE", str(threads))
 # gthread: how many connections (active and keep-alive) one worker holds at once.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))

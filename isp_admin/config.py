@@ -42,6 +42,14 @@ def engine_options(database_url: str, env: dict[str, str]) -> dict:
         options["connect_args"] = {"connect_timeout": int(env.get("DATABASE_CONNECT_TIMEOUT", "5")),
                                    "options": "-c timezone=UTC"}
         options["pool_timeout"] = int(env.get("DATABASE_POOL_TIMEOUT", "10"))
+        # One kept connection per server thread. With SQLAlchemy's default of 5, a worker's 8 busy threads kept
+        # opening and closing "overflow" connections, a PostgreSQL backend started and ended per request (py-spy
+        # found psycopg's connect and close in the ETag benchmark). Connections open lazily, so a process with fewer
+        # threads (an RQ worker) holds only what it uses; gunicorn's config sets this to its threads when unset.
+        size = env.get("DATABASE_POOL_SIZE", "10")
+        if not size.isdigit() or not 1 <= int(size) <= 1000:
+            raise ConfigError(f"DATABASE_POOL_SIZE must be a whole number from 1 to 1000, not {size!r}")
+        options["pool_size"] = int(size)
     return options
 
 

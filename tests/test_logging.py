@@ -120,3 +120,44 @@ def test_a_job_logs_under_the_request_id_that_queued_it(app, make_app, backends)
     finally:
         _drop_redis_keys(backends["redis_url"], queue)
         redis.Redis.from_url(backends["redis_url"]).close()
+
+
+def _scrub_every_pattern(text: str) -> str:
+    from isp_admin.observability.logs import SECRET_IN_TEXT
+
+    for pattern, replacement in SECRET_IN_TEXT:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+SECRETISH = ["Bearer abc.DEF-123", "bEaReR\tx", "ispa_0123456789abcdef", "PassWord: hunter2", "passwd=x",
+             "SECRET =s3cr3t", "token:abc", CARD, "4111-1111-1111-1111", "4111111111111", "1234567890123456789",
+             "/api/plans/?token=ispa_zzzzzzzzzzzz", "a\u00a0password=b", "TOKEN\n=x"]
+
+
+@pytest.mark.parametrize("text", [*SECRETISH, "GET", "/api/customers/?page=2", "customers.index", "127.0.0.1",
+                                  "0123456789ab", "1 2 3 4 5 6 7 8 9 0 1 2", "12345678901234567890", "", "ß" * 50])
+def test_the_quick_check_before_redaction_never_lets_a_secret_through(text):
+    from isp_admin.observability.logs import _scrub_text
+
+    assert _scrub_text(text) == _scrub_every_pattern(text)
+    assert _scrub_text(f"before {text} after") == _scrub_every_pattern(f"before {text} after")
+    if text in SECRETISH:
+        assert _scrub_text(text) != text, "the fixture is a secret the patterns redact"
+
+
+def test_the_quick_check_agrees_with_the_patterns_on_generated_text():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from isp_admin.observability.logs import _scrub_text
+
+    pieces = st.sampled_from(["bearer ", "Bearer\t", "ispa_", "password", "passwd", "secret", "token", "=", ": ",
+                              "1", "4111 ", "-", " ", "x", "_", "PASSWORD", "Token"])
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.one_of(pieces, st.text(max_size=4)), max_size=25).map("".join))
+    def agree(text):
+        assert _scrub_text(text) == _scrub_every_pattern(text)
+
+    agree()

@@ -48,9 +48,14 @@ SECRET_IN_TEXT = [
     (re.compile(r"\b\d(?:[ -]?\d){12,18}\b"), "[redacted card number]"),
 ]
 REDACTED = "[redacted]"
+# Matches wherever any SECRET_IN_TEXT pattern could (a superset): a text it misses has nothing to redact, so a
+# request line's dozen plain fields cost one search each rather than four substitutions.
+_MAY_HOLD_SECRET = re.compile(r"(?i)bearer|ispa_|passw(?:or)?d|secret|token|\d(?:[ -]?\d){12}")
 
 
 def _scrub_text(text: str) -> str:
+    if not _MAY_HOLD_SECRET.search(text):
+        return text
     for pattern, replacement in SECRET_IN_TEXT:
         text = pattern.sub(replacement, text)
     return text

@@ -22,7 +22,7 @@ import redis
 from sqlalchemy import func, make_url, select
 
 from isp_admin import create_app
-from isp_admin.config import engine_options, load_config, redis_timeouts
+from isp_admin.config import ConfigError, engine_options, load_config, redis_timeouts
 from isp_admin.devserver import free_port
 from isp_admin.extensions import db, limiter
 from isp_admin.models import JobRun
@@ -378,7 +378,11 @@ def test_timeouts_come_from_the_environment_and_suit_each_backend(tmp_path):
     assert engine_options("sqlite:///x.sqlite3", {"DATABASE_CONNECT_TIMEOUT": "2"}) == {"pool_pre_ping": True}
     assert engine_options("postgresql+psycopg://db/app", {}) == {
         "pool_pre_ping": False, "connect_args": {"connect_timeout": 5, "options": "-c timezone=UTC"},
-        "pool_timeout": 10}
+        "pool_timeout": 10, "pool_size": 10}
+    assert engine_options("postgresql+psycopg://db/app", {"DATABASE_POOL_SIZE": "16"})["pool_size"] == 16
+    for wrong in ("0", "-1", "eight", "", "1001", "8.5"):
+        with pytest.raises(ConfigError, match="DATABASE_POOL_SIZE"):
+            engine_options("postgresql+psycopg://db/app", {"DATABASE_POOL_SIZE": wrong})
     on_redis = load_config(tmp_path, {"REDIS_URL": "redis://cache:6379/0", "REDIS_SOCKET_TIMEOUT": "0.5"})
     assert on_redis["CACHE_OPTIONS"] == on_redis["RATELIMIT_STORAGE_OPTIONS"] == {
         "socket_connect_timeout": 0.5, "socket_timeout": 0.5}

@@ -27,6 +27,17 @@ LAYERS = (
     ("gunicorn (sockets, HTTP parsing)", ("gunicorn", "socket", "selectors", "ssl")),
     ("ISP Admin code", ("isp_admin",)),
 )
+# Parts of a request counted inclusively: a sample counts for each part with a frame anywhere on its stack (the
+# rate limiter's share includes its Redis round trip, the database's its driver). Tested against frames' files.
+INCLUSIVE = (
+    ("rate limiter (Flask-Limiter and ours, with its Redis call)", ("isp_admin/ratelimit", "flask_limiter",
+                                                                    "/limits/")),
+    ("request logging and metrics", ("isp_admin/observability/logs", "isp_admin/observability/metrics",
+                                     "structlog", "prometheus_client")),
+    ("database (SQLAlchemy and psycopg)", ("sqlalchemy", "psycopg")),
+    ("security headers", ("isp_admin/security", "flask_talisman")),
+)
+LIMITER = INCLUSIVE[0][0]
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::\d+)?\)$")
 
 
@@ -80,6 +91,7 @@ def summarize(out_dir: Path, top: int = 12) -> dict:
     """Fold the collapsed stacks in out_dir into samples per layer and the busiest functions (self time)."""
     layers: Counter = Counter()
     functions: Counter = Counter()
+    parts: Counter = Counter()
     total = 0
     for path in sorted(out_dir.glob("*.txt")):
         for line in path.read_text().splitlines():
@@ -93,11 +105,15 @@ def summarize(out_dir: Path, top: int = 12) -> dict:
             total += samples
             func, file = frames[-1]
             layers[layer_of(file)] += samples
+            for name, needles in INCLUSIVE:
+                if any(needle in path_ for _, path_ in frames for needle in needles):
+                    parts[name] += samples
             short = file.split("site-packages/")[-1].split("/work/main/")[-1]
             functions[f"{func} ({short})"] += samples
     share = {name: count / total for name, count in layers.most_common()} if total else {}
     busiest = [(name, count / total) for name, count in functions.most_common(top)] if total else []
-    return {"samples": total, "layers": share, "functions": busiest}
+    inclusive = {name: parts[name] / total for name, _ in INCLUSIVE} if total else {}
+    return {"samples": total, "layers": share, "functions": busiest, "inclusive": inclusive}
 
 
 def markdown(label: str, summary: dict) -> list[str]:
@@ -108,5 +124,9 @@ def markdown(label: str, summary: dict) -> list[str]:
              "| layer | share |", "|---|---|"]
     lines += [f"| {name} | {share:.0%} |" for name, share in summary["layers"].items()]
     lines += ["", "Busiest functions (self time): " + "; ".join(f"`{name}` {share:.1%}"
-                                                           for name, share in summary["functions"][:8]), ""]
+                                                           for name, share in summary["functions"][:8])]
+    if summary.get("inclusive"):
+        lines += ["", "Inclusive (a sample counts for every part on its stack): " + "; ".join(
+            f"{name} {share:.1%}" for name, share in summary["inclusive"].items())]
+    lines.append("")
     return lines

@@ -16,7 +16,7 @@ FIGURES = ("rps", "p50_ms", "p95_ms", "p99_ms", "ratio")
 
 
 def test_http_benchmark_runs_at_small_n_and_reports_every_figure(tmp_path):
-    from bench import cpu_account, http_load
+    from bench import cpu_account, http_load, profile
 
     try:
         http_load.ensure_wrk()
@@ -59,13 +59,23 @@ def test_http_benchmark_runs_at_small_n_and_reports_every_figure(tmp_path):
     assert isinstance(report["worker_rss_mb"], float) and report["worker_rss_mb"] > report["bare_rss_mb"] > 0
     assert report["peak"] is None, "--small skips the 1,000-connection run"
     goals = {g["figure"]: g for g in report["goals"]}
-    assert len(goals) == 15 and all(g["met"] in (True, False) for g in report["goals"] if "peak" not in g["figure"])
+    assert len(goals) == 16 and all(g["met"] in (True, False) for g in report["goals"] if "peak" not in g["figure"])
 
     # py-spy sampled the workers under every target: shares per layer that add up, and the busiest functions.
     for name, figures in targets.items():
         sampled = figures["profile"]
         assert sampled["samples"] > 0, name
         assert abs(sum(sampled["layers"].values()) - 1) < 1e-6 and sampled["functions"], name
+        assert set(sampled["inclusive"]) == {name for name, _ in profile.INCLUSIVE}, name
+        assert all(0 <= share <= 1 for share in sampled["inclusive"].values()), name
+    # Exempt from limits, /health/ meets only Flask-Limiter's response hooks; a token's API list counts its request
+    # in Redis as well.
+    limiter = {name: targets[name]["profile"]["inclusive"][profile.LIMITER] for name in ("health", "api_customers")}
+    assert limiter["health"] < 0.1 and limiter["api_customers"] > 0, limiter
+    assert targets["api_customers"]["profile"]["inclusive"]["database (SQLAlchemy and psycopg)"] > 0
+    share = http_load.limiter_share(targets["api_customers"])
+    assert 0 < share < 1
+    assert any(g["figure"].startswith("rate limiter's cost, profiled") for g in report["goals"])
 
     # Each target's CPU per request is named by process: the app's workers, PostgreSQL, Redis, wrk, the rest.
     for name, figures in [*targets.items(), ("bare", report["bare"][0])]:

@@ -18,6 +18,7 @@ from isp_admin.extensions import cache, db
 from isp_admin.models import Customer, Invoice, Payment, Plan, Subscription
 from isp_admin.models.invoices import OPEN_STATUSES
 from isp_admin.services.platform.after_commit import forget_now_and_after_commit
+from isp_admin.services.platform.single_flight import read_or_compute_once
 
 CACHE_TIMEOUT = 60
 GENERATION_KEY = "reports:generation"
@@ -38,14 +39,17 @@ BUCKETS = (
 
 
 def _cached(name: str, params: tuple, compute: Callable[[], object]):
-    """Return a cached report, computing and storing it (for CACHE_TIMEOUT seconds) on a miss."""
+    """Return a cached report, computing and storing it (for CACHE_TIMEOUT seconds) on a miss, once per process
+    however many requests miss together."""
     generation = cache.get(GENERATION_KEY) or "0"
     key = ":".join(["reports", name, generation, *map(str, params)])
-    value = cache.get(key)
-    if value is None:
+
+    def compute_and_store():
         value = compute()
         cache.set(key, value, timeout=CACHE_TIMEOUT)
-    return value
+        return value
+
+    return read_or_compute_once(key, lambda: cache.get(key), compute_and_store)
 
 
 def invalidate_reports() -> None:

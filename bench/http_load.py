@@ -24,6 +24,7 @@ Usage: .venv/bin/python bench/http_load.py [--customers 100000] [--duration 30] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -395,7 +396,25 @@ def running(env: dict, workdir: Path, name: str, app: str = "wsgi:app") -> Itera
         wait_ready(base, server, log, path="/health/ready/" if app == "wsgi:app" else "/")
         yield base, server, log
     finally:
+        workers = worker_pids(server.pid) if server.poll() is None else []
         stop(server)
+        stop_workers(workers)
+
+
+def stop_workers(pids: list[int], timeout: float = 30.0) -> None:
+    """Wait until a stopped server's workers are gone, killing any left: a worker still serving what it had
+    accepted (after the peak run, hundreds of requests) would take the cores from the next server's first target."""
+    import psutil
+
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            alive.append(psutil.Process(pid))
+    _, left = psutil.wait_procs(alive, timeout=timeout)
+    for process in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(left, timeout=5)
 
 
 @contextmanager

@@ -68,3 +68,23 @@ def test_the_database_and_redis_roots_are_found_by_name():
     postgres = cpu_account.roots_named("postgres")
     assert postgres and all(p.name() == "postgres" and p.parent().name() != "postgres" for p in postgres)
     assert cpu_account.roots_named("redis-server")
+
+
+def test_a_stopped_servers_workers_are_waited_for_and_stragglers_killed():
+    from bench import http_load
+
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time\n"
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"])
+    quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    try:
+        began = time.monotonic()
+        http_load.stop_workers([stubborn.pid, quick.pid, 999_999_999], timeout=1.0)
+        waited = time.monotonic() - began
+        # psutil reaped both (they are this test's children), so their pids are free: gone, one of them killed.
+        assert not psutil.pid_exists(stubborn.pid) and not psutil.pid_exists(quick.pid)
+        assert 1.0 <= waited < 5, "waited out the timeout for the stubborn one, then killed it"
+    finally:
+        for process in (stubborn, quick):
+            if process.poll() is None:
+                process.kill()
+                process.wait()

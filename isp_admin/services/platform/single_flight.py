@@ -40,6 +40,18 @@ def read_or_compute_once(key: str, read: Callable[[], T | None], compute_and_sto
                 del _locks[key]
 
 
+def cached_once(key: str, compute: Callable[[], T], timeout: int) -> T:
+    """Return the app cache's value at `key`; on a miss compute it, once per process, and store it for `timeout` s."""
+    from isp_admin.extensions import cache
+
+    def compute_and_store() -> T:
+        value = compute()
+        cache.set(key, value, timeout=timeout)
+        return value
+
+    return read_or_compute_once(key, lambda: cache.get(key), compute_and_store)
+
+
 def pending() -> int:
     """How many keys have a lock right now (tests: none is left behind)."""
     with _guard:

@@ -16,10 +16,10 @@ from datetime import date, datetime
 
 from sqlalchemy import and_, case, extract, func, select
 
-from isp_admin.extensions import cache, db
+from isp_admin.extensions import db
 from isp_admin.models import Customer, Invoice, InvoiceLine, JobRun, Notification, Payment, Plan, Subscription
 from isp_admin.services.platform.job_runs import failed_count
-from isp_admin.services.platform.single_flight import read_or_compute_once
+from isp_admin.services.platform.single_flight import cached_once
 from isp_admin.services.reporting.reports import (
     BUCKETS,
     ISSUED,
@@ -163,13 +163,7 @@ def mrr_trend(as_of: date) -> tuple[TrendMonth, ...]:
     are issued or voided)."""
     # Read before the lines: a trend computed from a newer state than its key is only ever fresher than the key.
     key = ":".join(["dashboard", "trend", as_of.replace(day=1).isoformat(), *map(str, _invoices_fingerprint())])
-
-    def compute_and_store():
-        trend = _trend(as_of)
-        cache.set(key, trend, timeout=TREND_TIMEOUT)
-        return trend
-
-    return read_or_compute_once(key, lambda: cache.get(key), compute_and_store)  # seconds: once, not per request
+    return cached_once(key, lambda: _trend(as_of), TREND_TIMEOUT)  # seconds of work: once, not once per request
 
 
 def _invoices_fingerprint() -> tuple:

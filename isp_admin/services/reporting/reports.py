@@ -18,7 +18,7 @@ from isp_admin.extensions import cache, db
 from isp_admin.models import Customer, Invoice, Payment, Plan, Subscription
 from isp_admin.models.invoices import OPEN_STATUSES
 from isp_admin.services.platform.after_commit import forget_now_and_after_commit
-from isp_admin.services.platform.single_flight import read_or_compute_once
+from isp_admin.services.platform.single_flight import cached_once
 
 CACHE_TIMEOUT = 60
 GENERATION_KEY = "reports:generation"
@@ -43,13 +43,7 @@ def _cached(name: str, params: tuple, compute: Callable[[], object]):
     however many requests miss together."""
     generation = cache.get(GENERATION_KEY) or "0"
     key = ":".join(["reports", name, generation, *map(str, params)])
-
-    def compute_and_store():
-        value = compute()
-        cache.set(key, value, timeout=CACHE_TIMEOUT)
-        return value
-
-    return read_or_compute_once(key, lambda: cache.get(key), compute_and_store)
+    return cached_once(key, compute, CACHE_TIMEOUT)
 
 
 def invalidate_reports() -> None:
